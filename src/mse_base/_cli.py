@@ -8,11 +8,21 @@ it into one line on stderr and the error's exit code, with a traceback only unde
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
+import platform
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from pathlib import Path
+from typing import Any, NoReturn
 
 from mse_base.errors import Error
 
@@ -43,26 +53,553 @@ def _guard(prog: str, body: Callable[[argparse.Namespace], int], args: argparse.
 # --- mse-run -------------------------------------------------------------------------------
 
 
+class _VersionAction(argparse.Action):
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print versions and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        from mse_base import __version__
+
+        gramine = "not installed"
+        if shutil.which("gramine-sgx-sign"):
+            result = subprocess.run(
+                ["gramine-sgx-sign", "--version"], capture_output=True, text=True, check=False
+            )
+            gramine = (result.stdout or result.stderr).strip().splitlines()[0:1] or ["unknown"]
+            gramine = gramine[0] if isinstance(gramine, list) else gramine
+        print(f"mse-base {__version__}")
+        print(f"Gramine: {gramine}")
+        print(f"Python: {platform.python_version()}")
+        parser.exit()
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mse-run",
+        description="Unpack an app, measure and sign its Gramine enclave, and serve it over RA-TLS.",
+    )
+    parser.add_argument("--version", action=_VersionAction)
+    parser.add_argument("--size", required=True, help="enclave size, a power of two (512M, 8G)")
+    parser.add_argument("--code", required=True, type=Path, help="tar (or .tar.gz) of the app")
+    parser.add_argument("--host", required=True, help="name or IP clients use (certificate SAN)")
+    parser.add_argument("--application", required=True, help="module:attribute, e.g. app:app")
+    parser.add_argument("--uuid", required=True, help="deployment UUID (measured)")
+    parser.add_argument(
+        "--self-signed", required=True, metavar="EPOCH", help="certificate expiry, Unix time"
+    )
+    parser.add_argument("--port", default="443", help="TCP port to serve on (default 443)")
+    parser.add_argument("--bind", default="0.0.0.0", help="address to bind (default 0.0.0.0)")  # noqa: S104
+    parser.add_argument("--workdir", type=Path, help="work directory (default: per deployment)")
+    parser.add_argument("--signer-key", type=Path, help="RSA-3072 e=3 enclave signing key")
+    parser.add_argument("--dry-run", action="store_true", help="print the measurement and stop")
+    parser.add_argument("--memory", action="store_true", help="print the memory budget")
+    parser.add_argument("--debug", action="store_true", help="debug enclave, logs, tracebacks")
+    parser.add_argument("--force", action="store_true", help="reuse a non-empty work directory")
+    parser.add_argument(
+        "--simulation", action="store_true", help="run without SGX: simulated quote and measure"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def _default_workdir(deployment_id: str) -> Path:
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "mse" / deployment_id
+
+
+def _progress() -> Callable[[int, int], None] | None:
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        end = "\n" if done == total else ""
+        print(f"\rhashing trusted files: {done}/{total}", end=end, file=sys.stderr, flush=True)
+
+    return show
+
+
+def _run(args: argparse.Namespace) -> int:
+    from mse_base._internal import deployment as dep
+    from mse_base._internal import pipeline
+    from mse_base._internal.size import format_size, parse_enclave_size
+
+    deployment = dep.Deployment(
+        application=dep.parse_application(args.application),
+        host=dep.parse_host(args.host),
+        deployment_id=dep.parse_uuid(args.uuid),
+        expiry=dep.parse_expiry(args.self_signed),
+        bind=dep.parse_bind(args.bind),
+        port=dep.parse_port(args.port),
+        debug=args.debug,
+    )
+    request = pipeline.RunRequest(
+        deployment=deployment,
+        enclave_size=parse_enclave_size(args.size),
+        code=args.code,
+        workdir=args.workdir or _default_workdir(str(deployment.deployment_id)),
+        signer_key=args.signer_key,
+        dry_run=args.dry_run,
+        force=args.force,
+        mode="simulation" if args.simulation else "sgx",
+    )
+    prepared = pipeline.prepare(request, None if args.json else _progress())
+    summary = prepared.summary()
+    left = prepared.request.enclave_size - prepared.trusted_bytes
+    summary["memory_left_bytes"] = left
+    if args.json:
+        print(json.dumps(summary, sort_keys=True), flush=True)
+    else:
+        tag = " (simulated)" if prepared.simulated else ""
+        print(f"MRENCLAVE: {summary['mrenclave']}{tag}")
+        print(f"MRSIGNER: {summary['mrsigner']}{tag}", flush=True)
+        if args.memory:
+            print(f"enclave size: {format_size(prepared.request.enclave_size)}")
+            print(
+                f"trusted files: {prepared.trusted_files} files, "
+                f"{prepared.trusted_bytes / (1 << 20):.1f} MiB"
+            )
+            print(f"left for the app: {left / (1 << 20):.1f} MiB", flush=True)
+    if prepared.signer.throwaway:
+        logging.getLogger("mse").warning(
+            "no signing key: MRSIGNER comes from a throwaway key and is meaningless"
+        )
+    if prepared.simulated:
+        logging.getLogger("mse").warning(
+            "SIMULATION: no SGX enclave; the measurement and quote are simulated"
+        )
+    if args.dry_run:
+        return 0
+    if not prepared.simulated:
+        return pipeline.launch_sgx(prepared)
+    return _run_simulation(prepared)
+
+
+def _run_simulation(prepared: Any) -> int:
+    from mse_base._internal import pipeline
+
+    log = logging.getLogger("mse")
+    child = pipeline.start_simulation(prepared)
+
+    def forward(signum: int, _frame: object) -> None:
+        child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    deployment = prepared.request.deployment
+    address = "127.0.0.1" if deployment.bind in ("0.0.0.0", "::") else deployment.bind  # noqa: S104
+    deadline = time.monotonic() + 120
+    while True:
+        if child.poll() is not None:
+            return int(child.returncode)
+        try:
+            with socket.create_connection((address, deployment.port), timeout=1):
+                break
+        except OSError:
+            if time.monotonic() > deadline:
+                child.terminate()
+                child.wait()
+                raise Error(
+                    f"the enclave did not listen on port {deployment.port} within 120 s"
+                ) from None
+            time.sleep(0.1)
+    try:
+        result = _check_running_enclave(prepared, address)
+    except BaseException:
+        # Fail closed: an enclave we could not verify must not keep serving.
+        child.terminate()
+        child.wait()
+        raise
+    log.info(
+        "RA-TLS check passed (SIMULATION): MRENCLAVE %s, TCB %s; certificate saved to %s",
+        result.mrenclave.hex(),
+        result.tcb_status,
+        prepared.request.workdir / "cert.pem",
+    )
+    return int(child.wait())
+
+
+def _check_running_enclave(prepared: Any, address: str) -> Any:
+    """Verify the live server's certificate exactly as a client would, pinned to our MRENCLAVE."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from mse_base._internal.collateral import Collateral
+    from mse_base._internal.simulation import ensure_simulation_pki
+    from mse_base.verify import Policy, Verifier
+
+    deployment = prepared.request.deployment
+    context = ssl.create_default_context()
+    # The quote inside the certificate is the trust anchor, not a CA.
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with (
+        socket.create_connection((address, deployment.port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=deployment.host) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    if der is None:
+        raise Error("the enclave presented no certificate")
+    pki = ensure_simulation_pki()
+    verifier = Verifier(
+        collateral=Collateral.from_directory(pki.collateral_dir),
+        policy=Policy(
+            mrenclave=frozenset({prepared.sigstruct.mrenclave}),
+            mrsigner=prepared.sigstruct.mrsigner,
+            allow_debug=prepared.sigstruct.debug,
+        ),
+        trust_root=pki.ca_certificate,
+        simulation=True,
+    )
+    result = verifier.verify_certificate(der)
+    cert = x509.load_der_x509_certificate(der)
+    (prepared.request.workdir / "cert.pem").write_bytes(
+        cert.public_bytes(serialization.Encoding.PEM)
+    )
+    return result
+
+
 def run_main(argv: Sequence[str] | None = None) -> int:
-    raise NotImplementedError
+    args = _run_parser().parse_args(argv)
+    return _guard("mse-run", _run, args)
 
 
 # --- mse-test ------------------------------------------------------------------------------
 
 
+def _test_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mse-test",
+        description="Serve the app outside any enclave, over plain HTTP, to check the image.",
+    )
+    parser.add_argument("--application", required=True, help="module:attribute, e.g. app:app")
+    parser.add_argument("--code-dir", type=Path, default=Path("/mse-app"), help="app directory")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", default="5000", help="TCP port (default 5000)")
+    parser.add_argument("--debug", action="store_true", help="debug logging and tracebacks")
+    return parser
+
+
+def _test(args: argparse.Namespace) -> int:
+    from mse_base._internal import deployment as dep
+    from mse_base._internal.application import load_application
+    from mse_base._internal.requirements import check_requirements
+    from mse_base._internal.serve import serve
+    from mse_base.errors import UsageError
+
+    application = dep.parse_application(args.application)
+    bind = dep.parse_bind(args.host)
+    port = dep.parse_port(args.port)
+    if not args.code_dir.is_dir():
+        raise UsageError(
+            f"--code-dir {args.code_dir} is not a directory: mount your app there "
+            "(docker run -v $PWD:/mse-app ...) or pass --code-dir"
+        )
+    check_requirements(args.code_dir)
+    app = load_application(application, args.code_dir)
+    log = logging.getLogger("mse")
+    serve(
+        app,
+        bind=bind,
+        port=port,
+        tls=None,
+        access_log=args.debug,
+        on_ready=lambda: log.info(
+            "serving %s (%s) on http://%s:%d/ (no enclave)",
+            app.spec,
+            app.interface.upper(),
+            bind,
+            port,
+        ),
+    )
+    return 0
+
+
 def test_main(argv: Sequence[str] | None = None) -> int:
-    raise NotImplementedError
+    args = _test_parser().parse_args(argv)
+    return _guard("mse-test", _test, args)
 
 
 # --- mse-bootstrap (runs inside the enclave) ----------------------------------------------
 
 
+def _bootstrap(args: argparse.Namespace) -> int:
+    from mse_base._internal import bootstrap
+    from mse_base._internal import deployment as dep
+
+    deployment = dep.Deployment(
+        application=dep.parse_application(args.application),
+        host=dep.parse_host(args.host),
+        deployment_id=dep.parse_uuid(args.uuid),
+        expiry=dep.parse_expiry(args.self_signed),
+        bind=dep.parse_bind(args.bind),
+        port=dep.parse_port(args.port),
+        debug=args.debug,
+    )
+    bootstrap.run(deployment)
+    return 0
+
+
 def bootstrap_main(argv: Sequence[str] | None = None) -> int:
-    raise NotImplementedError
+    parser = argparse.ArgumentParser(
+        prog="mse-bootstrap",
+        description="Inside the enclave: attest a fresh TLS key and serve the app (mse-run starts it).",
+    )
+    parser.add_argument("--application", required=True)
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--uuid", required=True)
+    parser.add_argument("--self-signed", required=True)
+    parser.add_argument("--bind", default="0.0.0.0")  # noqa: S104
+    parser.add_argument("--port", default="443")
+    parser.add_argument("--debug", action="store_true")
+    return _guard("mse-bootstrap", _bootstrap, parser.parse_args(argv))
 
 
 # --- mse-verify ----------------------------------------------------------------------------
 
 
+_VERIFY_EPILOG = """\
+exit status: 0 verified, 1 rejected (the reason on stderr, or in the JSON), 2 usage error.
+Default collateral: Intel PCS (https://api.trustedservices.intel.com), cached under
+$XDG_CACHE_HOME/mse/collateral; with --simulation-ca, the collateral directory next to it."""
+
+
+def _verify_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mse-verify",
+        description="Verify an SGX enclave: an RA-TLS server, an RA-TLS certificate or a quote.",
+        epilog=_VERIFY_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("url", nargs="?", help="https://HOST:PORT of an RA-TLS server")
+    source.add_argument("--cert", type=Path, metavar="FILE", help="RA-TLS certificate (PEM/DER)")
+    source.add_argument("--quote", type=Path, metavar="FILE", help="raw SGX quote")
+    expect = parser.add_argument_group("what the enclave must be")
+    expect.add_argument(
+        "--mrenclave", action="append", default=[], metavar="HEX", help="repeatable"
+    )
+    expect.add_argument("--mrsigner", metavar="HEX")
+    expect.add_argument("--isv-prod-id", type=int, metavar="N")
+    expect.add_argument("--min-isv-svn", type=int, metavar="N")
+    expect.add_argument(
+        "--allow-status",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also accept this TCB status (UpToDate always passes); repeatable",
+    )
+    expect.add_argument("--allow-debug", action="store_true", help="accept a debug enclave")
+    trust = parser.add_argument_group("collateral and trust")
+    collateral = trust.add_mutually_exclusive_group()
+    collateral.add_argument("--collateral", type=Path, metavar="DIR")
+    collateral.add_argument("--pccs-url", metavar="URL", help="Intel PCS or PCCS base URL")
+    trust.add_argument("--at", metavar="ISO-8601", help="verification time (default: now)")
+    trust.add_argument(
+        "--simulation-ca",
+        type=Path,
+        metavar="PEM",
+        help="trust this simulation CA instead of Intel (simulation quotes only)",
+    )
+    trust.add_argument(
+        "--insecure-allow-stale-crl",
+        action="store_true",
+        help="accept CRLs past their nextUpdate (weakens revocation checking)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--save-cert", type=Path, metavar="PATH", help="write the cert as PEM")
+    parser.add_argument("--debug", action="store_true", help="tracebacks on errors")
+    return parser
+
+
+def _hex_option(name: str, value: str, size: int) -> bytes:
+    from mse_base.errors import UsageError
+
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        raw = b""
+    if len(raw) != size:
+        raise UsageError(f"{name} {value!r} must be {size} bytes of hex ({2 * size} digits)")
+    return raw
+
+
+def _verification_time(text: str | None) -> Any:
+    from datetime import datetime, timezone
+
+    from mse_base.errors import UsageError
+
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"--at {text!r} is not an ISO-8601 time; use e.g. 2025-07-01T00:00:00Z"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _read_input(path: Path, what: str) -> bytes:
+    from mse_base.errors import UsageError
+
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise UsageError(f"{what} {path}: cannot read it ({err.strerror or err})") from None
+
+
+def _fetch_server_certificate(url: str) -> bytes:
+    """The DER certificate an RA-TLS server presents; its quote, not a CA, is the trust anchor."""
+    from urllib.parse import urlsplit
+
+    from mse_base.errors import UsageError, VerificationError
+
+    parts = urlsplit(url if "//" in url else f"https://{url}")
+    if parts.scheme != "https" or not parts.hostname:
+        raise UsageError(f"{url!r} is not an https://HOST[:PORT] URL")
+    try:
+        port = parts.port or 443
+    except ValueError:
+        raise UsageError(f"{url!r} has an invalid port") from None
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((parts.hostname, port), timeout=15) as raw,
+            context.wrap_socket(raw, server_hostname=parts.hostname) as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+    except (OSError, ssl.SSLError) as err:
+        raise VerificationError(f"cannot fetch the certificate from {url}: {err}") from None
+    if not der:
+        raise VerificationError(f"{url} presented no certificate")
+    return der
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from mse_base._internal import ratls
+    from mse_base._internal.collateral import Collateral, CollateralSource
+    from mse_base._internal.pccs import INTEL_PCS_URL, PCCSCollateralSource
+    from mse_base.errors import UsageError, VerificationError
+    from mse_base.verify import Policy, Verifier
+
+    mrenclaves = frozenset(_hex_option("--mrenclave", v, 32) for v in args.mrenclave)
+    mrsigner = _hex_option("--mrsigner", args.mrsigner, 32) if args.mrsigner else None
+    for name, value in (("--isv-prod-id", args.isv_prod_id), ("--min-isv-svn", args.min_isv_svn)):
+        if value is not None and not 0 <= value <= 0xFFFF:
+            raise UsageError(f"{name} {value} must be in 0..65535")
+    at = _verification_time(args.at)
+
+    trust_root = None
+    if args.simulation_ca is not None:
+        try:
+            trust_root = x509.load_pem_x509_certificate(
+                _read_input(args.simulation_ca, "--simulation-ca")
+            )
+        except ValueError:
+            raise UsageError(
+                f"--simulation-ca {args.simulation_ca}: not a PEM certificate; pass the ca.pem "
+                "of the simulation (~/.config/mse/simulation/ca.pem)"
+            ) from None
+    collateral: Collateral | CollateralSource
+    if args.collateral is not None:
+        if not args.collateral.is_dir():
+            raise UsageError(f"--collateral {args.collateral}: not a directory")
+        collateral = Collateral.from_directory(args.collateral)
+    elif args.pccs_url is not None:
+        try:
+            collateral = PCCSCollateralSource(args.pccs_url)
+        except ValueError as err:
+            raise UsageError(f"--pccs-url: {err}") from None
+    elif args.simulation_ca is not None:
+        collateral = Collateral.from_directory(args.simulation_ca.parent / "collateral")
+    else:
+        collateral = PCCSCollateralSource(INTEL_PCS_URL)
+
+    policy = Policy(
+        mrenclave=mrenclaves or None,
+        mrsigner=mrsigner,
+        isv_prod_id=args.isv_prod_id,
+        min_isv_svn=args.min_isv_svn,
+        allow_debug=args.allow_debug,
+        allowed_tcb_statuses=frozenset({"UpToDate", *args.allow_status}),
+        allow_stale_crls=args.insecure_allow_stale_crl,
+    )
+    verifier = Verifier(
+        collateral=collateral,
+        policy=policy,
+        trust_root=trust_root,
+        simulation=trust_root is not None,
+    )
+    try:
+        if args.quote is not None:
+            result = verifier.verify_quote(_read_input(args.quote, "--quote"), at=at)
+        else:
+            if args.cert is not None:
+                cert = ratls.load_certificate(_read_input(args.cert, "--cert"))
+            else:
+                cert = ratls.load_certificate(_fetch_server_certificate(args.url))
+            if args.save_cert is not None:
+                try:
+                    args.save_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+                except OSError as err:
+                    raise UsageError(f"--save-cert {args.save_cert}: {err.strerror}") from None
+            result = verifier.verify_certificate(cert, at=at)
+    except VerificationError as err:
+        if not args.json:
+            raise
+        print(json.dumps(_verify_json(None, [err.diagnostics()]), indent=2))
+        return err.exit_code
+    if args.json:
+        print(json.dumps(_verify_json(result, []), indent=2))
+    else:
+        _print_verified(result)
+    return 0
+
+
+def _verify_json(result: Any, reasons: list[str]) -> dict[str, Any]:
+    def hexed(value: Any) -> Any:
+        return value.hex() if isinstance(value, bytes) else value
+
+    fields = (
+        "mrenclave",
+        "mrsigner",
+        "isv_prod_id",
+        "isv_svn",
+        "report_data",
+        "tcb_status",
+        "advisory_ids",
+        "simulation",
+        "checks",
+    )
+    out: dict[str, Any] = {"verified": result is not None, "reasons": reasons}
+    for name in fields:
+        value = getattr(result, name, None) if result is not None else None
+        if isinstance(value, (tuple, list, frozenset, set)):
+            value = [hexed(v) for v in value]
+        out[name] = hexed(value)
+    if result is None:
+        out["advisory_ids"] = []
+        out["checks"] = []
+    return out
+
+
+def _print_verified(result: Any) -> None:
+    if result.simulation:
+        print("*** SIMULATION — NOT a real SGX enclave: signed by a local simulation CA ***")
+    print("verified: the quote is genuine and matches the policy")
+    print(f"  MRENCLAVE   {result.mrenclave.hex()}")
+    print(f"  MRSIGNER    {result.mrsigner.hex()}")
+    print(f"  ISV prod id {result.isv_prod_id}, ISV SVN {result.isv_svn}")
+    advisories = ", ".join(result.advisory_ids) or "none"
+    print(f"  TCB status  {result.tcb_status} (advisories: {advisories})")
+    print(f"  report data {result.report_data.hex()}")
+
+
 def verify_main(argv: Sequence[str] | None = None) -> int:
-    raise NotImplementedError
+    args = _verify_parser().parse_args(argv)
+    return _guard("mse-verify", _verify, args)

@@ -1,0 +1,113 @@
+"""The program that runs inside the enclave: make the TLS key, get it attested, serve the app.
+
+Order matters: the app is imported first so a broken app fails before any key exists; the TLS
+private key is generated here, inside the enclave, and only ever written to the sealed secrets
+directory (Gramine's encrypted mount keyed to MRENCLAVE).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from mse_base.errors import EnvironmentMissing, UsageError
+
+from . import manifest as mf
+from . import ratls
+from .application import load_application
+from .attestation import GramineQuoteProvider, QuoteProvider
+from .deployment import Deployment
+from .serve import TLSFiles, serve
+from .signer import write_private
+
+log = logging.getLogger(__name__)
+
+SIMULATION_ENV = "MSE_SIMULATION"
+CERT_NAME = "cert.pem"
+KEY_NAME = "tls-key.pem"
+
+
+@dataclass(frozen=True)
+class Platform:
+    provider: QuoteProvider
+    code_dir: Path
+    secrets_dir: Path
+
+
+def detect_platform() -> Platform:
+    """Gramine's /dev/attestation when inside SGX; the simulation only when mse-run asked for it."""
+    if GramineQuoteProvider.available():
+        return Platform(
+            GramineQuoteProvider(), Path(mf.ENCLAVE_CODE_DIR), Path(mf.ENCLAVE_SECRETS_DIR)
+        )
+    state_path = os.environ.get(SIMULATION_ENV)
+    if not state_path:
+        raise EnvironmentMissing(
+            "no /dev/attestation: mse-bootstrap runs inside Gramine; start it with mse-run "
+            "(or mse-run --simulation without SGX)"
+        )
+    from .simulation import SimulationQuoteProvider
+
+    try:
+        state = json.loads(Path(state_path).read_text(encoding="utf-8"))
+        provider = SimulationQuoteProvider(
+            mrenclave=bytes.fromhex(state["mrenclave"]),
+            mrsigner=bytes.fromhex(state["mrsigner"]),
+            isv_prod_id=int(state["isv_prod_id"]),
+            isv_svn=int(state["isv_svn"]),
+            debug=bool(state["debug"]),
+        )
+        return Platform(provider, Path(state["code_dir"]), Path(state["secrets_dir"]))
+    except (OSError, ValueError, KeyError) as exc:
+        raise UsageError(f"{SIMULATION_ENV}={state_path}: unreadable simulation state ({exc})") from None
+
+
+def run(deployment: Deployment, platform: Platform | None = None) -> None:
+    platform = platform or detect_platform()
+    app = load_application(deployment.application, platform.code_dir)
+    log.info("loaded %s (%s)", app.spec, app.interface.upper())
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    quote = platform.provider.quote(ratls.report_data_for_key(key.public_key()))
+    cert = ratls.build_certificate(
+        key=key,
+        host=deployment.host,
+        deployment_id=deployment.deployment_id,
+        not_after=deployment.expiry,
+        quote=quote,
+    )
+    secrets = platform.secrets_dir
+    secrets.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key_path = secrets / KEY_NAME
+    cert_path = secrets / CERT_NAME
+    write_private(
+        key_path,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    mode = "SIMULATION" if platform.provider.simulated else "SGX"
+    try:
+        serve(
+            app,
+            bind=deployment.bind,
+            port=deployment.port,
+            tls=TLSFiles(cert_path, key_path),
+            access_log=deployment.debug,
+            on_ready=lambda: log.info(
+                "serving https://%s:%d/ (%s)", deployment.host, deployment.port, mode
+            ),
+        )
+    finally:
+        # The key is sealed in SGX; in simulation it is a plain file, so do not leave it behind.
+        if platform.provider.simulated:
+            key_path.unlink(missing_ok=True)

@@ -1,0 +1,119 @@
+"""Unpacking the application's code tar without trusting it.
+
+Python's ``tarfile`` ``data`` filter is the floor: on top of it every member is checked before
+anything is written (absolute paths, ``..``, links leaving the tree, devices, set-id bits,
+duplicates, size and count caps), so a rejected tar leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shutil
+import stat
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from mse_base.errors import UsageError
+
+MAX_MEMBERS = 20_000
+MAX_TOTAL_BYTES = 1 << 30
+
+
+@dataclass(frozen=True)
+class UnpackedCode:
+    root: Path
+    files: int
+    total_bytes: int
+
+
+def _reject(tar_path: Path, member: str, why: str) -> UsageError:
+    return UsageError(f"--code {tar_path}: member {member!r} {why}; rebuild the tar without it")
+
+
+def _normalise(name: str) -> str:
+    while name.startswith("./"):
+        name = name[2:]
+    return name.rstrip("/")
+
+
+def _check_members(tar_path: Path, members: list[tarfile.TarInfo]) -> tuple[int, int]:
+    if len(members) > MAX_MEMBERS:
+        raise UsageError(
+            f"--code {tar_path} has {len(members)} entries, more than the {MAX_MEMBERS} allowed"
+        )
+    seen: set[str] = set()
+    total = 0
+    files = 0
+    for member in members:
+        name = _normalise(member.name)
+        if name in ("", "."):
+            continue
+        if "\0" in name:
+            raise _reject(tar_path, member.name, "has a NUL byte in its name")
+        if posixpath.isabs(member.name):
+            raise _reject(tar_path, member.name, "has an absolute path")
+        if ".." in name.split("/"):
+            raise _reject(tar_path, member.name, "has a '..' component")
+        if name in seen:
+            raise _reject(tar_path, member.name, "appears twice (the result would depend on order)")
+        seen.add(name)
+        if member.mode & (stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX):
+            raise _reject(tar_path, member.name, "has a setuid, setgid or sticky bit")
+        if member.isdev() or member.isfifo():
+            raise _reject(tar_path, member.name, "is a device or FIFO")
+        if member.issym() or member.islnk():
+            target = member.linkname
+            if posixpath.isabs(target):
+                raise _reject(tar_path, member.name, f"is a link to an absolute path ({target})")
+            base = posixpath.dirname(name) if member.issym() else ""
+            resolved = posixpath.normpath(posixpath.join(base, target))
+            if resolved == ".." or resolved.startswith("../"):
+                raise _reject(tar_path, member.name, f"is a link pointing outside ({target})")
+        elif member.isfile():
+            files += 1
+            total += member.size
+            if total > MAX_TOTAL_BYTES:
+                raise UsageError(
+                    f"--code {tar_path} unpacks to more than {MAX_TOTAL_BYTES >> 20} MiB"
+                )
+        elif not member.isdir():
+            raise _reject(tar_path, member.name, "is not a regular file, directory or link")
+    return files, total
+
+
+def unpack_code(tar_path: Path, destination: Path) -> UnpackedCode:
+    """Unpack ``tar_path`` (plain or compressed) into ``destination``, which must not exist."""
+    if not tar_path.is_file():
+        raise UsageError(f"--code {tar_path}: no such file; give the path of a tar of your app")
+    try:
+        with tarfile.open(tar_path, "r:*") as archive:
+            members = archive.getmembers()
+            files, total = _check_members(tar_path, members)
+            staging = destination.with_name(destination.name + ".partial")
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(mode=0o755, parents=True)
+            try:
+                archive.extractall(staging, filter="data")
+                _normalise_modes(staging)
+                staging.rename(destination)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise UsageError(f"--code {tar_path} is not a readable tar file ({exc})") from None
+    return UnpackedCode(destination, files, total)
+
+
+def _normalise_modes(root: Path) -> None:
+    # Only content is measured, but uniform modes keep the tree identical whatever umask or
+    # archiver produced the tar.
+    for dirpath, dirnames, filenames in os.walk(root):
+        os.chmod(dirpath, 0o755)  # noqa: PTH101
+        for name in filenames:
+            path = os.path.join(dirpath, name)  # noqa: PTH118
+            if not os.path.islink(path):  # noqa: PTH114
+                executable = os.stat(path).st_mode & 0o111  # noqa: PTH116
+                os.chmod(path, 0o755 if executable else 0o644)  # noqa: PTH101
+        dirnames.sort()

@@ -1,0 +1,124 @@
+"""What one ``mse-run`` deploys: the checked parameters shared by mse-run and the bootstrap."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import re
+import uuid
+from dataclasses import dataclass
+
+from mse_base.errors import UsageError
+
+_APPLICATION = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_.]*$")
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def parse_application(text: str) -> str:
+    if not _APPLICATION.match(text):
+        raise UsageError(
+            f"--application {text!r} is not of the form module:attribute (for example app:app)"
+        )
+    return text
+
+
+def parse_host(text: str) -> str:
+    """A DNS name or IP address that clients use: the certificate's SAN and CN."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    name = text.rstrip(".")
+    if not name or len(name) > 253 or not all(_LABEL.match(label) for label in name.split(".")):
+        raise UsageError(
+            f"--host {text!r} is neither a DNS name nor an IP address: give the name clients "
+            "connect to, such as localhost or app.example.com"
+        )
+    return name.lower()
+
+
+def parse_uuid(text: str) -> uuid.UUID:
+    try:
+        value = uuid.UUID(text)
+    except ValueError:
+        raise UsageError(
+            f"--uuid {text!r} is not a UUID: generate one with `python3 -c 'import uuid; "
+            "print(uuid.uuid4())'`"
+        ) from None
+    if str(value) != text.lower():
+        raise UsageError(f"--uuid {text!r}: write the UUID in its canonical form, {value}")
+    return value
+
+
+def parse_expiry(text: str, now: dt.datetime | None = None) -> dt.datetime:
+    try:
+        epoch = int(text)
+    except ValueError:
+        raise UsageError(
+            f"--self-signed {text!r} is not a Unix time: give the certificate's expiry in "
+            "seconds since 1970, such as $(date -d '+30 days' +%s)"
+        ) from None
+    now = now or dt.datetime.now(dt.timezone.utc)
+    try:
+        expiry = dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        raise UsageError(f"--self-signed {text} is out of range for a date") from None
+    if expiry <= now:
+        raise UsageError(
+            f"--self-signed {text} ({expiry:%Y-%m-%d %H:%M:%S}Z) is in the past: "
+            "give a future expiry"
+        )
+    if expiry.year > 9999:
+        raise UsageError(f"--self-signed {text} is beyond year 9999")
+    return expiry
+
+
+def parse_port(text: str | int) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise UsageError(f"--port {text!r} must be a TCP port number between 1 and 65535")
+    return port
+
+
+def parse_bind(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise UsageError(
+            f"--bind {text!r} is not an IP address: use 0.0.0.0 (all interfaces) or 127.0.0.1"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """The measured parameters of one enclave: they become its argv."""
+
+    application: str
+    host: str
+    deployment_id: uuid.UUID
+    expiry: dt.datetime
+    bind: str
+    port: int
+    debug: bool
+
+    def bootstrap_args(self) -> list[str]:
+        args = [
+            "--application",
+            self.application,
+            "--host",
+            self.host,
+            "--uuid",
+            str(self.deployment_id),
+            "--self-signed",
+            str(int(self.expiry.timestamp())),
+            "--bind",
+            self.bind,
+            "--port",
+            str(self.port),
+        ]
+        if self.debug:
+            args.append("--debug")
+        return args

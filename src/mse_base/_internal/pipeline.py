@@ -1,0 +1,254 @@
+"""mse-run's pipeline: unpack, manifest, sign, read the identity, launch.
+
+SGX and simulation share every step except two: who computes MRENCLAVE and signs the SIGSTRUCT
+(``gramine-sgx-sign``, or :mod:`measure` plus our own SIGSTRUCT writer) and what runs the
+bootstrap (``gramine-sgx``, or a plain child process with the simulation quote provider). Both
+read the identity back from the SIGSTRUCT file with the same parser.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from mse_base.errors import EnvironmentMissing, Error, UsageError
+
+from . import manifest as mf
+from .codetar import unpack_code
+from .deployment import Deployment
+from .measure import simulated_mrenclave
+from .requirements import check_requirements
+from .sigstruct import Sigstruct, build_sigstruct, parse_sigstruct
+from .signer import SignerKey, default_key_path, load_signer_key, throwaway_signer_key
+
+Mode = Literal["sgx", "simulation"]
+MANIFEST_NAME = "mse"
+# Threads the serving runtime may start, plus Gramine's internal ones (IPC, async, TLS handshake).
+MAX_THREADS = 32
+SIMULATION_STATE = "simulation.json"
+BOOTSTRAP_MODULE = "mse_base._bootstrap"
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    deployment: Deployment
+    enclave_size: int
+    code: Path
+    workdir: Path
+    signer_key: Path | None
+    dry_run: bool
+    force: bool
+    mode: Mode
+
+
+@dataclass(frozen=True)
+class Prepared:
+    request: RunRequest
+    sigstruct: Sigstruct
+    signer: SignerKey
+    trusted_files: int
+    trusted_bytes: int
+    argv: tuple[str, ...]
+
+    @property
+    def simulated(self) -> bool:
+        return self.request.mode == "simulation"
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "mrenclave": self.sigstruct.mrenclave.hex(),
+            "mrsigner": self.sigstruct.mrsigner.hex(),
+            "isv_prod_id": self.sigstruct.isv_prod_id,
+            "isv_svn": self.sigstruct.isv_svn,
+            "debug": self.sigstruct.debug,
+            "enclave_size": self.request.enclave_size,
+            "trusted_files": self.trusted_files,
+            "trusted_bytes": self.trusted_bytes,
+            "mode": self.request.mode,
+            "simulated": self.simulated,
+            "mrsigner_meaningful": not self.signer.throwaway,
+            "workdir": str(self.request.workdir),
+        }
+
+
+def require_gramine(mode: Mode, dry_run: bool) -> None:
+    """Fail before touching anything when SGX mode lacks Gramine or the SGX device."""
+    if mode == "simulation":
+        return
+    tools = ["gramine-sgx-sign"] + ([] if dry_run else ["gramine-sgx"])
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if missing:
+        raise EnvironmentMissing(
+            f"{', '.join(missing)} not found: run mse-run in the mse-base image, which ships "
+            "Gramine, or add --simulation to try the pipeline without SGX"
+        )
+    if not dry_run and not any(Path(p).exists() for p in ("/dev/sgx_enclave", "/dev/sgx/enclave")):
+        raise EnvironmentMissing(
+            "no SGX device (/dev/sgx_enclave): run on an SGX machine with "
+            "`docker run --device /dev/sgx_enclave --device /dev/sgx_provision "
+            "-v /var/run/aesmd:/var/run/aesmd ...`, or add --simulation"
+        )
+
+
+def _prepare_workdir(workdir: Path, force: bool) -> None:
+    if workdir.exists() and not workdir.is_dir():
+        raise UsageError(f"--workdir {workdir} exists and is not a directory")
+    if workdir.is_dir() and any(workdir.iterdir()):
+        if not force:
+            raise UsageError(
+                f"--workdir {workdir} is not empty (an earlier run?): add --force to replace "
+                "its code and manifest, or choose another --workdir"
+            )
+        # Sealed secrets survive a forced restart; everything derived from the tar does not.
+        for name in (mf.HOST_CODE_DIR, f"{mf.HOST_CODE_DIR}.partial"):
+            shutil.rmtree(workdir / name, ignore_errors=True)
+        for name in ("cert.pem", SIMULATION_STATE, "throwaway-enclave-key.pem"):
+            (workdir / name).unlink(missing_ok=True)
+        for path in workdir.glob(f"{MANIFEST_NAME}.*"):
+            path.unlink()
+    workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def _signer(request: RunRequest) -> SignerKey:
+    path = request.signer_key or default_key_path()
+    if request.signer_key is None and not path.exists():
+        if request.dry_run or request.mode == "simulation":
+            return throwaway_signer_key(request.workdir)
+        raise UsageError(
+            f"no enclave signing key at {path}: mount yours there (RSA-3072, e=3), "
+            "or pass --signer-key PATH"
+        )
+    return load_signer_key(path)
+
+
+def prepare(
+    request: RunRequest, progress: Callable[[int, int], None] | None = None
+) -> Prepared:
+    """Everything up to (not including) launching: the enclave's identity is known after this."""
+    if not request.code.is_file():
+        raise UsageError(f"--code {request.code}: no such file; give the path of a tar of your app")
+    if request.signer_key is not None:
+        load_signer_key(request.signer_key)  # reject a bad key before writing anything
+    require_gramine(request.mode, request.dry_run)
+    python = mf.PythonLayout.current()
+    _prepare_workdir(request.workdir, request.force)
+    code_dir = request.workdir / mf.HOST_CODE_DIR
+    try:
+        unpack_code(request.code, code_dir)
+    except Error:
+        if not any(request.workdir.iterdir()):
+            request.workdir.rmdir()
+        raise
+    check_requirements(code_dir)
+    secrets = request.workdir / mf.HOST_SECRETS_DIR
+    secrets.mkdir(mode=0o700, exist_ok=True)
+    signer = _signer(request)
+
+    argv = (
+        str(python.venv_python),
+        "-I",
+        "-B",
+        "-m",
+        BOOTSTRAP_MODULE,
+        *request.deployment.bootstrap_args(),
+    )
+    spec = mf.EnclaveSpec(
+        enclave_size=request.enclave_size,
+        max_threads=MAX_THREADS,
+        debug=request.deployment.debug,
+        isv_prod_id=0,
+        isv_svn=0,
+        argv=argv,
+    )
+    trusted = mf.collect_trusted_files(python, request.workdir, progress)
+    gramine = mf.GramineLayout.detect() or mf.GramineLayout.default()
+    manifest = mf.build_manifest(spec, python, gramine, trusted)
+    mf.validate(manifest, spec)
+    manifest_text = mf.dumps(manifest)
+    manifest_path = request.workdir / f"{MANIFEST_NAME}.manifest"
+    manifest_path.write_text(manifest_text, encoding="utf-8")
+    sig_path = request.workdir / f"{MANIFEST_NAME}.sig"
+    if request.mode == "sgx":
+        _gramine_sign(request.workdir, manifest_path, sig_path, signer)
+    else:
+        mrenclave = simulated_mrenclave(manifest_text, spec.enclave_size, spec.max_threads)
+        sig_path.write_bytes(
+            build_sigstruct(
+                key=signer.key,
+                mrenclave=mrenclave,
+                isv_prod_id=spec.isv_prod_id,
+                isv_svn=spec.isv_svn,
+                debug=spec.debug,
+            )
+        )
+    sigstruct = parse_sigstruct(sig_path.read_bytes())
+    return Prepared(request, sigstruct, signer, len(trusted.files), trusted.total_bytes, argv)
+
+
+def _gramine_sign(workdir: Path, manifest: Path, sig: Path, signer: SignerKey) -> None:
+    # cwd=workdir: the app's trusted-file URIs are relative to it (see manifest.HOST_CODE_DIR).
+    result = subprocess.run(
+        [
+            "gramine-sgx-sign",
+            "--manifest",
+            manifest.name,
+            "--output",
+            f"{manifest.name}.sgx",
+            "--sigfile",
+            sig.name,
+            "--key",
+            str(signer.path),
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise Error(f"gramine-sgx-sign failed: {tail[0]}")
+
+
+def launch_sgx(prepared: Prepared) -> int:
+    """Run the enclave in the foreground; its exit status is ours."""
+    workdir = prepared.request.workdir
+    completed = subprocess.run(["gramine-sgx", MANIFEST_NAME], cwd=workdir, check=False)
+    return completed.returncode
+
+
+def simulation_environment(prepared: Prepared) -> dict[str, str]:
+    """Write the simulated platform's state and return the child's environment.
+
+    Inside SGX the bootstrap learns its identity from the CPU; in simulation it reads it from this
+    file, which is why only the simulation looks at ``MSE_SIMULATION``.
+    """
+    workdir = prepared.request.workdir
+    state = {
+        "mrenclave": prepared.sigstruct.mrenclave.hex(),
+        "mrsigner": prepared.sigstruct.mrsigner.hex(),
+        "isv_prod_id": prepared.sigstruct.isv_prod_id,
+        "isv_svn": prepared.sigstruct.isv_svn,
+        "debug": prepared.sigstruct.debug,
+        "code_dir": str((workdir / mf.HOST_CODE_DIR).resolve()),
+        "secrets_dir": str((workdir / mf.HOST_SECRETS_DIR).resolve()),
+    }
+    path = workdir / SIMULATION_STATE
+    path.write_text(json.dumps(state, indent=2), encoding="utf-8")
+    env = dict(os.environ)
+    env["MSE_SIMULATION"] = str(path.resolve())
+    return env
+
+
+def start_simulation(prepared: Prepared) -> subprocess.Popen[bytes]:
+    env = simulation_environment(prepared)
+    argv = list(prepared.argv)
+    # The measured argv names the venv's interpreter; run the very same one.
+    argv[0] = sys.executable if not Path(argv[0]).exists() else argv[0]
+    return subprocess.Popen(argv, cwd=prepared.request.workdir, env=env)

@@ -1,0 +1,64 @@
+"""Verify Intel SGX ECDSA quotes (v3) and RA-TLS certificates.
+
+Example::
+
+    from datetime import datetime, timezone
+    from pathlib import Path
+
+    from mse_base.verify import Collateral, Policy, Verifier
+
+    case = Path("/work/shared/sgx-quotes/automata_sgx_v3")
+    policy = Policy(
+        mrenclave=frozenset({bytes.fromhex("a4f45c39dac622cb1dd32ddb35a52ec92db41d0fa88a1c911c49e59c534f61cd")}),
+        allowed_tcb_statuses=frozenset({"UpToDate", "SWHardeningNeeded"}),
+    )
+    verifier = Verifier(collateral=Collateral.from_directory(case), policy=policy)
+    result = verifier.verify_quote(
+        (case / "quote.bin").read_bytes(), at=datetime(2025, 9, 1, tzinfo=timezone.utc)
+    )
+    print(result.tcb_status, result.advisory_ids)  # SWHardeningNeeded ('INTEL-SA-00615',)
+
+Every check runs in a fixed order and fails closed with a
+:class:`~mse_base.errors.VerificationError` subclass whose message names the check. By default the
+PCK chain must end at the pinned Intel SGX Root CA, CRLs must be fresh, and only the ``UpToDate``
+TCB status passes.
+"""
+
+from __future__ import annotations
+
+from mse_base._internal.collateral import TCB_STATUSES, Collateral, CollateralSource
+from mse_base._internal.quote import Quote, ReportBody, parse_quote
+from mse_base._internal.verify_errors import (
+    CertificateChainError,
+    CollateralError,
+    PolicyError,
+    QuoteFormatError,
+    RevokedCertificateError,
+    SignatureError,
+    TcbStatusError,
+    UnsupportedQuoteError,
+)
+from mse_base.errors import VerificationError
+from mse_base.verify.policy import Policy
+from mse_base.verify.verifier import VerificationResult, Verifier
+
+__all__ = [
+    "TCB_STATUSES",
+    "CertificateChainError",
+    "Collateral",
+    "CollateralError",
+    "CollateralSource",
+    "Policy",
+    "PolicyError",
+    "Quote",
+    "QuoteFormatError",
+    "ReportBody",
+    "RevokedCertificateError",
+    "SignatureError",
+    "TcbStatusError",
+    "UnsupportedQuoteError",
+    "VerificationError",
+    "VerificationResult",
+    "Verifier",
+    "parse_quote",
+]

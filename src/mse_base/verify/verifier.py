@@ -1,0 +1,464 @@
+"""The quote verifier: every check, in order, failing closed.
+
+1. parse the quote strictly;
+2. PCK chain to the pinned trust root, QE report signature and binding, quote signature;
+3. collateral: signatures, chain to the same root, CRLs (signatures, windows, revocation),
+   FMSPC / PCE-ID match, TCB info / QE identity windows, QE identity vs the QE report;
+4. TCB status and advisories (Intel QVL rules), filtered by the policy;
+5. enclave identity against the policy.
+
+Work that depends only on bytes (certificate parsing, chain signatures, collateral signatures) is
+cached per verifier, keyed by those bytes; every time-dependent check runs on every call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from mse_base._internal import chain, ratls
+from mse_base._internal.collateral import (
+    Collateral,
+    CollateralSource,
+    QeIdentity,
+    TcbInfo,
+    parse_qe_identity,
+    parse_tcb_info,
+    split_signed_json,
+)
+from mse_base._internal.pck import PckExtensions, parse_pck_extensions
+from mse_base._internal.quote import Quote, parse_quote
+from mse_base._internal.tcb import evaluate
+from mse_base._internal.verify_errors import (
+    CertificateChainError,
+    CollateralError,
+    RevokedCertificateError,
+    SignatureError,
+)
+from mse_base.errors import UsageError, VerificationError
+from mse_base.verify.policy import Policy
+
+_CACHE_LIMIT = 64
+_TIME = "%Y-%m-%dT%H:%M:%SZ"
+
+
+@dataclass(frozen=True)
+class VerificationResult:
+    """What a successfully verified quote proves, and which checks proved it."""
+
+    mrenclave: bytes
+    mrsigner: bytes
+    isv_prod_id: int
+    isv_svn: int
+    report_data: bytes
+    debug: bool
+    tcb_status: str
+    advisory_ids: tuple[str, ...]
+    simulation: bool
+    fmspc: str
+    checks: tuple[str, ...]
+    quote: Quote
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready summary (bytes as lowercase hex; the quote as its SHA-256)."""
+        return {
+            "mrenclave": self.mrenclave.hex(),
+            "mrsigner": self.mrsigner.hex(),
+            "isv_prod_id": self.isv_prod_id,
+            "isv_svn": self.isv_svn,
+            "report_data": self.report_data.hex(),
+            "debug": self.debug,
+            "tcb_status": self.tcb_status,
+            "advisory_ids": list(self.advisory_ids),
+            "simulation": self.simulation,
+            "fmspc": self.fmspc,
+            "checks": list(self.checks),
+            "quote_sha256": hashlib.sha256(self.quote.raw).hexdigest(),
+        }
+
+
+@dataclass(frozen=True)
+class _PckChain:
+    leaf: x509.Certificate
+    ca: x509.Certificate
+    leaf_key: ec.EllipticCurvePublicKey
+    extensions: PckExtensions
+    pck_ca_kind: str
+
+
+@dataclass(frozen=True)
+class _SigningChain:
+    signer: x509.Certificate
+
+
+@dataclass(frozen=True)
+class _CheckedCollateral:
+    tcb_info: TcbInfo
+    qe_identity: QeIdentity
+    signers: tuple[x509.Certificate, ...]
+    pck_crl: x509.CertificateRevocationList
+    root_crl: x509.CertificateRevocationList
+
+
+def _fmt(moment: datetime) -> str:
+    return moment.strftime(_TIME)
+
+
+def _check_window(start: datetime, end: datetime, at: datetime, what: str) -> None:
+    if at < start:
+        raise CollateralError(
+            f"{what}: issued {_fmt(start)}, after the verification time {_fmt(at)}"
+        )
+    if at > end:
+        raise CollateralError(
+            f"{what}: expired at {_fmt(end)} (nextUpdate), before the verification time {_fmt(at)}"
+        )
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[key] = value
+
+
+class Verifier:
+    """Verifies SGX ECDSA v3 quotes and RA-TLS certificates against a :class:`Policy`.
+
+    ``collateral`` is either a fixed :class:`Collateral` or a :class:`CollateralSource` asked for
+    the quote's FMSPC. ``trust_root`` defaults to the pinned Intel SGX Root CA; another root is
+    accepted only together with ``simulation=True`` (the simulation CA), and then every result
+    says ``simulation=True``.
+    """
+
+    def __init__(
+        self,
+        *,
+        collateral: Collateral | CollateralSource,
+        policy: Policy = Policy(),  # noqa: B008 (a frozen value; sharing it is safe)
+        trust_root: x509.Certificate | None = None,
+        simulation: bool = False,
+    ) -> None:
+        intel = chain.intel_sgx_root()
+        if trust_root is None:
+            if simulation:
+                raise UsageError("simulation=True needs trust_root=<the simulation CA certificate>")
+            trust_root = intel
+        elif chain.same_public_key(trust_root, intel):
+            if simulation:
+                raise UsageError(
+                    "simulation=True with the Intel SGX Root CA as trust_root: a real quote "
+                    "would be labelled as simulated; drop simulation=True"
+                )
+        elif not simulation:
+            raise UsageError(
+                "trust_root is not the Intel SGX Root CA; another root is only accepted with "
+                "simulation=True (the mse-base simulation CA)"
+            )
+        # A root is trusted by configuration, but it must still be a self-signed CA.
+        chain.check_ca(trust_root, "trust root", ca=True)
+        try:
+            chain.check_issued_by(trust_root, trust_root, "trust root")
+        except CertificateChainError as exc:
+            raise UsageError(f"{exc}; the trust root must be self-signed") from None
+        self._collateral = collateral
+        self._policy = policy
+        self._root = trust_root
+        self._root_key = chain.ec_p256_key(trust_root, "trust root")
+        self._simulation = simulation
+        self._pck_chains: dict[bytes, _PckChain] = {}
+        self._collaterals: dict[Collateral, _CheckedCollateral] = {}
+        self._pck_crl_ok: dict[tuple[bytes, bytes], bool] = {}
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    # --- public ---------------------------------------------------------------------------
+
+    def verify_quote(self, quote: bytes, *, at: datetime | None = None) -> VerificationResult:
+        """Run every check on ``quote`` at time ``at`` (default: now). Raises on any failure."""
+        at = _utc(at)
+        checks: list[str] = []
+        parsed = parse_quote(quote)
+        checks.append("quote.format")
+
+        pck = self._pck_chain(parsed.pck_chain_pem)
+        for cert, what in ((pck.leaf, "PCK leaf"), (pck.ca, "PCK CA"), (self._root, "root CA")):
+            chain.check_validity(cert, at, f"PCK chain: {what}")
+        checks.append("pck.chain")
+
+        self._check_quote_signatures(parsed, pck)
+        checks += ["qe_report.signature", "qe_report.binding", "quote.signature"]
+
+        collateral = self._collateral.collateral_for(
+            fmspc=pck.extensions.fmspc.hex(), pck_ca=pck.pck_ca_kind, at=at
+        )
+        if not isinstance(collateral, Collateral):
+            raise CollateralError(
+                f"collateral source returned {type(collateral).__name__}, not Collateral"
+            )
+        checked = self._checked_collateral(collateral)
+        checks.append("collateral.signatures")
+        self._check_pck_crl_signature(checked.pck_crl, collateral.pck_crl, pck)
+        checks.append("collateral.crl_signatures")
+        self._check_collateral_time(checked, pck, at)
+        checks += ["collateral.freshness", "collateral.revocation"]
+        self._check_platform_match(checked.tcb_info, pck.extensions)
+        checks.append("collateral.platform")
+        self._check_qe_identity(checked.qe_identity, parsed)
+        checks.append("qe.identity")
+
+        verdict = evaluate(
+            checked.tcb_info,
+            checked.qe_identity,
+            components=pck.extensions.tcb_components,
+            pcesvn=pck.extensions.pcesvn,
+            qe_isvsvn=parsed.qe_report.isv_svn,
+        )
+        self._policy.check_tcb_status(verdict.status, verdict.advisory_ids)
+        checks.append("tcb.status")
+
+        self._policy.check_enclave(parsed.report_body)
+        checks.append("enclave.identity")
+
+        body = parsed.report_body
+        return VerificationResult(
+            mrenclave=body.mr_enclave,
+            mrsigner=body.mr_signer,
+            isv_prod_id=body.isv_prod_id,
+            isv_svn=body.isv_svn,
+            report_data=body.report_data,
+            debug=body.debug,
+            tcb_status=verdict.status,
+            advisory_ids=verdict.advisory_ids,
+            simulation=self._simulation,
+            fmspc=pck.extensions.fmspc.hex(),
+            checks=tuple(checks),
+            quote=parsed,
+        )
+
+    def verify_certificate(
+        self, cert: bytes | x509.Certificate, *, at: datetime | None = None
+    ) -> VerificationResult:
+        """Verify an RA-TLS certificate: its own signature and validity, its quote, and that the
+        quote's report data binds the certificate's public key.
+        """
+        at = _utc(at)
+        if not isinstance(cert, x509.Certificate):
+            cert = ratls.load_certificate(bytes(cert))
+        ratls.check_self_signature(cert)
+        chain.check_validity(cert, at, "RA-TLS certificate")
+        result = self.verify_quote(ratls.extract_quote(cert), at=at)
+        binding = ratls.check_key_binding(cert, result.report_data)
+        return replace(
+            result,
+            checks=(
+                "ratls.self_signature",
+                "ratls.validity",
+                *result.checks,
+                f"ratls.key_binding:{binding}",
+            ),
+        )
+
+    # --- quote-side checks ----------------------------------------------------------------
+
+    def _pck_chain(self, pem: bytes) -> _PckChain:
+        cached = self._pck_chains.get(pem)
+        if cached is not None:
+            return cached
+        leaf, ca, root = chain.load_pem_chain(pem, "PCK certificate chain in the quote", 3)
+        chain.check_root_copy(
+            root,
+            self._root,
+            "PCK chain " + ("(simulation CA)" if self._simulation else "(Intel SGX Root CA)"),
+        )
+        chain.check_ca(ca, "PCK chain: PCK CA", ca=True)
+        chain.check_ca(leaf, "PCK chain: PCK leaf", ca=False)
+        chain.check_issued_by(ca, self._root, "PCK chain: PCK CA")
+        chain.check_issued_by(leaf, ca, "PCK chain: PCK leaf")
+        issuer_cn = " ".join(
+            str(a.value) for a in ca.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+        ).lower()
+        if "processor" in issuer_cn:
+            kind = "processor"
+        elif "platform" in issuer_cn:
+            kind = "platform"
+        else:
+            raise CertificateChainError(
+                f"PCK chain: cannot tell the PCK CA kind from its name {issuer_cn!r} "
+                "(expected a Processor or Platform CA)"
+            )
+        result = _PckChain(
+            leaf=leaf,
+            ca=ca,
+            leaf_key=chain.ec_p256_key(leaf, "PCK leaf"),
+            extensions=parse_pck_extensions(leaf),
+            pck_ca_kind=kind,
+        )
+        _remember(self._pck_chains, pem, result)
+        return result
+
+    @staticmethod
+    def _check_quote_signatures(quote: Quote, pck: _PckChain) -> None:
+        if not chain.verify_raw_ecdsa(pck.leaf_key, quote.qe_report_signature, quote.qe_report.raw):
+            raise SignatureError(
+                "QE report signature: does not verify with the PCK leaf certificate's key"
+            )
+        expected = hashlib.sha256(quote.attestation_key + quote.qe_auth_data).digest()
+        report_data = quote.qe_report.report_data
+        if report_data[:32] != expected or any(report_data[32:]):
+            raise SignatureError(
+                "QE report binding: QE report_data is not SHA-256(attestation key || QE auth "
+                "data) followed by 32 zero bytes"
+            )
+        try:
+            att_key = ec.EllipticCurvePublicKey.from_encoded_point(
+                ec.SECP256R1(), b"\x04" + quote.attestation_key
+            )
+        except ValueError:
+            raise SignatureError(
+                "quote signature: the attestation key is not a P-256 point"
+            ) from None
+        if not chain.verify_raw_ecdsa(att_key, quote.signature, quote.signed_bytes):
+            raise SignatureError(
+                "quote signature: does not verify over the header and report body with the "
+                "attestation key"
+            )
+
+    # --- collateral -----------------------------------------------------------------------
+
+    def _signing_chain(self, pem: bytes, what: str) -> x509.Certificate:
+        signer, root = chain.load_pem_chain(pem, what, 2)
+        try:
+            chain.check_root_copy(root, self._root, what)
+            chain.check_ca(signer, f"{what}: TCB signing certificate", ca=False)
+            chain.check_issued_by(signer, self._root, f"{what}: TCB signing certificate")
+        except CertificateChainError as exc:
+            raise CollateralError(str(exc)) from None
+        return signer
+
+    def _checked_collateral(self, collateral: Collateral) -> _CheckedCollateral:
+        cached = self._collaterals.get(collateral)
+        if cached is not None:
+            return cached
+        for name in ("tcb_info", "qe_identity", "pck_crl", "root_ca_crl"):
+            if not isinstance(getattr(collateral, name), bytes):
+                raise CollateralError(f"collateral {name}: expected bytes")
+        tcb_signer = self._signing_chain(collateral.tcb_info_issuer_chain, "TCB info issuer chain")
+        if collateral.qe_identity_issuer_chain == collateral.tcb_info_issuer_chain:
+            qe_signer = tcb_signer
+        else:
+            qe_signer = self._signing_chain(
+                collateral.qe_identity_issuer_chain, "QE identity issuer chain"
+            )
+
+        tcb_text, tcb_sig = split_signed_json(collateral.tcb_info, "tcbInfo")
+        if not chain.verify_raw_ecdsa(
+            chain.ec_p256_key(tcb_signer, "TCB signing certificate"), tcb_sig, tcb_text
+        ):
+            raise CollateralError("TCB info: signature does not verify with the TCB signing cert")
+        qe_text, qe_sig = split_signed_json(collateral.qe_identity, "enclaveIdentity")
+        if not chain.verify_raw_ecdsa(
+            chain.ec_p256_key(qe_signer, "TCB signing certificate"), qe_sig, qe_text
+        ):
+            raise CollateralError(
+                "QE identity: signature does not verify with the TCB signing cert"
+            )
+
+        root_crl = chain.load_crl(collateral.root_ca_crl, "root CA CRL")
+        chain.check_crl_signed_by(root_crl, self._root, "root CA CRL")
+        checked = _CheckedCollateral(
+            tcb_info=parse_tcb_info(tcb_text),
+            qe_identity=parse_qe_identity(qe_text),
+            signers=(tcb_signer,) if qe_signer is tcb_signer else (tcb_signer, qe_signer),
+            pck_crl=chain.load_crl(collateral.pck_crl, "PCK CRL"),
+            root_crl=root_crl,
+        )
+        _remember(self._collaterals, collateral, checked)
+        return checked
+
+    def _check_pck_crl_signature(
+        self, crl: x509.CertificateRevocationList, der: bytes, pck: _PckChain
+    ) -> None:
+        key = (der, pck.ca.tbs_certificate_bytes)
+        if key in self._pck_crl_ok:
+            return
+        chain.check_crl_signed_by(crl, pck.ca, "PCK CRL")
+        _remember(self._pck_crl_ok, key, True)
+
+    def _check_collateral_time(
+        self, checked: _CheckedCollateral, pck: _PckChain, at: datetime
+    ) -> None:
+        for signer in checked.signers:
+            try:
+                chain.check_validity(signer, at, "TCB signing certificate")
+            except CertificateChainError as exc:
+                raise CollateralError(str(exc)) from None
+        info, identity = checked.tcb_info, checked.qe_identity
+        _check_window(info.issue_date, info.next_update, at, "TCB info")
+        _check_window(identity.issue_date, identity.next_update, at, "QE identity")
+        stale = self._policy.allow_stale_crls
+        chain.check_crl_window(checked.pck_crl, at, "PCK CRL", allow_stale=stale)
+        chain.check_crl_window(checked.root_crl, at, "root CA CRL", allow_stale=stale)
+
+        revoked = [
+            (checked.pck_crl, pck.leaf, "PCK leaf certificate", "PCK CRL"),
+            (checked.root_crl, pck.ca, "PCK CA certificate", "root CA CRL"),
+        ]
+        revoked += [
+            (checked.root_crl, s, "TCB signing cert", "root CA CRL") for s in checked.signers
+        ]
+        for crl, cert, what, crl_name in revoked:
+            entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+            if entry is not None:
+                raise RevokedCertificateError(
+                    f"revocation: the {what} (serial {cert.serial_number:x}) is revoked in the "
+                    f"{crl_name} since {_fmt(entry.revocation_date_utc)}"
+                )
+
+    @staticmethod
+    def _check_platform_match(info: TcbInfo, ext: PckExtensions) -> None:
+        if info.fmspc != ext.fmspc:
+            raise CollateralError(
+                f"TCB info: FMSPC {info.fmspc.hex()} is not the PCK certificate's "
+                f"{ext.fmspc.hex()}; fetch the TCB info for this platform"
+            )
+        if info.pce_id != ext.pce_id:
+            raise CollateralError(
+                f"TCB info: PCE-ID {info.pce_id.hex()} is not the PCK certificate's "
+                f"{ext.pce_id.hex()}"
+            )
+
+    @staticmethod
+    def _check_qe_identity(identity: QeIdentity, quote: Quote) -> None:
+        qe = quote.qe_report
+        if qe.mr_signer != identity.mrsigner:
+            raise CollateralError(
+                f"QE identity: the QE's MRSIGNER {qe.mr_signer.hex()} is not "
+                f"{identity.mrsigner.hex()}"
+            )
+        if qe.isv_prod_id != identity.isvprodid:
+            raise CollateralError(
+                f"QE identity: the QE's ISV product ID {qe.isv_prod_id} is not {identity.isvprodid}"
+            )
+        if qe.misc_select & identity.miscselect_mask != identity.miscselect:
+            raise CollateralError("QE identity: the QE's MISCSELECT does not match")
+        masked = bytes(a & m for a, m in zip(qe.attributes, identity.attributes_mask, strict=True))
+        if masked != identity.attributes:
+            raise CollateralError("QE identity: the QE's ATTRIBUTES do not match")
+
+
+def _utc(at: datetime | None) -> datetime:
+    if at is None:
+        return datetime.now(timezone.utc)
+    if not isinstance(at, datetime) or at.tzinfo is None:
+        raise UsageError("verification time must be a timezone-aware datetime (e.g. UTC)")
+    return at.astimezone(timezone.utc)
+
+
+__all__ = ["VerificationError", "VerificationResult", "Verifier"]

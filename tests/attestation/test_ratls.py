@@ -1,0 +1,260 @@
+"""RA-TLS certificates: the real Gramine certificate and certificates we build."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import ipaddress
+import subprocess
+import uuid
+from pathlib import Path
+
+import cbor2
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from mse_base._internal import ratls
+from mse_base._internal.simulation import SimulationPKI, SimulationQuoteProvider
+from mse_base.errors import UsageError, VerificationError
+
+DEPLOYMENT = uuid.UUID("533a2b83-4bc5-4a9c-955e-208c530bfd15")
+EXPIRY = dt.datetime(2031, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def _report_data(quote: bytes) -> bytes:
+    return quote[48 + 320 : 48 + 384]
+
+
+@pytest.fixture(scope="module")
+def gramine_cert(shared: Path) -> x509.Certificate:
+    return ratls.load_certificate((shared / "gramine_ratls" / "cert.pem").read_bytes())
+
+
+@pytest.fixture(scope="module")
+def sim_cert(sim_pki: SimulationPKI) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    provider = SimulationQuoteProvider(
+        mrenclave=bytes(32), mrsigner=bytes(32), directory=sim_pki.directory
+    )
+    quote = provider.quote(ratls.report_data_for_key(key.public_key()))
+    cert = ratls.build_certificate(
+        key=key, host="localhost", deployment_id=DEPLOYMENT, not_after=EXPIRY, quote=quote
+    )
+    return key, cert
+
+
+def test_gramine_certificate(shared: Path, gramine_cert: x509.Certificate) -> None:
+    quote = ratls.extract_quote(gramine_cert)
+    assert quote == (shared / "gramine_ratls" / "quote.bin").read_bytes()
+    assert ratls.check_key_binding(gramine_cert, _report_data(quote)) == "spki-sha256"
+    assert _report_data(quote)[:32].hex().startswith("e85653f3")
+    ratls.check_self_signature(gramine_cert)
+    assert gramine_cert.subject.rfc4514_string() == "C=US,O=GramineDevelopers,CN=RATLS"
+
+
+def test_gramine_certificate_der_input(shared: Path) -> None:
+    pem = (shared / "gramine_ratls" / "cert.pem").read_bytes()
+    der = subprocess.run(
+        ["openssl", "x509", "-outform", "DER"], input=pem, capture_output=True, check=True
+    ).stdout
+    cert = ratls.load_certificate(der)
+    ratls.check_self_signature(cert)
+    assert ratls.extract_quote(cert) == (shared / "gramine_ratls" / "quote.bin").read_bytes()
+
+
+def test_gramine_signature_tamper_detected(shared: Path) -> None:
+    pem = (shared / "gramine_ratls" / "cert.pem").read_bytes()
+    der = bytearray(
+        subprocess.run(
+            ["openssl", "x509", "-outform", "DER"], input=pem, capture_output=True, check=True
+        ).stdout
+    )
+    # Flip a byte inside the quote extension: the certificate still parses, the signature fails.
+    index = der.index(bytes.fromhex("939a7233f79c4ca9"))
+    der[index] ^= 0x01
+    cert = ratls.load_certificate(bytes(der))
+    with pytest.raises(VerificationError, match="self-signature"):
+        ratls.check_self_signature(cert)
+
+
+def test_wrong_binding_rejected(gramine_cert: x509.Certificate) -> None:
+    with pytest.raises(VerificationError, match="does not bind"):
+        ratls.check_key_binding(gramine_cert, bytes(64))
+    good = _report_data(ratls.extract_quote(gramine_cert))
+    with pytest.raises(VerificationError, match="last 32 bytes"):
+        ratls.check_key_binding(gramine_cert, good[:32] + b"\x01" * 32)
+    with pytest.raises(VerificationError, match="64"):
+        ratls.check_key_binding(gramine_cert, good[:32])
+
+
+def test_built_certificate_fields(
+    sim_cert: tuple[ec.EllipticCurvePrivateKey, x509.Certificate],
+) -> None:
+    key, cert = sim_cert
+    assert cert.public_key() == key.public_key()
+    assert cert.issuer == cert.subject
+    cn = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value
+    assert cn == "localhost"
+    serial = cert.subject.get_attributes_for_oid(x509.NameOID.SERIAL_NUMBER)[0].value
+    assert serial == str(DEPLOYMENT)
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["localhost"]
+    bc = cert.extensions.get_extension_for_class(x509.BasicConstraints)
+    assert bc.critical and bc.value.ca
+    ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert ku.digital_signature and ku.key_cert_sign
+    assert cert.not_valid_after_utc == EXPIRY
+    ext = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(ratls.QUOTE_OID_LEGACY))
+    assert not ext.critical
+    # The OID bytes are exactly Gramine's (06 09 2a 86 48 86 f8 4d 8a 39 06).
+    der = cert.public_bytes(serialization.Encoding.DER)
+    assert bytes.fromhex("060b06092a864886f84d8a3906") in der
+    quote = ratls.extract_quote(cert)
+    assert ratls.check_key_binding(cert, _report_data(quote)) == "spki-sha256"
+    ratls.check_self_signature(cert)
+
+
+def test_report_data_for_key() -> None:
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    spki = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    assert ratls.report_data_for_key(key) == hashlib.sha256(spki).digest() + bytes(32)
+
+
+def test_ip_host_gets_ip_san(sim_pki: SimulationPKI) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = ratls.build_certificate(
+        key=key, host="127.0.0.1", deployment_id=DEPLOYMENT, not_after=EXPIRY, quote=b"q"
+    )
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
+    assert san.get_values_for_type(x509.DNSName) == []
+
+
+def test_openssl_reads_built_certificate(
+    tmp_path: Path, sim_cert: tuple[ec.EllipticCurvePrivateKey, x509.Certificate]
+) -> None:
+    _, cert = sim_cert
+    path = tmp_path / "cert.pem"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    text = subprocess.run(
+        ["openssl", "x509", "-in", str(path), "-noout", "-text"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "CA:TRUE" in text
+    assert "DNS:localhost" in text
+    assert "0.6.9.42.840.113741.1337.6" in text
+    # The certificate is its own trust anchor: openssl verify accepts it as CA file.
+    verify = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(path), "-verify_hostname", "localhost", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert verify.returncode == 0, verify.stderr
+
+
+def test_build_rejects_bad_inputs() -> None:
+    p384 = ec.generate_private_key(ec.SECP384R1())
+    with pytest.raises(UsageError, match="P-256"):
+        ratls.build_certificate(
+            key=p384, host="h", deployment_id=DEPLOYMENT, not_after=EXPIRY, quote=b"q"
+        )
+    key = ec.generate_private_key(ec.SECP256R1())
+    past = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
+    with pytest.raises(UsageError, match="expiry"):
+        ratls.build_certificate(
+            key=key, host="h", deployment_id=DEPLOYMENT, not_after=past, quote=b"q"
+        )
+    with pytest.raises(UsageError, match="empty"):
+        ratls.build_certificate(
+            key=key, host="h", deployment_id=DEPLOYMENT, not_after=EXPIRY, quote=b""
+        )
+
+
+def _cert_with(extensions: list[tuple[str, bytes]]) -> x509.Certificate:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "t")])
+    now = dt.datetime.now(dt.timezone.utc)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+    )
+    for oid, value in extensions:
+        builder = builder.add_extension(
+            x509.UnrecognizedExtension(x509.ObjectIdentifier(oid), value), critical=False
+        )
+    return builder.sign(key, hashes.SHA256())
+
+
+def test_extract_from_all_three_oids(shared: Path) -> None:
+    quote = (shared / "gramine_ratls" / "quote.bin").read_bytes()
+    claims = cbor2.dumps({"pubkey-hash": [1, bytes(32)]})
+    evidence = cbor2.dumps(cbor2.CBORTag(ratls.TEE_QUOTE_CBOR_TAG, [quote, claims]))
+    for oid, value in (
+        (ratls.QUOTE_OID_LEGACY, quote),
+        (ratls.QUOTE_OID, quote),
+        (ratls.TCG_DICE_TAGGED_EVIDENCE_OID, evidence),
+    ):
+        assert ratls.extract_quote(_cert_with([(oid, value)])) == quote, oid
+    # Two encodings of the same quote are fine.
+    both = _cert_with(
+        [(ratls.QUOTE_OID_LEGACY, quote), (ratls.TCG_DICE_TAGGED_EVIDENCE_OID, evidence)]
+    )
+    assert ratls.extract_quote(both) == quote
+
+
+def test_extract_refuses_missing_conflicting_and_malformed() -> None:
+    with pytest.raises(VerificationError, match="no SGX quote in the certificate"):
+        ratls.extract_quote(_cert_with([]))
+    with pytest.raises(VerificationError, match="several different"):
+        ratls.extract_quote(
+            _cert_with([(ratls.QUOTE_OID_LEGACY, b"one"), (ratls.QUOTE_OID, b"two")])
+        )
+    bad_tag = cbor2.dumps(cbor2.CBORTag(1234, [b"q", b"c"]))
+    with pytest.raises(VerificationError, match="60000"):
+        ratls.extract_quote(_cert_with([(ratls.TCG_DICE_TAGGED_EVIDENCE_OID, bad_tag)]))
+    with pytest.raises(VerificationError, match="CBOR"):
+        ratls.extract_quote(_cert_with([(ratls.TCG_DICE_TAGGED_EVIDENCE_OID, b"\xff\x00")]))
+    not_list = cbor2.dumps(cbor2.CBORTag(ratls.TEE_QUOTE_CBOR_TAG, b"q"))
+    with pytest.raises(VerificationError, match="claims"):
+        ratls.extract_quote(_cert_with([(ratls.TCG_DICE_TAGGED_EVIDENCE_OID, not_list)]))
+
+
+def test_ec_point_binding_of_older_mse_certificates() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    point = key.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    cert = _cert_with([])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(cert.subject)
+        .issuer_name(cert.subject)
+        .public_key(key.public_key())
+        .serial_number(2)
+        .not_valid_before(cert.not_valid_before_utc)
+        .not_valid_after(cert.not_valid_after_utc)
+        .sign(key, hashes.SHA256())
+    )
+    rd = hashlib.sha256(point).digest() + b"\xaa" * 32
+    assert ratls.check_key_binding(cert, rd) == "ec-point-sha256"
+
+
+def test_load_certificate_rejects_garbage() -> None:
+    with pytest.raises(VerificationError, match="cannot be parsed"):
+        ratls.load_certificate(b"\x30\x03\x02\x01\x01")
+    with pytest.raises(VerificationError):
+        ratls.load_certificate(
+            b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"
+        )

@@ -1,0 +1,173 @@
+"""Unit tests of the pipeline's parsers: sizes, deployment parameters, SIGSTRUCT, tar checks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from mse_base._internal import codetar, deployment, sigstruct
+from mse_base._internal.size import parse_enclave_size
+from mse_base.errors import UsageError
+
+
+@pytest.mark.parametrize(("text", "value"), [("512M", 512 << 20), ("8G", 8 << 30), ("1g", 1 << 30)])
+def test_sizes_accepted(text: str, value: int) -> None:
+    assert parse_enclave_size(text) == value
+
+
+def test_size_not_power_of_two_names_neighbours() -> None:
+    with pytest.raises(UsageError, match=r"use 4G or 8G"):
+        parse_enclave_size("6G")
+    with pytest.raises(UsageError, match=r"use 512M or 1G"):
+        parse_enclave_size("768M")
+
+
+@pytest.mark.parametrize("text", ["", "8", "8GB", "-1G", "0G", "1.5G", "128M"])
+def test_sizes_rejected(text: str) -> None:
+    with pytest.raises(UsageError, match="--size"):
+        parse_enclave_size(text)
+
+
+def test_uuid_must_be_canonical() -> None:
+    assert str(deployment.parse_uuid("533a2b83-4bc5-4a9c-955e-208c530bfd15"))
+    for bad in ["nope", "533a2b834bc54a9c955e208c530bfd15", "{533a2b83-4bc5-4a9c-955e-208c530bfd15}"]:
+        with pytest.raises(UsageError, match="--uuid"):
+            deployment.parse_uuid(bad)
+
+
+def test_expiry_in_past_rejected() -> None:
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    with pytest.raises(UsageError, match="in the past"):
+        deployment.parse_expiry(str(int(now.timestamp()) - 1), now)
+    assert deployment.parse_expiry(str(int(now.timestamp()) + 60), now) > now
+
+
+@pytest.mark.parametrize("host", ["localhost", "app.example.com", "127.0.0.1", "::1"])
+def test_hosts_accepted(host: str) -> None:
+    assert deployment.parse_host(host)
+
+
+@pytest.mark.parametrize("host", ["", "a b", "-bad.example", "x" * 64 + ".com", "under_score.com"])
+def test_hosts_rejected(host: str) -> None:
+    with pytest.raises(UsageError, match="--host"):
+        deployment.parse_host(host)
+
+
+@pytest.fixture(scope="module")
+def sgx_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=3, key_size=3072)
+
+
+def test_sigstruct_round_trip(sgx_key: rsa.RSAPrivateKey) -> None:
+    mrenclave = hashlib.sha256(b"enclave").digest()
+    data = sigstruct.build_sigstruct(
+        key=sgx_key, mrenclave=mrenclave, isv_prod_id=7, isv_svn=3, debug=False
+    )
+    parsed = sigstruct.parse_sigstruct(data)
+    modulus_le = sgx_key.public_key().public_numbers().n.to_bytes(384, "little")
+    assert parsed.mrenclave == mrenclave
+    assert parsed.mrsigner == hashlib.sha256(modulus_le).digest()
+    assert (parsed.isv_prod_id, parsed.isv_svn, parsed.debug) == (7, 3, False)
+    assert sigstruct.parse_sigstruct(
+        sigstruct.build_sigstruct(
+            key=sgx_key, mrenclave=mrenclave, isv_prod_id=0, isv_svn=0, debug=True
+        )
+    ).debug
+
+
+@pytest.mark.parametrize("offset", [0, 20, 128, 600, 900, 930, 960, 1024, 1100, 1500])
+def test_sigstruct_tampering_detected(sgx_key: rsa.RSAPrivateKey, offset: int) -> None:
+    data = bytearray(
+        sigstruct.build_sigstruct(
+            key=sgx_key, mrenclave=bytes(32), isv_prod_id=0, isv_svn=0, debug=False
+        )
+    )
+    data[offset] ^= 0x01
+    with pytest.raises(sigstruct.SigstructError):
+        sigstruct.parse_sigstruct(bytes(data))
+
+
+def test_sigstruct_rejects_wrong_size_and_key() -> None:
+    with pytest.raises(sigstruct.SigstructError, match="1808"):
+        sigstruct.parse_sigstruct(b"\0" * 100)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    with pytest.raises(sigstruct.SigstructError, match="RSA-3072"):
+        sigstruct.build_sigstruct(key=key, mrenclave=bytes(32), isv_prod_id=0, isv_svn=0, debug=False)
+
+
+def _tar_with(tmp_path: Path, *members: tuple[tarfile.TarInfo, bytes]) -> Path:
+    path = tmp_path / "evil.tar"
+    with tarfile.open(path, "w") as archive:
+        for info, data in members:
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data) if info.isfile() else None)
+    return path
+
+
+def _info(name: str, **attrs: object) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    for key, value in attrs.items():
+        setattr(info, key, value)
+    return info
+
+
+EVIL = {
+    "absolute": [(_info("/etc/evil"), b"x")],
+    "dotdot": [(_info("a/../../evil"), b"x")],
+    "symlink-out": [(_info("link", type=tarfile.SYMTYPE, linkname="../../etc/passwd"), b"")],
+    "symlink-abs": [(_info("link", type=tarfile.SYMTYPE, linkname="/etc/passwd"), b"")],
+    "hardlink-out": [(_info("hl", type=tarfile.LNKTYPE, linkname="../outside"), b"")],
+    "device": [(_info("dev", type=tarfile.CHRTYPE, devmajor=1, devminor=3), b"")],
+    "fifo": [(_info("fifo", type=tarfile.FIFOTYPE), b"")],
+    "setuid": [(_info("suid", mode=0o4755), b"x")],
+    "duplicate": [(_info("app.py"), b"a"), (_info("./app.py"), b"b")],
+}
+
+
+@pytest.mark.parametrize("case", sorted(EVIL))
+def test_malicious_tar_rejected_and_nothing_written(tmp_path: Path, case: str) -> None:
+    tar = _tar_with(tmp_path, (_info("ok.py"), b"print(1)"), *EVIL[case])
+    destination = tmp_path / "out" / "code"
+    with pytest.raises(UsageError, match="--code"):
+        codetar.unpack_code(tar, destination)
+    assert not (tmp_path / "out").exists()
+    assert not (tmp_path.parent / "evil").exists()
+
+
+def test_caps_on_count_and_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tar = _tar_with(tmp_path, *[(_info(f"f{i}.py"), b"x" * 10) for i in range(5)])
+    monkeypatch.setattr(codetar, "MAX_MEMBERS", 4)
+    with pytest.raises(UsageError, match="more than the 4 allowed"):
+        codetar.unpack_code(tar, tmp_path / "a")
+    monkeypatch.setattr(codetar, "MAX_MEMBERS", 100)
+    monkeypatch.setattr(codetar, "MAX_TOTAL_BYTES", 30)
+    with pytest.raises(UsageError, match="unpacks to more than"):
+        codetar.unpack_code(tar, tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_gzip_and_inner_links_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "app.tar.gz"
+    with tarfile.open(path, "w:gz") as archive:
+        data = b"x = 1\n"
+        info = _info("./pkg/mod.py")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+        archive.addfile(_info("pkg/alias.py", type=tarfile.SYMTYPE, linkname="mod.py"))
+    unpacked = codetar.unpack_code(path, tmp_path / "code")
+    assert (tmp_path / "code" / "pkg" / "mod.py").read_bytes() == b"x = 1\n"
+    assert unpacked.files == 1
+
+
+def test_not_a_tar(tmp_path: Path) -> None:
+    path = tmp_path / "app.tar"
+    path.write_bytes(b"this is not a tar file at all" * 20)
+    with pytest.raises(UsageError, match="not a readable tar"):
+        codetar.unpack_code(path, tmp_path / "code")
+    assert not (tmp_path / "code").exists()

@@ -1,0 +1,1 @@
+raise RuntimeError("database URL is not configured")

@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+HERE = Path(__file__).parent
+APPS = HERE / "apps"
+RUNNER = HERE / "run_server.py"
+START_TIMEOUT = 30
+
+
+@dataclass(frozen=True)
+class TLSPair:
+    cert: Path
+    key: Path
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[str]
+    port: int
+    scheme: str
+    interface: str
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://localhost:{self.port}/"
+
+    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str, str]:
+        self.proc.send_signal(sig)
+        out, err = self.proc.communicate(timeout=30)
+        return self.proc.returncode, out, err
+
+
+@pytest.fixture(scope="session")
+def tls_pair(tmp_path_factory: pytest.TempPathFactory) -> TLSPair:
+    directory = tmp_path_factory.mktemp("tls")
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path = directory / "cert.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path = directory / "key.pem"
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    return TLSPair(cert_path, key_path)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(
+    spec: str, tls: TLSPair | None, *, port: int | None = None, code_dir: Path = APPS
+) -> Server:
+    """Start run_server.py and wait for READY; raise with its stderr if it exits first."""
+    port = port or free_port()
+    argv = [sys.executable, str(RUNNER), spec, str(code_dir), str(port)]
+    if tls is not None:
+        argv += [str(tls.cert), str(tls.key)]
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE
+    )
+    assert proc.stdout is not None
+    interface = ""
+    while True:
+        ready, _, _ = select.select([proc.stdout], [], [], START_TIMEOUT)
+        if not ready:
+            proc.kill()
+            raise AssertionError(f"{spec}: server did not report READY")
+        line = proc.stdout.readline()
+        if not line:
+            _, err = proc.communicate(timeout=30)
+            raise ServerExited(proc.returncode, err)
+        if line.startswith("INTERFACE "):
+            interface = line.split()[1]
+        if line.strip() == "READY":
+            return Server(proc, port, "https" if tls else "http", interface)
+
+
+class ServerExited(Exception):
+    def __init__(self, returncode: int | None, stderr: str) -> None:
+        super().__init__(f"server exited with {returncode}: {stderr}")
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+@pytest.fixture
+def serve_app(tls_pair: TLSPair) -> Iterator[object]:
+    started: list[Server] = []
+
+    def start(spec: str, *, tls: bool = True, port: int | None = None) -> Server:
+        server = start_server(spec, tls_pair if tls else None, port=port)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.communicate(timeout=30)
