@@ -59,14 +59,17 @@ FROM python-runtime AS runtime
 # PATH puts the venv first, so `python3`, `pip3` and `pip` in a derived image's RUN are the
 # venv's: `RUN pip3 install flask==2.2.2` installs next to the toolkit, into the environment the
 # enclave trusts, with no PEP 668 refusal and no second interpreter.
-# PYTHONDONTWRITEBYTECODE / PIP_NO_COMPILE: a __pycache__ written at run time would change the
-# trusted set between `mse-run --dry-run` and the real run, and so MRENCLAVE.
+# PYTHONDONTWRITEBYTECODE / PIP_COMPILE=no: a __pycache__ written at run time, or by a derived
+# image's pip3 install, would put files into the trusted set whose bytes depend on when they were
+# written, and so change MRENCLAVE from build to build. (PIP_COMPILE=no, not PIP_NO_COMPILE=1:
+# pip reads a boolean environment variable as the value of the option it names, so
+# PIP_NO_COMPILE=1 would turn compiling ON.)
 ENV VIRTUAL_ENV=/opt/mse/venv \
     PATH=/opt/mse/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_NO_COMPILE=1 \
+    PIP_COMPILE=no \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # /root/.config/gramine: where mse-run (like gramine-sgx-sign) looks for enclave-key.pem.
@@ -79,12 +82,13 @@ WORKDIR /root
 # ---------------------------------------------------------------------------------------------
 FROM runtime AS toolkit
 
+COPY --from=toolkit-build /opt/mse/venv /opt/mse/venv
+
+# Declared after the COPY so a new date or revision only rebuilds the label layer.
 ARG BUILD_DATE=unknown
 ARG VERSION=unknown
 ARG VCS_REF=unknown
 ARG SOURCE_URL=
-
-COPY --from=toolkit-build /opt/mse/venv /opt/mse/venv
 
 LABEL org.opencontainers.image.title="mse-base (toolkit only, no Gramine)" \
       org.opencontainers.image.description="mse-base toolkit without Gramine or Intel SGX libraries: mse-test, mse-run --simulation, mse-verify" \
@@ -200,12 +204,13 @@ RUN . /etc/os-release \
 # ---------------------------------------------------------------------------------------------
 FROM sgx-runtime AS mse-base
 
+COPY --from=toolkit-build /opt/mse/venv /opt/mse/venv
+
+# Declared after the COPY so a new date or revision only rebuilds the label layer.
 ARG BUILD_DATE=unknown
 ARG VERSION=unknown
 ARG VCS_REF=unknown
 ARG SOURCE_URL=
-
-COPY --from=toolkit-build /opt/mse/venv /opt/mse/venv
 
 LABEL org.opencontainers.image.title="mse-base" \
       org.opencontainers.image.description="Run a Python web app in an Intel SGX enclave with Gramine, with RA-TLS" \

@@ -65,8 +65,8 @@ class _VersionAction(argparse.Action):
             result = subprocess.run(
                 ["gramine-sgx-sign", "--version"], capture_output=True, text=True, check=False
             )
-            gramine = (result.stdout or result.stderr).strip().splitlines()[0:1] or ["unknown"]
-            gramine = gramine[0] if isinstance(gramine, list) else gramine
+            lines = (result.stdout or result.stderr).strip().splitlines()
+            gramine = lines[0] if lines else "unknown"
         print(f"mse-base {__version__}")
         print(f"Gramine: {gramine}")
         print(f"Python: {platform.python_version()}")
@@ -493,6 +493,9 @@ def _verify(args: argparse.Namespace) -> int:
         if value is not None and not 0 <= value <= 0xFFFF:
             raise UsageError(f"{name} {value} must be in 0..65535")
     at = _verification_time(args.at)
+    # Local inputs are read first: a typo in a path is reported before any network access.
+    quote_bytes = _read_input(args.quote, "--quote") if args.quote is not None else None
+    cert_bytes = _read_input(args.cert, "--cert") if args.cert is not None else None
 
     trust_root = None
     if args.simulation_ca is not None:
@@ -535,12 +538,17 @@ def _verify(args: argparse.Namespace) -> int:
         trust_root=trust_root,
         simulation=trust_root is not None,
     )
+    if args.insecure_allow_stale_crl:
+        logging.getLogger(__name__).warning(
+            "warning: --insecure-allow-stale-crl: CRLs past their nextUpdate are accepted, so a "
+            "recent revocation may go unseen"
+        )
     try:
-        if args.quote is not None:
-            result = verifier.verify_quote(_read_input(args.quote, "--quote"), at=at)
+        if quote_bytes is not None:
+            result = verifier.verify_quote(quote_bytes, at=at)
         else:
-            if args.cert is not None:
-                cert = ratls.load_certificate(_read_input(args.cert, "--cert"))
+            if cert_bytes is not None:
+                cert = ratls.load_certificate(cert_bytes)
             else:
                 cert = ratls.load_certificate(_fetch_server_certificate(args.url))
             if args.save_cert is not None:

@@ -223,3 +223,48 @@ def test_bad_arguments_and_unreachable_service(cache: Path) -> None:
         source.collateral_for(fmspc="00a067110000", pck_ca="other", at=AT)
     with pytest.raises(CollateralError, match="cannot reach"):
         source.collateral_for(fmspc="00a067110000", pck_ca="processor", at=AT)
+
+
+def test_verifier_with_pccs_source(
+    shared: Path, expected: dict[str, dict[str, object]], phala: FakePCS, cache: Path
+) -> None:
+    from mse_base.verify import Policy, Verifier
+
+    want = expected["phala_sgx_v3"]
+    status = str(want["expected_tcb_status"])
+    verifier = Verifier(
+        collateral=PCCSCollateralSource(phala.url),
+        policy=Policy(allowed_tcb_statuses=frozenset({"UpToDate", status})),
+    )
+    result = verifier.verify_quote((shared / "phala_sgx_v3" / "quote.bin").read_bytes(), at=AT)
+    assert result.tcb_status == status
+    assert sorted(result.advisory_ids) == sorted(want["expected_advisory_ids"])  # type: ignore[arg-type]
+    assert "/sgx/certification/v4/pckcrl?ca=processor&encoding=der" in phala.requests
+
+
+def test_cli_with_pccs_url(shared: Path, phala: FakePCS, cache: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("mse-verify")),
+            "--quote",
+            str(shared / "phala_sgx_v3" / "quote.bin"),
+            "--pccs-url",
+            phala.url,
+            "--at",
+            "2025-07-01T00:00:00Z",
+            "--allow-status",
+            "ConfigurationAndSWHardeningNeeded",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["tcb_status"] == "ConfigurationAndSWHardeningNeeded"
+    assert len(phala.requests) == 4

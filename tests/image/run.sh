@@ -188,6 +188,7 @@ version="$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1],
     "$repo/pyproject.toml" 2>/dev/null || echo unknown)"
 revision="$(git -C "$repo" rev-parse HEAD 2>/dev/null || echo unknown)"
 build_date="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+source_url="$(git -C "$repo" config --get remote.origin.url 2>/dev/null || true)"
 
 bud() {
     buildah bud --isolation chroot --network host --layers --pull=never \
@@ -197,7 +198,7 @@ bud() {
 log "building $toolkit_image (--target toolkit)"
 if bud --build-arg "BASE_IMAGE=$base_image" --target toolkit \
         --build-arg "VERSION=$version" --build-arg "VCS_REF=$revision" \
-        --build-arg "BUILD_DATE=$build_date" \
+        --build-arg "BUILD_DATE=$build_date" --build-arg "SOURCE_URL=$source_url" \
         -f "$repo/Dockerfile" -t "$toolkit_image" "$repo" >"$work/build-toolkit.log" 2>&1; then
     pass "build: toolkit target on $base_image"
 else
@@ -222,16 +223,16 @@ new_container "$toolkit_image"; tk="$ctr"
 new_container "$flask_image"; fl="$ctr"
 
 check "labels: OCI source/version/revision/created set from build args" \
-    bash -c '
-        labels="$(buildah inspect --type image --format "{{json .OCIv1.Config.Labels}}" "$1")"
-        for key in source version revision created; do
-            grep -q "\"org.opencontainers.image.$key\"" <<<"$labels" || { echo "no $key: $labels"; exit 1; }
-        done
-        grep -qF "\"org.opencontainers.image.revision\":\"$2\"" <<<"$labels" \
-            || { echo "revision is not $2: $labels"; exit 1; }
-        grep -qF "\"org.opencontainers.image.version\":\"$3\"" <<<"$labels" \
-            || { echo "version is not $3: $labels"; exit 1; }' \
-    _ "$toolkit_image" "$revision" "$version"
+    bash -c 'buildah inspect --type image "$1" | python3 -c "
+import json, sys
+labels = json.load(sys.stdin)[\"OCIv1\"][\"config\"].get(\"Labels\") or {}
+print(labels)
+want = {\"revision\": sys.argv[1], \"version\": sys.argv[2], \"created\": sys.argv[3]}
+for key in (\"source\", \"version\", \"revision\", \"created\"):
+    assert \"org.opencontainers.image.\" + key in labels, key
+for key, value in want.items():
+    assert labels[\"org.opencontainers.image.\" + key] == value, (key, value)
+" "$2" "$3" "$4"' _ "$toolkit_image" "$revision" "$version" "$build_date"
 
 # One sh -c per image, so the checks see the image's PATH exactly as a derived RUN does.
 check "toolkit: mse-run, mse-test, mse-verify on PATH from /opt/mse/venv/bin" \

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -71,8 +71,12 @@ def test_manifest_content(flask_tar: Path, tmp_path: Path, env: dict) -> None:
     mounts = manifest["fs"]["mounts"]
     secrets = [m for m in mounts if m.get("type") == "encrypted"]
     assert secrets == [
-        {"path": "/mse/secrets", "uri": "file:secrets", "type": "encrypted",
-         "key_name": "_sgx_mrenclave"}
+        {
+            "path": "/mse/secrets",
+            "uri": "file:secrets",
+            "type": "encrypted",
+            "key_name": "_sgx_mrenclave",
+        }
     ]
     assert {"path": "/mse/app", "uri": "file:code"} in mounts
     assert not any(str(workdir) in json.dumps(m) for m in mounts)
@@ -94,7 +98,9 @@ def test_same_inputs_same_mrenclave(tmp_path: Path, env: dict) -> None:
     assert first["mrenclave"] == second["mrenclave"]
     changed = make_tar(tmp_path / "three.tar", {**files, "lib/util.py": "X = 2\n"})
     assert dry_run(changed, tmp_path / "wd3", env)["mrenclave"] != first["mrenclave"]
-    other_uuid = dry_run(one, tmp_path / "wd4", env, **{"--uuid": "00000000-0000-4000-8000-000000000000"})
+    other_uuid = dry_run(
+        one, tmp_path / "wd4", env, **{"--uuid": "00000000-0000-4000-8000-000000000000"}
+    )
     assert other_uuid["mrenclave"] != first["mrenclave"]
 
 
@@ -190,8 +196,11 @@ def test_missing_requirements_listed(tmp_path: Path, env: dict) -> None:
         tmp_path / "req.tar",
         {"app.py": FLASK_APP, "requirements.txt": "flask\nsurely-not-installed-pkg==1.0\n"},
     )
-    _fails([*run_args(tar, tmp_path / "wd"), "--simulation", "--dry-run"], env,
-           "surely-not-installed-pkg==1.0 (not installed)")
+    _fails(
+        [*run_args(tar, tmp_path / "wd"), "--simulation", "--dry-run"],
+        env,
+        "surely-not-installed-pkg==1.0 (not installed)",
+    )
 
 
 def test_sgx_mode_without_gramine_says_what_is_missing(
@@ -214,7 +223,8 @@ def test_workdir_reuse_needs_force(flask_tar: Path, tmp_path: Path, env: dict) -
 def test_version(env: dict) -> None:
     from .conftest import BIN
 
-    result = subprocess.run([str(BIN / "mse-run"), "--version"], capture_output=True, text=True,
-                            env=env, check=True)
+    result = subprocess.run(
+        [str(BIN / "mse-run"), "--version"], capture_output=True, text=True, env=env, check=True
+    )
     assert "mse-base" in result.stdout and "Python: 3." in result.stdout
     assert "Gramine: not installed" in result.stdout

@@ -36,7 +36,11 @@ def test_sizes_rejected(text: str) -> None:
 
 def test_uuid_must_be_canonical() -> None:
     assert str(deployment.parse_uuid("533a2b83-4bc5-4a9c-955e-208c530bfd15"))
-    for bad in ["nope", "533a2b834bc54a9c955e208c530bfd15", "{533a2b83-4bc5-4a9c-955e-208c530bfd15}"]:
+    for bad in [
+        "nope",
+        "533a2b834bc54a9c955e208c530bfd15",
+        "{533a2b83-4bc5-4a9c-955e-208c530bfd15}",
+    ]:
         with pytest.raises(UsageError, match="--uuid"):
             deployment.parse_uuid(bad)
 
@@ -98,7 +102,9 @@ def test_sigstruct_rejects_wrong_size_and_key() -> None:
         sigstruct.parse_sigstruct(b"\0" * 100)
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     with pytest.raises(sigstruct.SigstructError, match="RSA-3072"):
-        sigstruct.build_sigstruct(key=key, mrenclave=bytes(32), isv_prod_id=0, isv_svn=0, debug=False)
+        sigstruct.build_sigstruct(
+            key=key, mrenclave=bytes(32), isv_prod_id=0, isv_svn=0, debug=False
+        )
 
 
 def _tar_with(tmp_path: Path, *members: tuple[tarfile.TarInfo, bytes]) -> Path:

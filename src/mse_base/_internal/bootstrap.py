@@ -65,7 +65,9 @@ def detect_platform() -> Platform:
         )
         return Platform(provider, Path(state["code_dir"]), Path(state["secrets_dir"]))
     except (OSError, ValueError, KeyError) as exc:
-        raise UsageError(f"{SIMULATION_ENV}={state_path}: unreadable simulation state ({exc})") from None
+        raise UsageError(
+            f"{SIMULATION_ENV}={state_path}: unreadable simulation state ({exc})"
+        ) from None
 
 
 def run(deployment: Deployment, platform: Platform | None = None) -> None:

@@ -15,7 +15,7 @@ import re
 from datetime import datetime
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -31,21 +31,27 @@ INTEL_SGX_ROOT_SPKI_SHA256 = "a0af031289f5d5d4132f9186068a7fc13628633ba235777472
 # slack (stray text, other whitespace) would let bytes of the quote change without any check
 # noticing.
 _PEM_BLOCK = rb"-----BEGIN CERTIFICATE-----\r?\n(?:[A-Za-z0-9+/=]{1,76}\r?\n)+-----END CERTIFICATE-----"
-_PEM_CHAIN = re.compile(rb"(?:" + _PEM_BLOCK + rb"\r?\n)*" + _PEM_BLOCK + rb"(?:\r?\n)?")
+_PEM_CHAIN = re.compile(rb"(?:" + _PEM_BLOCK + rb"\r?\n)+")
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 
 
 def spki_sha256(cert: x509.Certificate) -> str:
-    der = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(der).hexdigest()
+    return hashlib.sha256(spki_der(cert)).hexdigest()
 
 
 def same_public_key(a: x509.Certificate, b: x509.Certificate) -> bool:
     return spki_der(a) == spki_der(b)
 
 
+def public_key(cert: x509.Certificate) -> x509.CertificatePublicKeyTypes:
+    try:
+        return cert.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise CertificateChainError(f"{_cn(cert)}: unusable public key ({exc})") from None
+
+
 def spki_der(cert: x509.Certificate) -> bytes:
-    return cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return public_key(cert).public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
 
 @functools.cache
@@ -103,21 +109,26 @@ def check_validity(cert: x509.Certificate, at: datetime, what: str) -> None:
         )
 
 
+def extensions(cert: x509.Certificate, what: str) -> x509.Extensions:
+    """The certificate's extensions; malformed or duplicated ones are a chain error."""
+    try:
+        return cert.extensions
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
+        raise CertificateChainError(f"{what}: invalid extensions ({exc})") from None
+
+
 def check_ca(cert: x509.Certificate, what: str, *, ca: bool) -> None:
     try:
-        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-        is_ca = bc.ca
+        is_ca = extensions(cert, what).get_extension_for_class(x509.BasicConstraints).value.ca
     except x509.ExtensionNotFound:
         is_ca = False
-    except ValueError as exc:
-        raise CertificateChainError(f"{what}: invalid extensions ({exc})") from None
     if is_ca != ca:
         want = "a CA (basicConstraints CA:TRUE)" if ca else "an end-entity (not CA)"
         raise CertificateChainError(f"{what} ({_cn(cert)}) must be {want}")
 
 
 def ec_p256_key(cert: x509.Certificate, what: str) -> ec.EllipticCurvePublicKey:
-    key = cert.public_key()
+    key = public_key(cert)
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
         raise CertificateChainError(f"{what}: key must be ECDSA P-256")
     return key
@@ -141,7 +152,7 @@ def load_crl(der: bytes, what: str) -> x509.CertificateRevocationList:
         crl = x509.load_der_x509_crl(der)
         # Force the lazy parts now, so a malformed CRL fails here and not in a later lookup.
         _ = crl.next_update_utc, crl.last_update_utc, crl.issuer, len(crl)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise CollateralError(f"{what}: not a DER CRL ({exc})") from None
     return crl
 

@@ -7,7 +7,6 @@ duplicates, size and count caps), so a rejected tar leaves nothing behind.
 
 from __future__ import annotations
 
-import os
 import posixpath
 import shutil
 import stat
@@ -108,12 +107,10 @@ def unpack_code(tar_path: Path, destination: Path) -> UnpackedCode:
 
 def _normalise_modes(root: Path) -> None:
     # Only content is measured, but uniform modes keep the tree identical whatever umask or
-    # archiver produced the tar.
-    for dirpath, dirnames, filenames in os.walk(root):
-        os.chmod(dirpath, 0o755)  # noqa: PTH101
-        for name in filenames:
-            path = os.path.join(dirpath, name)  # noqa: PTH118
-            if not os.path.islink(path):  # noqa: PTH114
-                executable = os.stat(path).st_mode & 0o111  # noqa: PTH116
-                os.chmod(path, 0o755 if executable else 0o644)  # noqa: PTH101
-        dirnames.sort()
+    # archiver produced the tar. The code is public (it is measured), so 0755/0644 hide nothing.
+    for directory in [root, *sorted(p for p in root.rglob("*") if p.is_dir())]:
+        directory.chmod(0o755)
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            executable = path.stat().st_mode & 0o111
+            path.chmod(0o755 if executable else 0o644)

@@ -189,7 +189,7 @@ def _shared_library_closure(objects: Iterable[Path]) -> list[Path]:
         )
         for line in result.stdout.splitlines():
             match = _LDD_LINE.match(line)
-            if match and os.path.basename(match.group(1)) not in _GLIBC_RUNTIME_LIBS:
+            if match and Path(match.group(1)).name not in _GLIBC_RUNTIME_LIBS:
                 found.add(os.path.normpath(match.group(1)))
     return [Path(p) for p in sorted(found)]
 

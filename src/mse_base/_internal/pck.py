@@ -18,6 +18,7 @@ from typing import Any
 from asn1crypto import core
 from cryptography import x509
 
+from mse_base._internal.chain import extensions
 from mse_base._internal.verify_errors import CertificateChainError
 
 SGX_EXTENSIONS_OID = "1.2.840.113741.1.13.1"
@@ -107,7 +108,7 @@ def _require(entries: dict[str, bytes], oid: str, name: str) -> bytes:
 def parse_pck_extensions(cert: x509.Certificate) -> PckExtensions:
     """Extract the SGX extensions of a PCK leaf certificate."""
     try:
-        ext = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(SGX_EXTENSIONS_OID))
+        ext = extensions(cert, "PCK leaf").get_extension_for_oid(x509.ObjectIdentifier(SGX_EXTENSIONS_OID))
     except x509.ExtensionNotFound:
         raise _fail(f"the PCK leaf has no SGX extension ({SGX_EXTENSIONS_OID})") from None
     value = ext.value

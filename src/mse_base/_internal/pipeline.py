@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from mse_base.errors import EnvironmentMissing, Error, UsageError
 
@@ -25,8 +25,8 @@ from .codetar import unpack_code
 from .deployment import Deployment
 from .measure import simulated_mrenclave
 from .requirements import check_requirements
-from .sigstruct import Sigstruct, build_sigstruct, parse_sigstruct
 from .signer import SignerKey, default_key_path, load_signer_key, throwaway_signer_key
+from .sigstruct import Sigstruct, build_sigstruct, parse_sigstruct
 
 Mode = Literal["sgx", "simulation"]
 MANIFEST_NAME = "mse"
@@ -128,9 +128,7 @@ def _signer(request: RunRequest) -> SignerKey:
     return load_signer_key(path)
 
 
-def prepare(
-    request: RunRequest, progress: Callable[[int, int], None] | None = None
-) -> Prepared:
+def prepare(request: RunRequest, progress: Callable[[int, int], None] | None = None) -> Prepared:
     """Everything up to (not including) launching: the enclave's identity is known after this."""
     if not request.code.is_file():
         raise UsageError(f"--code {request.code}: no such file; give the path of a tar of your app")
@@ -216,11 +214,13 @@ def _gramine_sign(workdir: Path, manifest: Path, sig: Path, signer: SignerKey) -
         raise Error(f"gramine-sgx-sign failed: {tail[0]}")
 
 
-def launch_sgx(prepared: Prepared) -> int:
-    """Run the enclave in the foreground; its exit status is ours."""
-    workdir = prepared.request.workdir
-    completed = subprocess.run(["gramine-sgx", MANIFEST_NAME], cwd=workdir, check=False)
-    return completed.returncode
+def launch_sgx(prepared: Prepared) -> NoReturn:
+    """Become ``gramine-sgx``: signals and the exit status then belong to the enclave itself."""
+    # Relative trusted-file URIs (the app, the sealed secrets) resolve from the work directory.
+    os.chdir(prepared.request.workdir)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvp("gramine-sgx", ["gramine-sgx", MANIFEST_NAME])  # noqa: S606
 
 
 def simulation_environment(prepared: Prepared) -> dict[str, str]:
@@ -248,7 +248,5 @@ def simulation_environment(prepared: Prepared) -> dict[str, str]:
 
 def start_simulation(prepared: Prepared) -> subprocess.Popen[bytes]:
     env = simulation_environment(prepared)
-    argv = list(prepared.argv)
-    # The measured argv names the venv's interpreter; run the very same one.
-    argv[0] = sys.executable if not Path(argv[0]).exists() else argv[0]
-    return subprocess.Popen(argv, cwd=prepared.request.workdir, env=env)
+    # The measured argv, unchanged: the same interpreter, flags and arguments as in the enclave.
+    return subprocess.Popen(list(prepared.argv), cwd=prepared.request.workdir, env=env)

@@ -206,10 +206,10 @@ class Verifier:
         checks.append("collateral.signatures")
         self._check_pck_crl_signature(checked.pck_crl, collateral.pck_crl, pck)
         checks.append("collateral.crl_signatures")
-        self._check_collateral_time(checked, pck, at)
-        checks += ["collateral.freshness", "collateral.revocation"]
         self._check_platform_match(checked.tcb_info, pck.extensions)
         checks.append("collateral.platform")
+        self._check_collateral_time(checked, pck, at)
+        checks += ["collateral.freshness", "collateral.revocation"]
         self._check_qe_identity(checked.qe_identity, parsed)
         checks.append("qe.identity")
 
@@ -277,10 +277,11 @@ class Verifier:
             self._root,
             "PCK chain " + ("(simulation CA)" if self._simulation else "(Intel SGX Root CA)"),
         )
-        chain.check_ca(ca, "PCK chain: PCK CA", ca=True)
-        chain.check_ca(leaf, "PCK chain: PCK leaf", ca=False)
+        # Signatures first: after them, every other field is the issuer's word.
         chain.check_issued_by(ca, self._root, "PCK chain: PCK CA")
         chain.check_issued_by(leaf, ca, "PCK chain: PCK leaf")
+        chain.check_ca(ca, "PCK chain: PCK CA", ca=True)
+        chain.check_ca(leaf, "PCK chain: PCK leaf", ca=False)
         issuer_cn = " ".join(
             str(a.value) for a in ca.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
         ).lower()
@@ -336,8 +337,8 @@ class Verifier:
         signer, root = chain.load_pem_chain(pem, what, 2)
         try:
             chain.check_root_copy(root, self._root, what)
-            chain.check_ca(signer, f"{what}: TCB signing certificate", ca=False)
             chain.check_issued_by(signer, self._root, f"{what}: TCB signing certificate")
+            chain.check_ca(signer, f"{what}: TCB signing certificate", ca=False)
         except CertificateChainError as exc:
             raise CollateralError(str(exc)) from None
         return signer

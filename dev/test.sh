@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Quick start, command 2: lint, type-check and run every test (the image build included).
+#   dev/test.sh              everything, as CI runs it
+#   dev/test.sh --no-image   skip the buildah image build (about 5-10 minutes)
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$ROOT"
+image=1
+if [ "${1:-}" = "--no-image" ]; then image=0; shift; fi
+
+echo "== ruff" && ruff check src tests bench && ruff format --check src tests bench
+echo "== mypy" && mypy
+if [ "$image" = 1 ]; then
+  echo "== image build (buildah) and checks inside it"
+  bash tests/image/run.sh
+fi
+echo "== pytest"
+pytest "$@"

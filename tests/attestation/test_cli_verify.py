@@ -1,0 +1,341 @@
+"""``mse-verify`` as a user runs it: a real subprocess, real files, a real TLS server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from mse_base._internal import ratls
+from mse_base._internal.simulation import SimulationPKI, SimulationQuoteProvider
+
+from .conftest import SHARED
+
+MSE_VERIFY = Path(sys.executable).with_name("mse-verify")
+MRENCLAVE = hashlib.sha256(b"cli app").digest()
+MRSIGNER = hashlib.sha256(b"cli signer").digest()
+
+
+def run(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(MSE_VERIFY), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def run_json(*args: str | Path) -> tuple[int, dict[str, Any]]:
+    proc = run(*args, "--json")
+    return proc.returncode, json.loads(proc.stdout)
+
+
+JSON_KEYS = {
+    "verified",
+    "reasons",
+    "mrenclave",
+    "mrsigner",
+    "isv_prod_id",
+    "isv_svn",
+    "report_data",
+    "tcb_status",
+    "advisory_ids",
+    "simulation",
+    "checks",
+}
+
+SGX_CASES = ["phala_sgx_v3", "automata_sgx_v3"]
+REAL_QUOTE = str(SHARED / "phala_sgx_v3" / "quote.bin")
+
+
+@pytest.mark.parametrize("case", SGX_CASES)
+def test_quote_with_collateral_gives_expected_verdict(
+    shared: Path, expected: dict[str, dict[str, Any]], case: str
+) -> None:
+    want = expected[case]
+    common = ["--quote", shared / case / "quote.bin", "--collateral", shared / case]
+    common += ["--at", want["verify_at"]]
+    # Not UpToDate, so the default policy rejects: exit 1, the reason names the status.
+    code, out = run_json(*common)
+    assert code == 1
+    assert out["verified"] is False
+    assert set(out) == JSON_KEYS
+    assert want["expected_tcb_status"] in out["reasons"][0]
+    # Allowed by name: verified, with every field of the oracle.
+    code, out = run_json(
+        *common,
+        "--allow-status",
+        want["expected_tcb_status"],
+        "--mrenclave",
+        "00" * 32,
+        "--mrenclave",
+        want["mrenclave"],
+        "--mrsigner",
+        want["mrsigner"],
+        "--isv-prod-id",
+        str(want["isv_prod_id"]),
+        "--min-isv-svn",
+        str(want["isv_svn"]),
+    )
+    assert code == 0, out
+    assert set(out) == JSON_KEYS
+    assert out["verified"] is True and out["reasons"] == []
+    assert out["mrenclave"] == want["mrenclave"]
+    assert out["mrsigner"] == want["mrsigner"]
+    assert out["report_data"] == want["report_data"]
+    assert (out["isv_prod_id"], out["isv_svn"]) == (want["isv_prod_id"], want["isv_svn"])
+    assert out["tcb_status"] == want["expected_tcb_status"]
+    assert sorted(out["advisory_ids"]) == sorted(want["expected_advisory_ids"])
+    assert out["simulation"] is False
+    assert "quote.signature" in out["checks"]
+
+
+@pytest.mark.parametrize("case", SGX_CASES)
+def test_must_fail_times_are_rejected(
+    shared: Path, expected: dict[str, dict[str, Any]], case: str
+) -> None:
+    want = expected[case]
+    for failure in want["must_fail_at"]:
+        proc = run(
+            "--quote",
+            shared / case / "quote.bin",
+            "--collateral",
+            shared / case,
+            "--at",
+            failure["at"],
+            "--allow-status",
+            want["expected_tcb_status"],
+        )
+        assert proc.returncode == 1, failure
+        assert proc.stderr.startswith("mse-verify: error: "), proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert proc.stderr.count("\n") == 1
+
+
+def test_mobilecoin_needs_the_insecure_stale_crl_option(
+    shared: Path, expected: dict[str, dict[str, Any]]
+) -> None:
+    want = expected["mobilecoin_sgx_v3"]
+    args = ["--quote", shared / "mobilecoin_sgx_v3" / "quote.bin"]
+    args += ["--collateral", shared / "mobilecoin_sgx_v3", "--at", want["verify_at"]]
+    args += ["--allow-status", want["expected_tcb_status"]]
+    code, out = run_json(*args)
+    assert code == 1 and "CRL" in out["reasons"][0]
+    code, out = run_json(*args, "--insecure-allow-stale-crl")
+    assert code == 0, out
+    assert out["tcb_status"] == want["expected_tcb_status"]
+
+
+def test_tdx_quote_refused_as_unsupported(shared: Path) -> None:
+    proc = run(
+        "--quote",
+        shared / "phala_tdx_v4" / "quote.bin",
+        "--collateral",
+        shared / "phala_tdx_v4",
+        "--at",
+        "2025-07-01T00:00:00Z",
+    )
+    assert proc.returncode == 1
+    assert "TDX" in proc.stderr
+
+
+def test_gramine_certificate(shared: Path, tmp_path: Path) -> None:
+    saved = tmp_path / "saved.pem"
+    code, out = run_json(
+        "--cert",
+        shared / "gramine_ratls" / "cert.pem",
+        "--collateral",
+        shared / "automata_sgx_v3",
+        "--at",
+        "2025-09-01T00:00:00Z",
+        "--allow-status",
+        "OutOfDate",
+        "--save-cert",
+        saved,
+    )
+    assert code == 0, out
+    assert out["tcb_status"] == "OutOfDate"
+    assert out["mrenclave"] == "f94ccbe6a504676b2edbefdcb8781a512913f7d8864c6f88592a843d0f9d4a66"
+    assert "ratls.key_binding:spki-sha256" in out["checks"]
+    assert (
+        ratls.extract_quote(ratls.load_certificate(saved.read_bytes()))
+        == (shared / "gramine_ratls" / "quote.bin").read_bytes()
+    )
+
+
+def test_human_output_and_wrong_mrenclave(shared: Path) -> None:
+    args = ["--quote", shared / "automata_sgx_v3" / "quote.bin"]
+    args += ["--collateral", shared / "automata_sgx_v3", "--at", "2025-09-01T00:00:00Z"]
+    args += ["--allow-status", "SWHardeningNeeded"]
+    proc = run(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert "a4f45c39dac622cb1dd32ddb35a52ec92db41d0fa88a1c911c49e59c534f61cd" in proc.stdout
+    assert "SIMULATION" not in proc.stdout
+    proc = run(*args, "--mrenclave", "11" * 32)
+    assert proc.returncode == 1
+    assert "MRENCLAVE" in proc.stderr.upper()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        ([], "required"),
+        (["--quote", "q", "--cert", "c"], "not allowed"),
+        (["--quote", "/nonexistent/quote.bin", "--collateral", "/tmp"], "/nonexistent/quote.bin"),
+        (["--quote", "x", "--mrenclave", "abc"], "--mrenclave"),
+        (["--quote", "x", "--mrsigner", "zz" * 32], "--mrsigner"),
+        (["--quote", "x", "--at", "yesterday"], "--at"),
+        (["--quote", "x", "--isv-prod-id", "70000"], "--isv-prod-id"),
+        (["--quote", REAL_QUOTE, "--collateral", "/nonexistent-dir"], "/nonexistent-dir"),
+        (["--quote", "x", "--collateral", "d", "--pccs-url", "http://x"], "not allowed"),
+        (["--quote", REAL_QUOTE, "--pccs-url", "ftp://x"], "--pccs-url"),
+        (["--quote", REAL_QUOTE, "--simulation-ca", "/nonexistent.pem"], "/nonexistent.pem"),
+        (["ftp://host:1"], "https"),
+    ],
+)
+def test_usage_errors_exit_2(args: list[str], needle: str) -> None:
+    proc = run(*args)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert needle in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_garbage_quote_is_rejected_not_crashed(shared: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(b"\x03\x00" + b"\xff" * 100)
+    proc = run("--quote", bad, "--collateral", shared / "phala_sgx_v3")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    proc = run("--quote", bad, "--collateral", shared / "phala_sgx_v3", "--debug")
+    assert proc.returncode == 1
+    assert "Traceback" in proc.stderr
+
+
+# --- a live RA-TLS server -----------------------------------------------------------------
+
+
+class _Hello(BaseHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        body = b"hello from the simulated enclave\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def _serve_tls(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey, tmp: Path) -> Any:
+    cert_path, key_path = tmp / "server.pem", tmp / "server.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture
+def ratls_server(sim_pki: SimulationPKI, tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    provider = SimulationQuoteProvider(
+        mrenclave=MRENCLAVE, mrsigner=MRSIGNER, directory=sim_pki.directory
+    )
+    cert = ratls.build_certificate(
+        key=key,
+        host="127.0.0.1",
+        deployment_id=uuid.uuid4(),
+        not_after=dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1),
+        quote=provider.quote(ratls.report_data_for_key(key.public_key())),
+    )
+    server = _serve_tls(cert, key, tmp_path)
+    try:
+        yield server.server_address[1], tmp_path / "server.pem"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_live_simulation_server(
+    sim_pki: SimulationPKI, ratls_server: tuple[int, Path], tmp_path: Path
+) -> None:
+    port, _ = ratls_server
+    saved = tmp_path / "fetched.pem"
+    url = f"https://127.0.0.1:{port}"
+    proc = run(
+        url,
+        "--simulation-ca",
+        sim_pki.ca_pem_path,
+        "--mrenclave",
+        MRENCLAVE.hex(),
+        "--mrsigner",
+        MRSIGNER.hex(),
+        "--save-cert",
+        saved,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "SIMULATION — NOT a real SGX enclave" in proc.stdout
+    assert MRENCLAVE.hex() in proc.stdout
+    code, out = run_json(url, "--simulation-ca", sim_pki.ca_pem_path)
+    assert code == 0 and out["simulation"] is True
+    assert out["mrenclave"] == MRENCLAVE.hex()
+    # The saved certificate is the server's trust anchor for curl.
+    if shutil.which("curl"):
+        curl = subprocess.run(
+            ["curl", "--silent", "--show-error", "--cacert", str(saved), f"{url}/"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert curl.returncode == 0, curl.stderr
+        assert curl.stdout == "hello from the simulated enclave\n"
+
+
+def test_live_simulation_server_rejected_without_simulation_ca(
+    ratls_server: tuple[int, Path], sim_pki: SimulationPKI, tmp_path: Path
+) -> None:
+    port, _ = ratls_server
+    url = f"https://127.0.0.1:{port}"
+    # Against Intel's root (with the simulation collateral, so only the root differs).
+    proc = run(url, "--collateral", sim_pki.collateral_dir)
+    assert proc.returncode == 1
+    assert "root" in proc.stderr.lower()
+    # Wrong expected measurement.
+    proc = run(url, "--simulation-ca", sim_pki.ca_pem_path, "--mrenclave", "22" * 32)
+    assert proc.returncode == 1
+
+
+def test_unreachable_server_is_rejected() -> None:
+    proc = run("https://127.0.0.1:9")
+    assert proc.returncode == 1
+    assert "cannot fetch the certificate" in proc.stderr
