@@ -107,10 +107,13 @@ FROM python-runtime AS sgx-keys
 # Expected OpenPGP fingerprints of the primary keys in each downloaded keyring. A keyring holding
 # any other primary key is refused, so a swapped file on either server fails the build.
 # Gramine signs its trixie/noble-and-later suites with its 2024a and 2024b keys, older suites
-# with its 2021 key (Documentation/verify-sig.rst in gramineproject/gramine).
-ARG GRAMINE_KEY_FINGERPRINTS="1CBF71E00FF0A5577A4EA6984B8D8EC2F8BE4647 71807D6094DDF649D9591A53B951298EB73C9392"
+# (bookworm, jammy) with its 2021 key (Documentation/verify-sig.rst in gramineproject/gramine);
+# all three are accepted, so one list serves every base.
+ARG GRAMINE_KEY_FINGERPRINTS="1CBF71E00FF0A5577A4EA6984B8D8EC2F8BE4647 71807D6094DDF649D9591A53B951298EB73C9392 EA3C2D624681AC968521587A5EE1171912234070"
 # "Intel(R) Software Development Products", RSA-2048, created 2023-03-20, expires 2027-03-20.
 ARG INTEL_SGX_KEY_FINGERPRINTS="150434D1488BF80308B69398E5C7F0FA1C6C6C3C"
+# Suites default to the base's VERSION_CODENAME. Intel publishes Ubuntu suites only: on a Debian
+# base, pass INTEL_SGX_SUITE (Gramine's instructions use jammy for Debian 12).
 ARG GRAMINE_SUITE=
 ARG INTEL_SGX_SUITE=
 

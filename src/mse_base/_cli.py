@@ -484,6 +484,7 @@ def _verify(args: argparse.Namespace) -> int:
     from mse_base._internal import ratls
     from mse_base._internal.collateral import Collateral, CollateralSource
     from mse_base._internal.pccs import INTEL_PCS_URL, PCCSCollateralSource
+    from mse_base._internal.simulation import refresh_collateral
     from mse_base.errors import UsageError, VerificationError
     from mse_base.verify import Policy, Verifier
 
@@ -519,6 +520,9 @@ def _verify(args: argparse.Namespace) -> int:
         except ValueError as err:
             raise UsageError(f"--pccs-url: {err}") from None
     elif args.simulation_ca is not None:
+        # The local simulation PKI (ours, keys readable): bring its collateral up to date first,
+        # as mse-run would; a copied ca.pem is used as is.
+        refresh_collateral(args.simulation_ca.parent)
         collateral = Collateral.from_directory(args.simulation_ca.parent / "collateral")
     else:
         collateral = PCCSCollateralSource(INTEL_PCS_URL)
@@ -560,9 +564,13 @@ def _verify(args: argparse.Namespace) -> int:
     except VerificationError as err:
         if not args.json:
             raise
-        print(json.dumps(_verify_json(None, [err.diagnostics()]), indent=2))
+        rejected = _verify_json(None, [err.diagnostics()])
+        rejected["simulation"] = trust_root is not None
+        print(json.dumps(rejected, indent=2))
         return err.exit_code
     if args.json:
+        if result.simulation:
+            print(f"mse-verify: {_SIMULATION_BANNER}", file=sys.stderr)
         print(json.dumps(_verify_json(result, []), indent=2))
     else:
         _print_verified(result)
@@ -596,11 +604,15 @@ def _verify_json(result: Any, reasons: list[str]) -> dict[str, Any]:
     return out
 
 
+_SIMULATION_BANNER = "SIMULATION — NOT a real SGX enclave: signed by a local simulation CA"
+
+
 def _print_verified(result: Any) -> None:
     if result.simulation:
-        print("*** SIMULATION — NOT a real SGX enclave: signed by a local simulation CA ***")
+        print(f"*** {_SIMULATION_BANNER} ***")
     print("verified: the quote is genuine and matches the policy")
-    print(f"  MRENCLAVE   {result.mrenclave.hex()}")
+    simulated = " (simulated)" if result.simulation else ""
+    print(f"  MRENCLAVE   {result.mrenclave.hex()}{simulated}")
     print(f"  MRSIGNER    {result.mrsigner.hex()}")
     print(f"  ISV prod id {result.isv_prod_id}, ISV SVN {result.isv_svn}")
     advisories = ", ".join(result.advisory_ids) or "none"

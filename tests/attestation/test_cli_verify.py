@@ -71,7 +71,8 @@ def test_quote_with_collateral_gives_expected_verdict(
     shared: Path, expected: dict[str, dict[str, Any]], case: str
 ) -> None:
     want = expected[case]
-    common = ["--quote", shared / case / "quote.bin", "--collateral", shared / case]
+    common: list[str | Path] = ["--quote", shared / case / "quote.bin"]
+    common += ["--collateral", shared / case]
     common += ["--at", want["verify_at"]]
     # Not UpToDate, so the default policy rejects: exit 1, the reason names the status.
     code, out = run_json(*common)
@@ -134,7 +135,7 @@ def test_mobilecoin_needs_the_insecure_stale_crl_option(
     shared: Path, expected: dict[str, dict[str, Any]]
 ) -> None:
     want = expected["mobilecoin_sgx_v3"]
-    args = ["--quote", shared / "mobilecoin_sgx_v3" / "quote.bin"]
+    args: list[str | Path] = ["--quote", shared / "mobilecoin_sgx_v3" / "quote.bin"]
     args += ["--collateral", shared / "mobilecoin_sgx_v3", "--at", want["verify_at"]]
     args += ["--allow-status", want["expected_tcb_status"]]
     code, out = run_json(*args)
@@ -182,7 +183,7 @@ def test_gramine_certificate(shared: Path, tmp_path: Path) -> None:
 
 
 def test_human_output_and_wrong_mrenclave(shared: Path) -> None:
-    args = ["--quote", shared / "automata_sgx_v3" / "quote.bin"]
+    args: list[str | Path] = ["--quote", shared / "automata_sgx_v3" / "quote.bin"]
     args += ["--collateral", shared / "automata_sgx_v3", "--at", "2025-09-01T00:00:00Z"]
     args += ["--allow-status", "SWHardeningNeeded"]
     proc = run(*args)
@@ -209,9 +210,20 @@ def test_human_output_and_wrong_mrenclave(shared: Path) -> None:
         (["--quote", REAL_QUOTE, "--pccs-url", "ftp://x"], "--pccs-url"),
         (["--quote", REAL_QUOTE, "--simulation-ca", "/nonexistent.pem"], "/nonexistent.pem"),
         (["ftp://host:1"], "https"),
+        (
+            [
+                "--quote",
+                REAL_QUOTE,
+                "--collateral",
+                SHARED / "phala_sgx_v3",
+                "--allow-status",
+                "Bogus",
+            ],
+            "Bogus",
+        ),
     ],
 )
-def test_usage_errors_exit_2(args: list[str], needle: str) -> None:
+def test_usage_errors_exit_2(args: list[str | Path], needle: str) -> None:
     proc = run(*args)
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     assert needle in proc.stderr
@@ -305,8 +317,11 @@ def test_live_simulation_server(
     assert proc.returncode == 0, proc.stderr
     assert "SIMULATION — NOT a real SGX enclave" in proc.stdout
     assert MRENCLAVE.hex() in proc.stdout
-    code, out = run_json(url, "--simulation-ca", sim_pki.ca_pem_path)
-    assert code == 0 and out["simulation"] is True
+    proc = run(url, "--simulation-ca", sim_pki.ca_pem_path, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "SIMULATION — NOT a real SGX enclave" in proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["simulation"] is True
     assert out["mrenclave"] == MRENCLAVE.hex()
     # The saved certificate is the server's trust anchor for curl.
     if shutil.which("curl"):
@@ -319,6 +334,26 @@ def test_live_simulation_server(
         )
         assert curl.returncode == 0, curl.stderr
         assert curl.stdout == "hello from the simulated enclave\n"
+    s_client = subprocess.run(
+        [
+            "openssl",
+            "s_client",
+            "-connect",
+            f"127.0.0.1:{port}",
+            "-CAfile",
+            str(saved),
+            "-verify_return_error",
+            "-verify_ip",
+            "127.0.0.1",
+        ],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert s_client.returncode == 0, s_client.stderr
+    assert "Verify return code: 0 (ok)" in s_client.stdout
 
 
 def test_live_simulation_server_rejected_without_simulation_ca(
@@ -339,3 +374,30 @@ def test_unreachable_server_is_rejected() -> None:
     proc = run("https://127.0.0.1:9")
     assert proc.returncode == 1
     assert "cannot fetch the certificate" in proc.stderr
+
+
+def test_stale_simulation_collateral_is_refreshed_by_verify(tmp_path: Path) -> None:
+    """A simulation enclave started long ago still verifies: mse-verify refreshes the collateral."""
+    import shutil as _shutil
+
+    from mse_base._internal.simulation import ensure_simulation_pki
+
+    pki = ensure_simulation_pki(tmp_path / "sim")
+    quote_path = tmp_path / "quote.bin"
+    quote_path.write_bytes(
+        SimulationQuoteProvider(
+            mrenclave=MRENCLAVE, mrsigner=MRSIGNER, directory=pki.directory
+        ).quote(bytes(64))
+    )
+    # Age the TCB info past its nextUpdate (this also breaks its signature: refused either way).
+    stale = pki.collateral_dir / "tcb_info.json"
+    stale.write_bytes(stale.read_bytes().replace(b'"nextUpdate":"2', b'"nextUpdate":"1'))
+    # A copied ca.pem (no keys beside it) is used as is: the doctored TCB info is refused.
+    copied = tmp_path / "copied"
+    _shutil.copytree(pki.directory, copied, ignore=_shutil.ignore_patterns("*.key", ".lock"))
+    proc = run("--quote", quote_path, "--simulation-ca", copied / "ca.pem")
+    assert proc.returncode == 1
+    # The owner's ca.pem: the collateral is re-issued, the quote verifies.
+    proc = run("--quote", quote_path, "--simulation-ca", pki.ca_pem_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "SIMULATION" in proc.stdout

@@ -32,6 +32,7 @@ class FakePCS:
     root_crl_hex: bool = True
     serve_root_crl: bool = True
     send_chain_headers: bool = True
+    tcb_chain_header: str = "TCB-Info-Issuer-Chain"
     requests: list[str] = field(default_factory=list)
     url: str = ""
 
@@ -60,7 +61,7 @@ def _handler(pcs: FakePCS) -> type[BaseHTTPRequestHandler]:
                 serialization.Encoding.PEM
             )
             if url.path == "/sgx/certification/v4/tcb" and query.get("fmspc") == pcs.fmspc:
-                self._send((d / "tcb_info.json").read_bytes(), {"TCB-Info-Issuer-Chain": chain})
+                self._send((d / "tcb_info.json").read_bytes(), {pcs.tcb_chain_header: chain})
             elif url.path == "/sgx/certification/v4/qe/identity":
                 self._send(
                     (d / "qe_identity.json").read_bytes(),
@@ -238,7 +239,9 @@ def test_verifier_with_pccs_source(
     )
     result = verifier.verify_quote((shared / "phala_sgx_v3" / "quote.bin").read_bytes(), at=AT)
     assert result.tcb_status == status
-    assert sorted(result.advisory_ids) == sorted(want["expected_advisory_ids"])  # type: ignore[arg-type]
+    advisories = want["expected_advisory_ids"]
+    assert isinstance(advisories, list)
+    assert sorted(result.advisory_ids) == sorted(advisories)
     assert "/sgx/certification/v4/pckcrl?ca=processor&encoding=der" in phala.requests
 
 
@@ -268,3 +271,20 @@ def test_cli_with_pccs_url(shared: Path, phala: FakePCS, cache: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["tcb_status"] == "ConfigurationAndSWHardeningNeeded"
     assert len(phala.requests) == 4
+
+
+def test_v3_style_tcb_chain_header_is_accepted(shared: Path, phala: FakePCS, cache: Path) -> None:
+    phala.tcb_chain_header = "SGX-TCB-Info-Issuer-Chain"
+    got = PCCSCollateralSource(phala.url).collateral_for(
+        fmspc="00a067110000", pck_ca="processor", at=AT
+    )
+    assert (
+        got.tcb_info_issuer_chain
+        == (shared / "phala_sgx_v3" / "tcb_info_issuer_chain.pem").read_bytes()
+    )
+
+
+def test_qcnl_style_url_is_accepted(phala: FakePCS, cache: Path) -> None:
+    source = PCCSCollateralSource(phala.url + "/sgx/certification/v4/")
+    source.collateral_for(fmspc="00a067110000", pck_ca="processor", at=AT)
+    assert "/sgx/certification/v4/qe/identity" in phala.requests

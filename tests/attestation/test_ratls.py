@@ -258,3 +258,17 @@ def test_load_certificate_rejects_garbage() -> None:
         ratls.load_certificate(
             b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"
         )
+
+
+def test_naive_times_are_utc() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = ratls.build_certificate(
+        key=key,
+        host="h",
+        deployment_id=DEPLOYMENT,
+        not_after=dt.datetime(2031, 1, 1),
+        not_before=dt.datetime(2025, 1, 1),
+        quote=b"q",
+    )
+    assert cert.not_valid_after_utc == EXPIRY
+    assert cert.not_valid_before_utc == dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)

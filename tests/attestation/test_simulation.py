@@ -102,24 +102,33 @@ def test_pck_chain_and_sgx_extensions(sim_pki: SimulationPKI) -> None:
 
 
 def test_sgx_extension_has_intel_shape(shared: Path, sim_pki: SimulationPKI) -> None:
-    """Same OIDs, same order and same ASN.1 types as a real Intel PCK certificate."""
+    """Same OIDs, order and ASN.1 types as a real Intel PCK certificate, nested TCB included."""
     from asn1crypto import core
 
-    def shape(cert: x509.Certificate) -> list[tuple[str, int]]:
+    def shape(der: bytes) -> list[tuple[str, int, object]]:
+        out: list[tuple[str, int, object]] = []
+        # A field-less asn1crypto Sequence is indexed, not iterated.
+        outer = core.Sequence.load(der)
+        for index in range(len(outer)):
+            pair = core.Sequence.load(outer[index].dump())
+            oid = core.ObjectIdentifier.load(pair[0].dump()).dotted
+            value = pair[1]
+            nested = shape(value.dump()) if value.tag == 16 else None  # SEQUENCE
+            out.append((oid, value.tag, nested))
+        return out
+
+    def extension(cert: x509.Certificate) -> bytes:
         value = cert.extensions.get_extension_for_oid(
             x509.ObjectIdentifier(simulation.SGX_EXTENSIONS_OID)
         ).value
         assert isinstance(value, x509.UnrecognizedExtension)
-        out = []
-        for entry in core.Sequence.load(value.value):
-            oid, inner = core.Sequence.load(entry.dump())[0], core.Sequence.load(entry.dump())[1]
-            out.append((core.ObjectIdentifier.load(oid.dump()).dotted, inner.tag))
-        return out
+        return value.value
 
     raw = (shared / "phala_sgx_v3" / "quote.bin").read_bytes()
     real_leaf = x509.load_pem_x509_certificates(raw[raw.index(b"-----BEGIN") :])[0]
     sim_leaf = x509.load_pem_x509_certificates(sim_pki.pck_chain_pem)[0]
-    assert shape(sim_leaf) == shape(real_leaf)
+    assert shape(extension(sim_leaf)) == shape(extension(real_leaf))
+    assert len(shape(extension(sim_leaf))[1][2]) == 18  # type: ignore[arg-type]
 
 
 def test_collateral_signatures_and_crls(sim_pki: SimulationPKI) -> None:
@@ -152,7 +161,9 @@ def test_collateral_signatures_and_crls(sim_pki: SimulationPKI) -> None:
     for name, issuer in (("pck_crl.der", pck_ca), ("root_ca_crl.der", root)):
         crl = x509.load_der_x509_crl((collateral / name).read_bytes())
         assert crl.issuer == issuer.subject
-        assert crl.is_signature_valid(issuer.public_key())
+        issuer_key = issuer.public_key()
+        assert isinstance(issuer_key, ec.EllipticCurvePublicKey)
+        assert crl.is_signature_valid(issuer_key)
         assert crl.next_update_utc is not None and crl.next_update_utc > now
         assert len(crl) == 0
 
@@ -300,3 +311,64 @@ def test_private_keys_never_world_readable_during_creation(tmp_path: Path) -> No
     for key in (tmp_path / "sim").glob("*.key"):
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "sim").stat().st_mode) == 0o700
+
+
+def test_refresh_collateral_never_creates_keys(tmp_path: Path) -> None:
+    from mse_base._internal.simulation import refresh_collateral
+
+    empty = tmp_path / "copied"
+    empty.mkdir()
+    assert refresh_collateral(empty) is False
+    assert list(empty.iterdir()) == []
+    pki = ensure_simulation_pki(tmp_path / "sim")
+    path = pki.collateral_dir / "qe_identity.json"
+    path.unlink()
+    keys = {p.name: p.read_bytes() for p in pki.directory.glob("*.key")}
+    assert refresh_collateral(pki.directory) is True
+    assert path.is_file()
+    assert {p.name: p.read_bytes() for p in pki.directory.glob("*.key")} == keys
+
+
+def test_independent_verifier_accepts_simulation_quotes(sim_pki: SimulationPKI) -> None:
+    """Phala's Rust verifier (dcap-qvl), given the simulation root, accepts our quotes."""
+    import time
+    from importlib import resources
+
+    from cryptography.hazmat.primitives import serialization
+
+    dcap_qvl = pytest.importorskip("dcap_qvl")
+    quote = SimulationQuoteProvider(
+        mrenclave=MRENCLAVE, mrsigner=MRSIGNER, directory=sim_pki.directory
+    ).quote(bytes(64))
+    collateral_dir = sim_pki.collateral_dir
+    pck_ca_and_root = x509.load_pem_x509_certificates(sim_pki.pck_chain_pem)[1:]
+    tcb_text, tcb_sig = split_signed_json(
+        (collateral_dir / "tcb_info.json").read_bytes(), "tcbInfo"
+    )
+    qe_text, qe_sig = split_signed_json(
+        (collateral_dir / "qe_identity.json").read_bytes(), "enclaveIdentity"
+    )
+    issuer_chain = (collateral_dir / "tcb_info_issuer_chain.pem").read_text()
+    collateral = dcap_qvl.QuoteCollateralV3(
+        b"".join(c.public_bytes(serialization.Encoding.PEM) for c in pck_ca_and_root).decode(),
+        (collateral_dir / "root_ca_crl.der").read_bytes(),
+        (collateral_dir / "pck_crl.der").read_bytes(),
+        issuer_chain,
+        tcb_text.decode(),
+        tcb_sig,
+        issuer_chain,
+        qe_text.decode(),
+        qe_sig,
+    )
+    now = int(time.time())
+    root = sim_pki.ca_certificate.public_bytes(serialization.Encoding.DER)
+    report = dcap_qvl.verify_with_root_ca(quote, collateral, root, now)
+    assert report.status == "UpToDate"
+    # With Intel's root (its default), the same quote is refused.
+    intel = resources.files("mse_base").joinpath("_store/intel_sgx_root_ca.der").read_bytes()
+    with pytest.raises(ValueError):
+        dcap_qvl.verify_with_root_ca(quote, collateral, intel, now)
+    tampered = bytearray(quote)
+    tampered[48 + 64] ^= 1
+    with pytest.raises(ValueError):
+        dcap_qvl.verify_with_root_ca(bytes(tampered), collateral, root, now)

@@ -61,10 +61,10 @@ def test_simulation_quote_refused_without_simulation_ca(sim_pki: SimulationPKI) 
 
 def test_simulation_policy_still_applies(sim_pki: SimulationPKI) -> None:
     debug_quote = _provider(sim_pki, debug=True).quote(bytes(64))
-    with pytest.raises(VerificationError, match="(?i)debug"):
+    with pytest.raises(VerificationError, match=r"(?i)debug"):
         _verifier(sim_pki).verify_quote(debug_quote)
     other = Policy(mrenclave=frozenset({bytes(32)}))
-    with pytest.raises(VerificationError, match="(?i)mrenclave"):
+    with pytest.raises(VerificationError, match=r"(?i)mrenclave"):
         _verifier(sim_pki, other).verify_quote(_provider(sim_pki).quote(bytes(64)))
 
 

@@ -29,6 +29,7 @@ suite=bookworm
 base_image="localhost/debian-base:$suite"
 toolkit_image="localhost/mse-base:test"
 flask_image="localhost/mse-flask:test"
+fastapi_image="localhost/mse-fastapi:test"
 ca_bundle=/etc/ssl/certs/ca-certificates.crt
 started=$SECONDS
 
@@ -122,7 +123,7 @@ have_sum="$(buildah inspect --type image --format '{{index .OCIv1.Config.Labels 
     "$base_image" 2>/dev/null || true)"
 if [ "$have_sum" != "$tar_sum" ]; then
     log "importing $rootfs_tar as $base_image"
-    podman import --change "LABEL mse.rootfs.sha256=$tar_sum" --change 'CMD ["/bin/bash"]' \
+    podman import -q --change "LABEL mse.rootfs.sha256=$tar_sum" --change 'CMD ["/bin/bash"]' \
         "$rootfs_tar" "$base_image" >/dev/null
 fi
 
@@ -187,11 +188,14 @@ check "hadolint: Dockerfile and examples clean (justified waivers only)" "$repo/
 version="$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' \
     "$repo/pyproject.toml" 2>/dev/null || echo unknown)"
 revision="$(git -C "$repo" rev-parse HEAD 2>/dev/null || echo unknown)"
-build_date="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+# The commit's time, not the clock's: the same tree gives the same labels, so a second run
+# reuses every cached layer (and the examples, built FROM the toolkit image, too).
+build_date="$(TZ=UTC git -C "$repo" log -1 --format=%cd --date=format-local:%Y-%m-%dT%H:%M:%SZ \
+    2>/dev/null || date -u +%Y-%m-%dT%H:%M:%SZ)"
 source_url="$(git -C "$repo" config --get remote.origin.url 2>/dev/null || true)"
 
 bud() {
-    buildah bud --isolation chroot --network host --layers --pull=never \
+    buildah bud --isolation chroot --network host --layers --pull=never --force-rm \
         -v "$ca_bundle:$ca_bundle:ro" "$@"
 }
 
@@ -215,6 +219,16 @@ else
     fail "build: examples/flask FROM $toolkit_image" "$work/build-flask.log"
     echo "$passed passed, $failed failed"
     exit 1
+fi
+
+log "building $fastapi_image (examples/fastapi on $toolkit_image)"
+fastapi_built=0
+if bud --build-arg "MSE_BASE_IMAGE=$toolkit_image" -f "$repo/examples/fastapi/Dockerfile" \
+        -t "$fastapi_image" "$repo/examples/fastapi" >"$work/build-fastapi.log" 2>&1; then
+    pass "build: examples/fastapi FROM $toolkit_image"
+    fastapi_built=1
+else
+    fail "build: examples/fastapi FROM $toolkit_image" "$work/build-fastapi.log"
 fi
 
 # --- 4. the image's contents -----------------------------------------------------------------
@@ -311,6 +325,21 @@ else
     stop_server "$pg"
 fi
 
+# The ASGI example under mse-test, on a port given with --port.
+if [ "$fastapi_built" = 1 ]; then
+    new_container "$fastapi_image"; fa="$ctr"
+    port="$(free_port)"
+    start_server "$work/mse-test-fastapi.log" -v "$repo/examples/fastapi:/mse-app:ro" "$fa" -- \
+        mse-test --application app:app --port "$port"
+    if wait_for "$pg" 60 curl -sf --max-time 2 "http://127.0.0.1:$port/" \
+            && [ "$(curl -sf --max-time 5 "http://127.0.0.1:$port/")" = '{"message":"Hello world"}' ]; then
+        pass "mse-test serves the FastAPI (ASGI) example on 127.0.0.1:$port"
+    else
+        fail "mse-test serves the FastAPI (ASGI) example on 127.0.0.1:$port" "$work/mse-test-fastapi.log"
+    fi
+    stop_server "$pg"
+fi
+
 # (b) mse-run --simulation serves HTTPS with an RA-TLS certificate that verifies.
 port="$(free_port)"
 log "mse-run --simulation on localhost:$port"
@@ -341,6 +370,26 @@ else
     fail "mse-run --simulation: HTTPS up on localhost:$port, certificate fetched" "$work/mse-run-sim.log"
 fi
 stop_server "$pg"
+
+# --simulation --dry-run in two fresh containers of the image: the same image, tar and
+# parameters must give the same measurement.
+# dry_run LOG CTR (CTR made beforehand: a container made inside $(...) would escape the trap).
+dry_run() {
+    buildah run --isolation chroot --network host -v "$io:/io:ro" "$2" -- \
+        mse-run --simulation --dry-run --size 512M --code /io/app.tar --host localhost \
+        --application app:app --uuid "$uuid" --self-signed "$expiry" --port 8443 \
+        >"$1" 2>&1 || return 1
+    grep -Eo 'MRENCLAVE: *[0-9a-f]{64}' "$1"
+}
+new_container "$flask_image"; d1="$ctr"
+new_container "$flask_image"; d2="$ctr"
+if first="$(dry_run "$work/dry-run-1.log" "$d1")" && second="$(dry_run "$work/dry-run-2.log" "$d2")" \
+        && [ -n "$first" ] && [ "$first" = "$second" ]; then
+    pass "mse-run --simulation --dry-run: same MRENCLAVE in two containers ($first)"
+else
+    cat "$work/dry-run-1.log" "$work/dry-run-2.log" >"$work/dry-run.log" 2>/dev/null || true
+    fail "mse-run --simulation --dry-run: same MRENCLAVE in two containers" "$work/dry-run.log"
+fi
 
 # (c) without --simulation and without Gramine: a clear failure, never a silent fallback.
 log "mse-run without Gramine"

@@ -38,6 +38,8 @@ def _isolated_imports() -> Iterator[None]:
         ("shapes:wsgi_instance", "wsgi"),
         ("shapes:sync_asgi_middleware", "asgi"),
         ("shapes:Holder.app", "wsgi"),
+        ("shapes:wsgi_with_option", "wsgi"),
+        ("shapes:wsgi_star_args", "wsgi"),
     ],
 )
 def test_detects_interface(spec: str, interface: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import signal
 import socket
@@ -236,3 +237,21 @@ def test_fastapi_json(serve_app: Start, tls_pair: TLSPair) -> None:
     server = serve_app("fastapi_app:app")
     body, _ = curl(server, tls_pair.cert, "--http2")
     assert json.loads(body) == {"hello": "FastAPI"}
+
+
+@pytest.mark.parametrize("spec", ["failing_app:wsgi", "failing_app:asgi"])
+def test_handler_exception_is_a_500_and_serving_goes_on(serve_app: Start, spec: str) -> None:
+    server = serve_app(spec, tls=False)
+    with httpx.Client(timeout=20) as client:
+        assert client.get(server.url).status_code == 500
+        assert client.get(server.url).status_code == 500
+    returncode, _, err = server.stop()
+    assert returncode == 0, err
+    assert "RuntimeError: handler bug" in err
+
+
+def test_wsgi_requests_run_concurrently(serve_app: Start) -> None:
+    server = serve_app("barrier_app:app", tls=False)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        responses = list(pool.map(lambda _: httpx.get(server.url, timeout=60), range(2)))
+    assert [r.text for r in responses] == ["together", "together"]

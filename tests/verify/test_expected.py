@@ -56,10 +56,8 @@ def test_verdict_at_pinned_time(case: str) -> None:
 def test_default_policy_refuses_non_uptodate(case: str) -> None:
     # None of the real platforms is UpToDate, so the default policy must refuse all of them.
     stale = CASES[case].get("crl_fresh_at_verify_at") is False
-    verifier = Verifier(
-        collateral=collateral_of(case), policy=Policy(allow_stale_crls=stale)
-    )
-    with pytest.raises(VerificationError, match="TCB status: .* is not allowed by the policy"):
+    verifier = Verifier(collateral=collateral_of(case), policy=Policy(allow_stale_crls=stale))
+    with pytest.raises(VerificationError, match=r"TCB status: .* is not allowed by the policy"):
         verifier.verify_quote(quote_of(case), at=when(CASES[case]["verify_at"]))
 
 
@@ -80,7 +78,12 @@ def test_must_fail_at(case: str, at: str, policy: Policy) -> None:
 
 @pytest.mark.parametrize(
     "at",
-    ["2023-06-01T00:00:00Z", "2023-07-12T21:00:00Z", "2023-07-20T00:00:00Z", "2023-08-11T19:00:00Z"],
+    [
+        "2023-06-01T00:00:00Z",
+        "2023-07-12T21:00:00Z",
+        "2023-07-20T00:00:00Z",
+        "2023-08-11T19:00:00Z",
+    ],
 )
 def test_mobilecoin_stale_pck_crl_fails_by_default(at: str) -> None:
     verifier = Verifier(collateral=collateral_of("mobilecoin_sgx_v3"), policy=ANY_STATUS)
@@ -138,12 +141,16 @@ def test_quotes_without_collateral_parse(case: str) -> None:
 
 @pytest.mark.parametrize(
     ("case", "at"),
-    [(c, item["at"]) for c in ("cosmian_sgx_v3", "gramine_ratls") for item in CASES[c]["must_fail_at"]],
+    [
+        (c, item["at"])
+        for c in ("cosmian_sgx_v3", "gramine_ratls")
+        for item in CASES[c]["must_fail_at"]
+    ],
 )
 def test_chain_fails_outside_pck_validity(case: str, at: str) -> None:
     # "Whatever collateral is supplied": the PCK leaf is checked before any collateral is used.
     verifier = Verifier(collateral=collateral_of("automata_sgx_v3"), policy=ANY_STATUS_STALE_CRLS)
-    with pytest.raises(CertificateChainError, match="PCK leaf .* is not valid at"):
+    with pytest.raises(CertificateChainError, match=r"PCK leaf .* is not valid at"):
         verifier.verify_quote(quote_of(case), at=when(at))
 
 

@@ -11,9 +11,9 @@ import struct
 
 import pytest
 
+from mse_base._internal.quote import MAX_QUOTE_SIZE
 from mse_base.errors import VerificationError
 from mse_base.verify import Collateral, QuoteFormatError, Verifier, parse_quote
-from mse_base._internal.quote import MAX_QUOTE_SIZE
 
 from .conftest import ANY_STATUS, CASES, collateral_of, quote_of, when
 
@@ -125,7 +125,9 @@ def test_flipped_collateral_byte_is_rejected(field: str) -> None:
     # Every byte of the small items; for the long JSON texts every byte of the framing and the
     # signature plus a dense sample of the signed text (all of it would take minutes).
     if field in ("tcb_info", "qe_identity"):
-        offsets = sorted({*range(0, 40), *range(len(data) - 160, len(data)), *range(0, len(data), 3)})
+        offsets = sorted(
+            {*range(0, 40), *range(len(data) - 160, len(data)), *range(0, len(data), 3)}
+        )
     else:
         offsets = list(range(len(data)))
     for offset in offsets:
@@ -150,7 +152,9 @@ def test_truncated_collateral_is_rejected() -> None:
 
 def test_collateral_from_another_platform_is_rejected() -> None:
     # phala's TCB info is validly signed by Intel but for FMSPC 00a067110000.
-    mixed = dataclasses.replace(collateral_of(CASE), tcb_info=collateral_of("phala_sgx_v3").tcb_info)
+    mixed = dataclasses.replace(
+        collateral_of(CASE), tcb_info=collateral_of("phala_sgx_v3").tcb_info
+    )
     with pytest.raises(VerificationError, match="FMSPC"):
         Verifier(collateral=mixed, policy=ANY_STATUS).verify_quote(
             quote_of(CASE), at=when("2025-07-01T00:00:00Z")

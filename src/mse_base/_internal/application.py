@@ -4,6 +4,13 @@ The interface is read off the object itself, never taken from a flag, so that th
 ``--application`` value works for Flask, FastAPI, Starlette, plain functions and classes alike.
 Both ``mse-test`` and the in-enclave bootstrap load apps through :func:`load_application`, which is
 what makes an app that works under ``mse-test`` work in the enclave too.
+
+Detection, in order: an ``async def`` callable (function, or object whose ``__call__`` is one:
+Starlette, FastAPI, Quart, Django's ASGIHandler) is ASGI 3; a class taking ``scope`` whose
+instances are awaited with ``(receive, send)`` is ASGI 2 and gets adapted; a class taking
+``(environ, start_response)`` is WSGI (PEP 3333 allows it); any other callable is told by its
+required positional parameters: three is ASGI (a sync middleware returning the awaitable), two
+is WSGI (Flask, Django's WSGIHandler), and ``*args`` is taken for WSGI.
 """
 
 from __future__ import annotations
@@ -165,15 +172,21 @@ def _is_async(obj: object) -> bool:
 
 
 def _positional_arity(obj: object) -> int | None:
-    """How many positional arguments a call takes; ``None`` when it accepts ``*args``."""
+    """How many positional arguments a call takes; ``None`` when that cannot be told.
+
+    Required parameters decide (``def app(environ, start_response, debug=False)`` is WSGI); a
+    callable whose parameters all have defaults counts them all. ``*args`` gives ``None``.
+    """
     try:
         signature = inspect.signature(obj)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
-    count = 0
-    for parameter in signature.parameters.values():
-        if parameter.kind is parameter.VAR_POSITIONAL:
-            return None
-        if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
-            count += 1
-    return count
+    positional = [
+        parameter
+        for parameter in signature.parameters.values()
+        if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD)
+    ]
+    if any(p.kind is p.VAR_POSITIONAL for p in signature.parameters.values()):
+        return None
+    required = [p for p in positional if p.default is p.empty]
+    return len(required) if required else len(positional)

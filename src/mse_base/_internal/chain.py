@@ -18,6 +18,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -30,7 +31,9 @@ INTEL_SGX_ROOT_SPKI_SHA256 = "a0af031289f5d5d4132f9186068a7fc13628633ba235777472
 # Strict PEM: nothing but BEGIN/END lines and base64 lines, one line break between blocks. Any
 # slack (stray text, other whitespace) would let bytes of the quote change without any check
 # noticing.
-_PEM_BLOCK = rb"-----BEGIN CERTIFICATE-----\r?\n(?:[A-Za-z0-9+/=]{1,76}\r?\n)+-----END CERTIFICATE-----"
+_PEM_BLOCK = (
+    rb"-----BEGIN CERTIFICATE-----\r?\n(?:[A-Za-z0-9+/=]{1,76}\r?\n)+-----END CERTIFICATE-----"
+)
 _PEM_CHAIN = re.compile(rb"(?:" + _PEM_BLOCK + rb"\r?\n)+")
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 
@@ -43,7 +46,7 @@ def same_public_key(a: x509.Certificate, b: x509.Certificate) -> bool:
     return spki_der(a) == spki_der(b)
 
 
-def public_key(cert: x509.Certificate) -> x509.CertificatePublicKeyTypes:
+def public_key(cert: x509.Certificate) -> CertificatePublicKeyTypes:
     try:
         return cert.public_key()
     except (ValueError, UnsupportedAlgorithm) as exc:
@@ -87,6 +90,8 @@ def check_root_copy(copy: x509.Certificate, root: x509.Certificate, what: str) -
 
     Comparing keys alone would leave the rest of the copy unchecked (and so malleable).
     """
+    if copy == root:  # byte-identical to the configured root
+        return
     if spki_der(copy) != spki_der(root):
         raise CertificateChainError(f"{what}: does not end at the trusted root")
     check_issued_by(copy, root, f"{what}: root certificate")
@@ -94,10 +99,18 @@ def check_root_copy(copy: x509.Certificate, root: x509.Certificate, what: str) -
 
 def check_issued_by(child: x509.Certificate, parent: x509.Certificate, what: str) -> None:
     try:
-        child.verify_directly_issued_by(parent)
-    except (ValueError, TypeError, InvalidSignature) as exc:
+        _verified_link(child, parent)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm) as exc:
         detail = str(exc) or "bad signature"
         raise CertificateChainError(f"{what}: not issued by {_cn(parent)} ({detail})") from None
+
+
+# Certificates hash and compare by their DER, so this is a pure function of bytes and can be
+# shared by every verifier in the process. Only successes are cached (failures raise).
+@functools.lru_cache(maxsize=256)
+def _verified_link(child: x509.Certificate, parent: x509.Certificate) -> bool:
+    child.verify_directly_issued_by(parent)
+    return True
 
 
 def check_validity(cert: x509.Certificate, at: datetime, what: str) -> None:

@@ -46,9 +46,11 @@ __all__ = ["INTEL_PCS_URL", "PCCSCollateralSource", "collateral_cache_dir"]
 INTEL_PCS_URL = "https://api.trustedservices.intel.com"
 _API = "/sgx/certification/v4"
 _TCB_CHAIN_HEADER = "TCB-Info-Issuer-Chain"
+# What API v3 and older PCCS releases call the same header.
+_TCB_CHAIN_HEADER_V3 = "SGX-TCB-Info-Issuer-Chain"
 _QE_CHAIN_HEADER = "SGX-Enclave-Identity-Issuer-Chain"
 _PCK_CRL_CHAIN_HEADER = "SGX-PCK-CRL-Issuer-Chain"
-_KEPT_HEADERS = (_TCB_CHAIN_HEADER, _QE_CHAIN_HEADER, _PCK_CRL_CHAIN_HEADER)
+_KEPT_HEADERS = (_TCB_CHAIN_HEADER, _TCB_CHAIN_HEADER_V3, _QE_CHAIN_HEADER, _PCK_CRL_CHAIN_HEADER)
 # Collateral bodies are a few kB; refuse anything absurd rather than buffer it.
 _MAX_BODY = 4 * 1024 * 1024
 _TIMEOUT = 30.0
@@ -59,6 +61,14 @@ def collateral_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or ""
     root = Path(base) if base and Path(base).is_absolute() else Path.home() / ".cache"
     return root / "mse" / "collateral"
+
+
+class _HTTPStatusError(CollateralError):
+    """The service answered with an HTTP error status."""
+
+    def __init__(self, url: str, status: int, reason: str) -> None:
+        super().__init__(f"collateral request {url} failed: HTTP {status} {reason}")
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -119,8 +129,9 @@ class PCCSCollateralSource:
     """A :class:`~mse_base._internal.collateral.CollateralSource` backed by PCS / a PCCS.
 
     ``base_url`` is the service root, e.g. ``https://api.trustedservices.intel.com`` or
-    ``https://pccs.example:8081``. ``cache_dir`` defaults to :func:`collateral_cache_dir`;
-    ``None`` there plus ``use_cache=False`` disables caching.
+    ``https://pccs.example:8081``; the ``.../sgx/certification/v4/`` form that Intel's QCNL
+    configuration uses is accepted too. ``cache_dir`` defaults to :func:`collateral_cache_dir`;
+    ``use_cache=False`` disables the cache.
     """
 
     def __init__(
@@ -135,7 +146,10 @@ class PCCSCollateralSource:
         parsed = urllib.parse.urlsplit(base_url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ValueError(f"collateral service URL {base_url!r} must be http(s)://host[:port]")
-        self._base = base_url.rstrip("/")
+        base = base_url.rstrip("/")
+        for version in ("/v3", "/v4"):
+            base = base.removesuffix("/sgx/certification" + version)
+        self._base = base
         self._cache = (cache_dir or collateral_cache_dir()) if use_cache else None
         self._timeout = timeout
         self._root_ca_crl_url = root_ca_crl_url
@@ -190,9 +204,7 @@ class PCCSCollateralSource:
                     name: reply.headers[name] for name in _KEPT_HEADERS if name in reply.headers
                 }
         except urllib.error.HTTPError as err:
-            raise CollateralError(
-                f"collateral request {url} failed: HTTP {err.code} {err.reason}"
-            ) from None
+            raise _HTTPStatusError(url, err.code, str(err.reason)) from None
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", err)
             raise CollateralError(
@@ -225,8 +237,10 @@ class PCCSCollateralSource:
         return f"{self._base}{_API}{path}{suffix}"
 
     @staticmethod
-    def _chain(response: _Response, header: str, url: str) -> bytes:
-        value = response.headers.get(header)
+    def _chain(response: _Response, header: str, url: str, *aliases: str) -> bytes:
+        value = next(
+            (response.headers[h] for h in (header, *aliases) if response.headers.get(h)), None
+        )
         if not value:
             raise CollateralError(f"{url} did not send the {header} header (the issuer chain)")
         return urllib.parse.unquote(value).encode()
@@ -235,9 +249,9 @@ class PCCSCollateralSource:
         url = self._url("/rootcacrl")
         try:
             return self._fetch(url, "crl").body
-        except CollateralError as err:
+        except _HTTPStatusError as err:
             fallback = self._root_ca_crl_url or _intel_root_crl_url()
-            if fallback is None or "HTTP 404" not in str(err):
+            if fallback is None or err.status != 404:
                 raise
             return self._fetch(fallback, "crl").body
 
@@ -260,7 +274,9 @@ class PCCSCollateralSource:
         return Collateral(
             tcb_info=tcb.body,
             qe_identity=qe.body,
-            tcb_info_issuer_chain=self._chain(tcb, _TCB_CHAIN_HEADER, tcb_url),
+            tcb_info_issuer_chain=self._chain(
+                tcb, _TCB_CHAIN_HEADER, tcb_url, _TCB_CHAIN_HEADER_V3
+            ),
             qe_identity_issuer_chain=self._chain(qe, _QE_CHAIN_HEADER, qe_url),
             pck_crl=pck_crl.body,
             root_ca_crl=self._root_ca_crl(),

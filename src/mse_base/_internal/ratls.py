@@ -80,6 +80,11 @@ def _subject_alt_name(host: str) -> x509.GeneralName:
         return x509.DNSName(host)
 
 
+def _aware(moment: dt.datetime) -> dt.datetime:
+    """A naive time is taken as UTC, as X.509 times are."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.timezone.utc)
+
+
 def build_certificate(
     *,
     key: ec.EllipticCurvePrivateKey,
@@ -113,7 +118,8 @@ def build_certificate(
     if not quote:
         raise UsageError("the SGX quote is empty")
     now = dt.datetime.now(dt.timezone.utc)
-    start = not_before if not_before is not None else now - _CLOCK_SKEW
+    start = _aware(not_before) if not_before is not None else now - _CLOCK_SKEW
+    not_after = _aware(not_after)
     if not_after <= start:
         raise UsageError(
             f"the certificate expiry {not_after.isoformat()} is not after its start "

@@ -110,8 +110,7 @@ def serve(
     if threading.current_thread() is not threading.main_thread():
         raise ServeError("serve() must run in the main thread, which receives SIGTERM")
     ssl_args = _ssl_args(tls)
-    # granian's worker takes the descriptor over and closes it when it stops.
-    sock = _SocketHolder(_listen(bind, port).detach(), False, _BACKLOG)
+    listener = _listen(bind, port)
     access_fmt = DEFAULT_ACCESSLOG_FMT if access_log else None
     stop = WorkerSignal()
     stopped = threading.Event()
@@ -124,20 +123,23 @@ def serve(
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         if app.interface == "wsgi":
-            _serve_wsgi(app.target, sock, ssl_args, access_fmt, stop, stopped, on_ready)
+            _serve_wsgi(app.target, listener, ssl_args, access_fmt, stop, stopped, on_ready)
         else:
-            _serve_asgi(app.target, sock, ssl_args, access_fmt, stop, stopped, on_ready)
+            _serve_asgi(app.target, listener, ssl_args, access_fmt, stop, stopped, on_ready)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        # Still ours only if no worker took it (an ASGI lifespan startup failed, say).
+        if listener.fileno() != -1:
+            listener.close()
     logger.info("server stopped")
 
 
 def _ssl_args(tls: TLSFiles | None) -> tuple[Any, ...]:
     if tls is None:
         return (False, None, None, None, _TLS_MIN, None, [], False)
-    # Load once with Python's ssl so that a bad file gives a clear message; granian's own error
-    # would only surface from a Rust thread after the server looked started.
+    # Load once with Python's ssl so that a bad file gives a clear message naming the files
+    # before anything listens; granian reads them only when its worker starts.
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
         context.load_cert_chain(tls.certfile, tls.keyfile)
@@ -155,7 +157,7 @@ def _listen(bind: str, port: int) -> socket.socket:
         family = socket.AF_INET6 if ipaddress.ip_address(bind).version == 6 else socket.AF_INET
     except ValueError:
         raise ServeError(
-            f"--bind {bind!r} is not an IP address (use 0.0.0.0, ::, or one of this host's)"
+            f"bind address {bind!r} is not an IP address (use 0.0.0.0, ::, 127.0.0.1, ...)"
         ) from None
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -189,7 +191,7 @@ def _worker_args(py_threads: int) -> tuple[Any, ...]:
 
 def _serve_wsgi(
     target: object,
-    sock: SocketHolder,
+    listener: socket.socket,
     ssl_args: tuple[Any, ...],
     access_fmt: str | None,
     stop: WorkerSignal,
@@ -199,7 +201,7 @@ def _serve_wsgi(
     callback = _wsgi_wrapper(target, {}, access_fmt)
     worker = _WSGIWorker(
         1,
-        (None, sock),
+        (None, _hand_over(listener)),
         None,
         *_worker_args(WSGI_THREADS),
         None,  # static files
@@ -229,7 +231,7 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 def _serve_asgi(
     target: object,
-    sock: SocketHolder,
+    listener: socket.socket,
     ssl_args: tuple[Any, ...],
     access_fmt: str | None,
     stop: WorkerSignal,
@@ -240,7 +242,7 @@ def _serve_asgi(
     asyncio.set_event_loop(loop)
     try:
         loop.run_until_complete(
-            _run_asgi(loop, target, sock, ssl_args, access_fmt, stop, stopped, on_ready)
+            _run_asgi(loop, target, listener, ssl_args, access_fmt, stop, stopped, on_ready)
         )
     finally:
         asyncio.set_event_loop(None)
@@ -250,7 +252,7 @@ def _serve_asgi(
 async def _run_asgi(
     loop: asyncio.AbstractEventLoop,
     target: object,
-    sock: SocketHolder,
+    listener: socket.socket,
     ssl_args: tuple[Any, ...],
     access_fmt: str | None,
     stop: WorkerSignal,
@@ -270,7 +272,7 @@ async def _run_asgi(
     stop.add_cb(lambda: loop.call_soon_threadsafe(_set_done, done))
     worker = _ASGIWorker(
         1,
-        (None, sock),
+        (None, _hand_over(listener)),
         None,
         *_worker_args(_ASGI_THREADS),
         True,  # websockets
@@ -284,6 +286,12 @@ async def _run_asgi(
         _set_done(done)
     await done
     await lifespan.shutdown()
+
+
+def _hand_over(listener: socket.socket) -> SocketHolder:
+    # granian's worker takes the descriptor over and closes it when it stops.
+    holder: SocketHolder = _SocketHolder(listener.detach(), False, _BACKLOG)
+    return holder
 
 
 def _set_done(future: asyncio.Future[None]) -> None:

@@ -47,6 +47,7 @@ __all__ = [
     "SimulationPKI",
     "SimulationQuoteProvider",
     "ensure_simulation_pki",
+    "refresh_collateral",
     "simulation_dir",
 ]
 
@@ -567,6 +568,24 @@ def ensure_simulation_pki(directory: Path | None = None) -> SimulationPKI:
             "set XDG_CONFIG_HOME to a writable directory"
         ) from err
     return SimulationPKI(directory)
+
+
+def refresh_collateral(directory: Path) -> bool:
+    """Re-issue stale collateral of an existing simulation PKI; never creates or replaces keys.
+
+    For verifiers handed a local ``ca.pem``: returns False (and changes nothing) when
+    ``directory`` does not hold a complete simulation PKI whose keys this process can read.
+    """
+    try:
+        if not _keys_complete(directory) or not os.access(directory / _CA_KEY, os.R_OK):
+            return False
+        now = dt.datetime.now(dt.timezone.utc)
+        with _locked(directory):
+            if not _collateral_fresh(directory, now):
+                _issue_collateral(directory, now)
+    except OSError:
+        return False
+    return True
 
 
 # --- quotes ---------------------------------------------------------------------------------

@@ -8,8 +8,9 @@ Example::
     from mse_base.verify import Collateral, Policy, Verifier
 
     case = Path("/work/shared/sgx-quotes/automata_sgx_v3")
+    mrenclave = bytes.fromhex("a4f45c39dac622cb1dd32ddb35a52ec92db41d0fa88a1c911c49e59c534f61cd")
     policy = Policy(
-        mrenclave=frozenset({bytes.fromhex("a4f45c39dac622cb1dd32ddb35a52ec92db41d0fa88a1c911c49e59c534f61cd")}),
+        mrenclave=frozenset({mrenclave}),
         allowed_tcb_statuses=frozenset({"UpToDate", "SWHardeningNeeded"}),
     )
     verifier = Verifier(collateral=Collateral.from_directory(case), policy=policy)

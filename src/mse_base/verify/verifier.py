@@ -13,12 +13,14 @@ cached per verifier, keyed by those bytes; every time-dependent check runs on ev
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from mse_base._internal import chain, ratls
@@ -49,7 +51,15 @@ _TIME = "%Y-%m-%dT%H:%M:%SZ"
 
 @dataclass(frozen=True)
 class VerificationResult:
-    """What a successfully verified quote proves, and which checks proved it."""
+    """What a successfully verified quote proves, and which checks proved it.
+
+    ``checks`` lists, in order: ``quote.format``, ``pck.chain``, ``qe_report.signature``,
+    ``qe_report.binding``, ``quote.signature``, ``collateral.signatures``,
+    ``collateral.crl_signatures``, ``collateral.platform``, ``collateral.freshness``,
+    ``collateral.revocation``, ``qe.identity``, ``tcb.status``, ``enclave.identity``;
+    :meth:`Verifier.verify_certificate` adds ``ratls.self_signature``, ``ratls.validity`` before
+    them and ``ratls.key_binding:<rule>`` after.
+    """
 
     mrenclave: bytes
     mrsigner: bytes
@@ -144,6 +154,10 @@ class Verifier:
         simulation: bool = False,
     ) -> None:
         intel = chain.intel_sgx_root()
+        if trust_root is not None and not isinstance(trust_root, x509.Certificate):
+            raise UsageError(
+                f"trust_root must be an x509.Certificate, not {type(trust_root).__name__}"
+            )
         if trust_root is None:
             if simulation:
                 raise UsageError("simulation=True needs trust_root=<the simulation CA certificate>")
@@ -159,16 +173,19 @@ class Verifier:
                 "trust_root is not the Intel SGX Root CA; another root is only accepted with "
                 "simulation=True (the mse-base simulation CA)"
             )
-        # A root is trusted by configuration, but it must still be a self-signed CA.
-        chain.check_ca(trust_root, "trust root", ca=True)
-        try:
-            chain.check_issued_by(trust_root, trust_root, "trust root")
-        except CertificateChainError as exc:
-            raise UsageError(f"{exc}; the trust root must be self-signed") from None
+        if simulation:
+            # Intel's root is pinned by its key; a simulation root is trusted by configuration,
+            # but it must still be a self-signed CA.
+            chain.check_ca(trust_root, "trust root", ca=True)
+            try:
+                chain.check_issued_by(trust_root, trust_root, "trust root")
+            except CertificateChainError as exc:
+                raise UsageError(f"{exc}; the trust root must be self-signed") from None
         self._collateral = collateral
         self._policy = policy
         self._root = trust_root
-        self._root_key = chain.ec_p256_key(trust_root, "trust root")
+        # Every signature under the root is ECDSA P-256, so the root key must be one too.
+        chain.ec_p256_key(trust_root, "trust root")
         self._simulation = simulation
         self._pck_chains: dict[bytes, _PckChain] = {}
         self._collaterals: dict[Collateral, _CheckedCollateral] = {}
@@ -249,12 +266,29 @@ class Verifier:
         quote's report data binds the certificate's public key.
         """
         at = _utc(at)
-        if not isinstance(cert, x509.Certificate):
-            cert = ratls.load_certificate(bytes(cert))
-        ratls.check_self_signature(cert)
-        chain.check_validity(cert, at, "RA-TLS certificate")
-        result = self.verify_quote(ratls.extract_quote(cert), at=at)
-        binding = ratls.check_key_binding(cert, result.report_data)
+        # cryptography parses certificate fields lazily, so a malformed one can surface as
+        # ValueError (or one of its specific exceptions) from any accessor: all of them are a
+        # failed check here, never a crash.
+        malformed = (
+            ValueError,
+            TypeError,
+            UnsupportedAlgorithm,
+            x509.DuplicateExtension,
+            x509.UnsupportedGeneralNameType,
+        )
+        try:
+            if not isinstance(cert, x509.Certificate):
+                cert = ratls.load_certificate(bytes(cert))
+            ratls.check_self_signature(cert)
+            chain.check_validity(cert, at, "RA-TLS certificate")
+            quote = ratls.extract_quote(cert)
+        except malformed as exc:
+            raise CertificateChainError(f"RA-TLS certificate: malformed ({exc})") from None
+        result = self.verify_quote(quote, at=at)
+        try:
+            binding = ratls.check_key_binding(cert, result.report_data)
+        except malformed as exc:
+            raise CertificateChainError(f"RA-TLS certificate: malformed ({exc})") from None
         return replace(
             result,
             checks=(
@@ -344,12 +378,12 @@ class Verifier:
         return signer
 
     def _checked_collateral(self, collateral: Collateral) -> _CheckedCollateral:
+        for field in dataclasses.fields(collateral):
+            if not isinstance(getattr(collateral, field.name), bytes):
+                raise CollateralError(f"collateral {field.name}: expected bytes")
         cached = self._collaterals.get(collateral)
         if cached is not None:
             return cached
-        for name in ("tcb_info", "qe_identity", "pck_crl", "root_ca_crl"):
-            if not isinstance(getattr(collateral, name), bytes):
-                raise CollateralError(f"collateral {name}: expected bytes")
         tcb_signer = self._signing_chain(collateral.tcb_info_issuer_chain, "TCB info issuer chain")
         if collateral.qe_identity_issuer_chain == collateral.tcb_info_issuer_chain:
             qe_signer = tcb_signer

@@ -63,3 +63,11 @@ not_callable = {"app": 1}
 
 def wrong_arity(a, b, c, d):
     return None
+
+
+def wsgi_with_option(environ, start_response, debug=False):
+    return wsgi_function(environ, start_response)
+
+
+def wsgi_star_args(*args):
+    return wsgi_function(*args)

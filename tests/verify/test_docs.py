@@ -1,0 +1,19 @@
+"""The example in mse_base.verify's docstring runs and prints what it says."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import mse_base.verify
+
+
+def test_module_docstring_example_runs() -> None:
+    doc = mse_base.verify.__doc__
+    assert doc is not None
+    code = textwrap.dedent(doc.split("Example::")[1].split("\nEvery check")[0])
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "SWHardeningNeeded ('INTEL-SA-00615',)"

@@ -1,0 +1,201 @@
+"""Quotes from the product's simulation backend: accepted only with the simulation CA."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from mse_base._internal.simulation import SimulationQuoteProvider
+from mse_base.errors import UsageError, VerificationError
+from mse_base.verify import (
+    CertificateChainError,
+    Collateral,
+    Policy,
+    PolicyError,
+    RevokedCertificateError,
+    Verifier,
+)
+
+MRENCLAVE = bytes(range(32))
+MRSIGNER = bytes(range(32, 64))
+REPORT_DATA = bytes(range(64))
+
+
+@pytest.fixture(scope="module")
+def provider(tmp_path_factory: pytest.TempPathFactory) -> SimulationQuoteProvider:
+    return SimulationQuoteProvider(
+        mrenclave=MRENCLAVE,
+        mrsigner=MRSIGNER,
+        isv_prod_id=3,
+        isv_svn=5,
+        directory=tmp_path_factory.mktemp("sim"),
+    )
+
+
+def _collateral(provider: SimulationQuoteProvider) -> Collateral:
+    return Collateral.from_directory(provider.pki.collateral_dir)
+
+
+def _sim_verifier(provider: SimulationQuoteProvider, policy: Policy | None = None) -> Verifier:
+    return Verifier(
+        collateral=_collateral(provider),
+        policy=policy or Policy(),
+        trust_root=provider.pki.ca_certificate,
+        simulation=True,
+    )
+
+
+def test_simulation_quote_verifies_with_the_simulation_ca(
+    provider: SimulationQuoteProvider,
+) -> None:
+    result = _sim_verifier(
+        provider, Policy(mrenclave=frozenset({MRENCLAVE}), mrsigner=MRSIGNER, isv_prod_id=3)
+    ).verify_quote(provider.quote(REPORT_DATA))
+    assert result.simulation is True
+    assert result.tcb_status == "UpToDate"
+    assert (result.mrenclave, result.mrsigner, result.report_data) == (
+        MRENCLAVE,
+        MRSIGNER,
+        REPORT_DATA,
+    )
+    assert (result.isv_prod_id, result.isv_svn) == (3, 5)
+    assert result.to_json()["simulation"] is True
+
+
+def test_simulation_quote_is_refused_by_the_intel_root(provider: SimulationQuoteProvider) -> None:
+    with pytest.raises(CertificateChainError, match="Intel SGX Root CA"):
+        Verifier(collateral=_collateral(provider)).verify_quote(provider.quote(REPORT_DATA))
+
+
+def test_foreign_root_needs_simulation_flag(provider: SimulationQuoteProvider) -> None:
+    with pytest.raises(UsageError, match="simulation=True"):
+        Verifier(collateral=_collateral(provider), trust_root=provider.pki.ca_certificate)
+    with pytest.raises(UsageError, match="trust_root"):
+        Verifier(collateral=_collateral(provider), simulation=True)
+
+
+def test_intel_root_with_simulation_flag_is_refused(provider: SimulationQuoteProvider) -> None:
+    intel = x509.load_der_x509_certificate(
+        Path("/work/shared/sgx-quotes/intel_sgx_root_ca.der").read_bytes()
+    )
+    with pytest.raises(UsageError, match="labelled as simulated"):
+        Verifier(collateral=_collateral(provider), trust_root=intel, simulation=True)
+    # The same root passed explicitly without the flag is fine.
+    Verifier(collateral=_collateral(provider), trust_root=intel)
+
+
+def test_min_isv_svn(provider: SimulationQuoteProvider) -> None:
+    quote = provider.quote(REPORT_DATA)
+    assert _sim_verifier(provider, Policy(min_isv_svn=5)).verify_quote(quote)
+    with pytest.raises(PolicyError, match="ISV SVN 5 is below the minimum 6"):
+        _sim_verifier(provider, Policy(min_isv_svn=6)).verify_quote(quote)
+
+
+def test_debug_enclave_is_refused_unless_allowed(provider: SimulationQuoteProvider) -> None:
+    debug = SimulationQuoteProvider(
+        mrenclave=MRENCLAVE,
+        mrsigner=MRSIGNER,
+        debug=True,
+        directory=provider.pki.collateral_dir.parent,
+    )
+    quote = debug.quote(REPORT_DATA)
+    with pytest.raises(PolicyError, match="DEBUG"):
+        _sim_verifier(provider).verify_quote(quote)
+    result = _sim_verifier(provider, Policy(allow_debug=True)).verify_quote(quote)
+    assert result.debug is True
+
+
+def _revoking_crl(issuer_cert: x509.Certificate, key_path: Path, serial: int) -> bytes:
+    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    now = dt.datetime.now(dt.timezone.utc)
+    revoked = (
+        x509.RevokedCertificateBuilder()
+        .serial_number(serial)
+        .revocation_date(now - dt.timedelta(hours=1))
+        .build()
+    )
+    crl = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer_cert.subject)
+        .last_update(now - dt.timedelta(hours=1))
+        .next_update(now + dt.timedelta(days=1))
+        .add_revoked_certificate(revoked)
+        .sign(key, hashes.SHA256())
+    )
+    return crl.public_bytes(serialization.Encoding.DER)
+
+
+def test_revoked_certificates_are_refused(provider: SimulationQuoteProvider) -> None:
+    pki_dir = provider.pki.collateral_dir.parent
+    quote = provider.quote(REPORT_DATA)
+    chain = x509.load_pem_x509_certificates(provider.pki.pck_chain_pem)
+    leaf, pck_ca, root = chain
+    tcb_signer = x509.load_pem_x509_certificates(_collateral(provider).tcb_info_issuer_chain)[0]
+    base = _collateral(provider)
+    cases = {
+        "PCK leaf": dataclasses.replace(
+            base, pck_crl=_revoking_crl(pck_ca, pki_dir / "pck_ca.key", leaf.serial_number)
+        ),
+        "PCK CA": dataclasses.replace(
+            base, root_ca_crl=_revoking_crl(root, pki_dir / "ca.key", pck_ca.serial_number)
+        ),
+        "TCB signing": dataclasses.replace(
+            base, root_ca_crl=_revoking_crl(root, pki_dir / "ca.key", tcb_signer.serial_number)
+        ),
+    }
+    for what, collateral in cases.items():
+        verifier = Verifier(
+            collateral=collateral, trust_root=provider.pki.ca_certificate, simulation=True
+        )
+        with pytest.raises(RevokedCertificateError, match=what):
+            verifier.verify_quote(quote)
+    # A CRL that revokes some other serial does not affect the quote.
+    other = dataclasses.replace(
+        base, pck_crl=_revoking_crl(pck_ca, pki_dir / "pck_ca.key", leaf.serial_number + 1)
+    )
+    Verifier(
+        collateral=other, trust_root=provider.pki.ca_certificate, simulation=True
+    ).verify_quote(quote)
+
+
+def test_naive_time_is_refused(provider: SimulationQuoteProvider) -> None:
+    with pytest.raises(UsageError, match="timezone-aware"):
+        _sim_verifier(provider).verify_quote(
+            provider.quote(REPORT_DATA),
+            at=dt.datetime(2025, 1, 1),
+        )
+
+
+class _Source:
+    """A CollateralSource that records what it was asked for."""
+
+    def __init__(self, collateral: Collateral) -> None:
+        self.collateral = collateral
+        self.asked: list[tuple[str, str]] = []
+
+    def collateral_for(self, *, fmspc: str, pck_ca: str, at: dt.datetime) -> Collateral:
+        self.asked.append((fmspc, pck_ca))
+        return self.collateral
+
+
+def test_collateral_source_is_asked_for_the_quote_platform(
+    provider: SimulationQuoteProvider,
+) -> None:
+    source = _Source(_collateral(provider))
+    verifier = Verifier(collateral=source, trust_root=provider.pki.ca_certificate, simulation=True)
+    verifier.verify_quote(provider.quote(REPORT_DATA))
+    assert source.asked == [("4d534553494d", "processor")]
+
+
+def test_source_returning_garbage_fails_closed(provider: SimulationQuoteProvider) -> None:
+    source = _Source("not collateral")  # type: ignore[arg-type]
+    verifier = Verifier(collateral=source, trust_root=provider.pki.ca_certificate, simulation=True)
+    with pytest.raises(VerificationError, match="not Collateral"):
+        verifier.verify_quote(provider.quote(REPORT_DATA))
