@@ -116,6 +116,10 @@ ARG INTEL_SGX_KEY_FINGERPRINTS="150434D1488BF80308B69398E5C7F0FA1C6C6C3C"
 # base, pass INTEL_SGX_SUITE (Gramine's instructions use jammy for Debian 12).
 ARG GRAMINE_SUITE=
 ARG INTEL_SGX_SUITE=
+# The official repositories; a mirror can stand in (CI points these at a local server to test
+# the fingerprint check with keys of its own).
+ARG GRAMINE_REPO_URL=https://packages.gramineproject.io
+ARG INTEL_SGX_REPO_URL=https://download.01.org/intel-sgx/sgx_repo/ubuntu
 
 # Base distribution packages, used in this stage only: see the DL3008 note in python-runtime.
 # hadolint ignore=DL3008
@@ -137,12 +141,12 @@ RUN . /etc/os-release \
       done; \
     } \
  && mkdir -p /keys \
- && curl -fsSLo /keys/gramine.gpg "https://packages.gramineproject.io/gramine-keyring-${suite}.gpg" \
+ && curl -fsSLo /keys/gramine.gpg "${GRAMINE_REPO_URL}/gramine-keyring-${suite}.gpg" \
  && check /keys/gramine.gpg ${GRAMINE_KEY_FINGERPRINTS} \
- && curl -fsSLo /keys/intel-sgx.asc https://download.01.org/intel-sgx/sgx_repo/ubuntu/intel-sgx-deb.key \
+ && curl -fsSLo /keys/intel-sgx.asc "${INTEL_SGX_REPO_URL}/intel-sgx-deb.key" \
  && check /keys/intel-sgx.asc ${INTEL_SGX_KEY_FINGERPRINTS} \
- && echo "deb [arch=amd64 signed-by=/etc/apt/keyrings/gramine.gpg] https://packages.gramineproject.io/ ${suite} main" > /keys/gramine.list \
- && echo "deb [arch=amd64 signed-by=/etc/apt/keyrings/intel-sgx.asc] https://download.01.org/intel-sgx/sgx_repo/ubuntu ${intel_suite} main" > /keys/intel-sgx.list \
+ && echo "deb [arch=amd64 signed-by=/etc/apt/keyrings/gramine.gpg] ${GRAMINE_REPO_URL}/ ${suite} main" > /keys/gramine.list \
+ && echo "deb [arch=amd64 signed-by=/etc/apt/keyrings/intel-sgx.asc] ${INTEL_SGX_REPO_URL} ${intel_suite} main" > /keys/intel-sgx.list \
  && chmod 0644 /keys/*
 
 # ---------------------------------------------------------------------------------------------

@@ -8,8 +8,11 @@ cd "$ROOT"
 image=1
 if [ "${1:-}" = "--no-image" ]; then image=0; shift; fi
 
-echo "== ruff" && ruff check src tests bench && ruff format --check src tests bench
-echo "== mypy" && mypy
+echo "== ruff"
+ruff check src tests bench
+ruff format --check src tests bench
+echo "== mypy"
+mypy
 if [ "$image" = 1 ]; then
   echo "== image build (buildah) and checks inside it"
   bash tests/image/run.sh

@@ -12,11 +12,9 @@ import json
 import logging
 import os
 import platform
-import shutil
 import signal
 import socket
 import ssl
-import subprocess
 import sys
 import time
 import traceback
@@ -59,14 +57,10 @@ class _VersionAction(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
         from mse_base import __version__
+        from mse_base._internal.manifest import GramineLayout
 
-        gramine = "not installed"
-        if shutil.which("gramine-sgx-sign"):
-            result = subprocess.run(
-                ["gramine-sgx-sign", "--version"], capture_output=True, text=True, check=False
-            )
-            lines = (result.stdout or result.stderr).strip().splitlines()
-            gramine = lines[0] if lines else "unknown"
+        layout = GramineLayout.detect()
+        gramine = "not installed" if layout is None else layout.version
         print(f"mse-base {__version__}")
         print(f"Gramine: {gramine}")
         print(f"Python: {platform.python_version()}")
@@ -76,7 +70,7 @@ class _VersionAction(argparse.Action):
 def _run_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mse-run",
-        description="Unpack an app, measure and sign its Gramine enclave, and serve it over RA-TLS.",
+        description="Unpack an app, measure and sign its enclave, serve it over RA-TLS.",
     )
     parser.add_argument("--version", action=_VersionAction)
     parser.add_argument("--size", required=True, help="enclave size, a power of two (512M, 8G)")
@@ -342,7 +336,7 @@ def _bootstrap(args: argparse.Namespace) -> int:
 def bootstrap_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="mse-bootstrap",
-        description="Inside the enclave: attest a fresh TLS key and serve the app (mse-run starts it).",
+        description="Inside the enclave: attest a fresh TLS key, serve the app.",
     )
     parser.add_argument("--application", required=True)
     parser.add_argument("--host", required=True)

@@ -44,6 +44,7 @@ server_pgids=()
 
 cleanup() {
     local pgid ctr
+    trap '' INT TERM    # a second Ctrl-C must not cut the cleanup short
     for pgid in "${server_pgids[@]}"; do
         kill -TERM -- "-$pgid" 2>/dev/null || true
     done
@@ -61,8 +62,8 @@ trap 'exit 130' INT TERM
 
 # --- 1. tools --------------------------------------------------------------------------------
 need=()
-for tool in buildah podman debootstrap curl openssl; do
-    command -v "$tool" >/dev/null || need+=("$tool")
+for tool in buildah podman debootstrap curl openssl gpg; do
+    command -v "$tool" >/dev/null || need+=("${tool/#gpg/gnupg}")
 done
 if [ "${#need[@]}" -gt 0 ]; then
     log "installing ${need[*]}"
@@ -230,6 +231,60 @@ if bud --build-arg "MSE_BASE_IMAGE=$toolkit_image" -f "$repo/examples/fastapi/Do
 else
     fail "build: examples/fastapi FROM $toolkit_image" "$work/build-fastapi.log"
 fi
+
+# The sgx-keys stage, for real but against a local server: Gramine's and Intel's servers are out
+# of reach, so the stage fetches keys made here, and must accept a keyring holding only the
+# expected key and refuse one holding another.
+log "sgx-keys stage: fingerprint check with local keys"
+export GNUPGHOME="$work/gnupg"
+mkdir -m 0700 "$GNUPGHOME"
+mkdir -p "$work/repo/good" "$work/repo/bad"
+for name in expected other; do
+    gpg --batch --quiet --passphrase '' --quick-gen-key "mse-base image test ($name)" ed25519 sign never
+done
+fpr_of() { gpg --batch --with-colons --list-keys "mse-base image test ($1)" | awk -F: '$1 == "fpr" { print $10; exit }'; }
+fpr_expected="$(fpr_of expected)"
+gpg --batch --export "$fpr_expected" >"$work/repo/good/gramine-keyring-$suite.gpg"
+gpg --batch --armor --export "$fpr_expected" >"$work/repo/good/intel-sgx-deb.key"
+# A keyring with the expected key plus another: the extra key alone must make it fail.
+gpg --batch --export "$fpr_expected" "$(fpr_of other)" >"$work/repo/bad/gramine-keyring-$suite.gpg"
+cp "$work/repo/good/intel-sgx-deb.key" "$work/repo/bad/"
+repo_port="$(free_port)"
+setsid python3 -m http.server --bind 127.0.0.1 --directory "$work/repo" "$repo_port" \
+    >"$work/http.log" 2>&1 </dev/null &
+repo_pg=$!
+server_pgids+=("$repo_pg")
+wait_for "$repo_pg" 30 curl -sf "http://127.0.0.1:$repo_port/good/intel-sgx-deb.key" || true
+sgx_keys() {
+    bud --build-arg "BASE_IMAGE=$base_image" --target sgx-keys \
+        --build-arg "GRAMINE_REPO_URL=http://127.0.0.1:$repo_port/$1" \
+        --build-arg "INTEL_SGX_REPO_URL=http://127.0.0.1:$repo_port/$1" \
+        --build-arg "GRAMINE_KEY_FINGERPRINTS=$fpr_expected" \
+        --build-arg "INTEL_SGX_KEY_FINGERPRINTS=$fpr_expected" \
+        --build-arg INTEL_SGX_SUITE=jammy \
+        -f "$repo/Dockerfile" -t "localhost/mse-sgx-keys:$1" "$repo"
+}
+if sgx_keys good >"$work/sgx-keys-good.log" 2>&1; then
+    new_container "localhost/mse-sgx-keys:good"
+    check "sgx-keys: keyrings holding only the expected key are accepted, apt sources written" \
+        in_ctr "$ctr" -- sh -ec '
+            cat /keys/gramine.list /keys/intel-sgx.list
+            grep -qx "deb \[arch=amd64 signed-by=/etc/apt/keyrings/gramine.gpg\] $1/good/ bookworm main" /keys/gramine.list
+            grep -qx "deb \[arch=amd64 signed-by=/etc/apt/keyrings/intel-sgx.asc\] $1/good jammy main" /keys/intel-sgx.list
+            test -s /keys/gramine.gpg && test -s /keys/intel-sgx.asc' _ "http://127.0.0.1:$repo_port"
+else
+    fail "sgx-keys: keyrings holding only the expected key are accepted, apt sources written" \
+        "$work/sgx-keys-good.log"
+fi
+if sgx_keys bad >"$work/sgx-keys-bad.log" 2>&1; then
+    fail "sgx-keys: a keyring holding an unexpected key fails the build (it built)" "$work/sgx-keys-bad.log"
+elif grep -q "unexpected key $(fpr_of other)" "$work/sgx-keys-bad.log"; then
+    pass "sgx-keys: a keyring holding an unexpected key fails the build"
+else
+    fail "sgx-keys: a keyring holding an unexpected key fails the build, naming the key" \
+        "$work/sgx-keys-bad.log"
+fi
+stop_server "$repo_pg"
 
 # --- 4. the image's contents -----------------------------------------------------------------
 log "checking image contents"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import concurrent.futures
+import ctypes
 import json
+import platform
 import signal
 import socket
 import ssl
@@ -255,3 +257,32 @@ def test_wsgi_requests_run_concurrently(serve_app: Start) -> None:
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         responses = list(pool.map(lambda _: httpx.get(server.url, timeout=60), range(2)))
     assert [r.text for r in responses] == ["together", "together"]
+
+
+_TGKILL = {"x86_64": 234, "aarch64": 131}
+
+
+def _tgkill(pid: int, tid: int, sig: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(_TGKILL[platform.machine()], pid, tid, sig) != 0:
+        raise OSError(ctypes.get_errno(), "tgkill failed")
+
+
+@pytest.mark.skipif(platform.machine() not in _TGKILL, reason="tgkill number unknown here")
+@pytest.mark.parametrize("spec", ["flask_app:app", "asgi_app:app"])
+def test_sigterm_taken_by_a_rust_thread_still_stops(
+    serve_app: Start, tls_pair: TLSPair, spec: str
+) -> None:
+    # The kernel may deliver a process's SIGTERM to any of its threads; aim it at one of
+    # granian's, where Python's own handler cannot run.
+    server = serve_app(spec)
+    assert curl(server, tls_pair.cert, "--http2")[0].startswith("Hello")
+    tasks = Path(f"/proc/{server.proc.pid}/task")
+    rust = [
+        t.name for t in tasks.iterdir() if (t / "comm").read_text().strip() == "tokio-rt-worker"
+    ]
+    assert rust, "no granian runtime thread found"
+    _tgkill(server.proc.pid, int(rust[0]), signal.SIGTERM)
+    out, err = server.proc.communicate(timeout=30)
+    assert server.proc.returncode == 0, err
+    assert out.splitlines()[-1] == "STOPPED"

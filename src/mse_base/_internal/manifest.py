@@ -93,18 +93,45 @@ class GramineLayout:
 
     libos: Path
     runtime_dir: Path
+    version: str = "unknown"
+
+    @classmethod
+    def from_libdir(cls, libdir: Path, version: str = "unknown") -> GramineLayout:
+        # Same derivation as Gramine's Jinja helpers (graminelibos/gen_jinja_env.py):
+        # gramine.libos and gramine.runtimedir() both hang off the package library dir.
+        return cls(libdir / "libsysdb.so", libdir / "runtime" / "glibc", version)
 
     @classmethod
     def detect(cls) -> GramineLayout | None:
+        """Ask the installed Gramine (its Python package, as its own tools do) where it lives."""
+        sign = shutil.which("gramine-sgx-sign")
+        if sign is not None:
+            with Path(sign).open("rb") as handle:
+                first = handle.readline().decode(errors="replace").strip()
+            interpreter = first[2:].split() if first.startswith("#!") else []
+            if interpreter:
+                probe = subprocess.run(
+                    [
+                        *interpreter,
+                        "-c",
+                        "import graminelibos as g; print(g.__version__); "
+                        "print(g._CONFIG_PKGLIBDIR)",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+                lines = probe.stdout.split()
+                if probe.returncode == 0 and len(lines) == 2:
+                    return cls.from_libdir(Path(lines[1]), lines[0])
         for libdir in GRAMINE_LIBDIR_CANDIDATES:
             if (libdir / "libsysdb.so").is_file():
-                return cls(libdir / "libsysdb.so", libdir / "runtime" / "glibc")
+                return cls.from_libdir(libdir)
         return None
 
     @classmethod
     def default(cls) -> GramineLayout:
-        libdir = GRAMINE_LIBDIR_CANDIDATES[0]
-        return cls(libdir / "libsysdb.so", libdir / "runtime" / "glibc")
+        return cls.from_libdir(GRAMINE_LIBDIR_CANDIDATES[0])
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from granian._futures import _future_watcher_wrapper, _new_cbscheduler
@@ -115,20 +114,41 @@ def serve(
     stop = WorkerSignal()
     stopped = threading.Event()
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        logger.info("received %s, shutting down", signal.Signals(signum).name)
+    def request_stop(signum: int) -> None:
+        if not stopped.is_set():
+            logger.info("received %s, shutting down", signal.Signals(signum).name)
         stopped.set()
         stop.set()
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    # The kernel may hand SIGTERM to any thread, Rust ones included, and Python runs its handler
+    # only when the main thread next executes bytecode: a main thread blocked in C would never
+    # see it. A wakeup descriptor that the main thread waits on closes that gap (asyncio's
+    # add_signal_handler uses the same mechanism for the ASGI loop).
+    waker, wakee = socket.socketpair()
+    waker.setblocking(False)
+    previous_fd = signal.set_wakeup_fd(waker.fileno(), warn_on_full_buffer=False)
+    previous = {
+        sig: signal.signal(sig, lambda signum, _frame: request_stop(signum))
+        for sig in (signal.SIGTERM, signal.SIGINT)
+    }
     try:
         if app.interface == "wsgi":
-            _serve_wsgi(app.target, listener, ssl_args, access_fmt, stop, stopped, on_ready)
+            _serve_wsgi(app.target, listener, ssl_args, access_fmt, stop, on_ready)
+            while not stopped.is_set():
+                # Each byte is the number of a signal that arrived, whichever thread took it.
+                for signum in wakee.recv(64):
+                    if signum in (signal.SIGTERM, signal.SIGINT):
+                        request_stop(signum)
         else:
-            _serve_asgi(app.target, listener, ssl_args, access_fmt, stop, stopped, on_ready)
+            _serve_asgi(
+                app.target, listener, ssl_args, access_fmt, stop, stopped, request_stop, on_ready
+            )
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        signal.set_wakeup_fd(previous_fd)
+        waker.close()
+        wakee.close()
         # Still ours only if no worker took it (an ASGI lifespan startup failed, say).
         if listener.fileno() != -1:
             listener.close()
@@ -195,9 +215,9 @@ def _serve_wsgi(
     ssl_args: tuple[Any, ...],
     access_fmt: str | None,
     stop: WorkerSignal,
-    stopped: threading.Event,
     on_ready: Callable[[], None] | None,
 ) -> None:
+    """Start the WSGI worker; it runs on its own threads until ``stop`` is set."""
     callback = _wsgi_wrapper(target, {}, access_fmt)
     worker = _WSGIWorker(
         1,
@@ -208,15 +228,13 @@ def _serve_wsgi(
         *ssl_args,
         (None, None),  # metrics
     )
-    # The WSGI worker never runs the loop; granian's scheduler only needs one to exist.
+    # The WSGI worker never runs this loop; granian's scheduler only needs one to exist.
     loop = asyncio.new_event_loop()
     try:
         worker.serve_mtr(_scheduler(loop, callback, impl_asyncio=True), loop, stop)
-        _ready(on_ready)
-        # Event.wait is interrupted by signals on POSIX, so SIGTERM's handler runs promptly.
-        stopped.wait()
     finally:
         loop.close()
+    _ready(on_ready)
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -236,15 +254,20 @@ def _serve_asgi(
     access_fmt: str | None,
     stop: WorkerSignal,
     stopped: threading.Event,
+    request_stop: Callable[[int], None],
     on_ready: Callable[[], None] | None,
 ) -> None:
     loop = _new_loop()
     asyncio.set_event_loop(loop)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, request_stop, sig)
     try:
         loop.run_until_complete(
             _run_asgi(loop, target, listener, ssl_args, access_fmt, stop, stopped, on_ready)
         )
     finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
         asyncio.set_event_loop(None)
         loop.close()
 
@@ -267,8 +290,7 @@ async def _run_asgi(
         raise ServeError(f"the application's ASGI lifespan startup failed{reason}")
     callback = _watcher_wrapper(_asgi_wrapper(target, {}, lifespan.state, access_fmt))
     done = loop.create_future()
-    # SIGTERM's handler runs in this thread between loop iterations; set_result from it directly
-    # would race the loop, so hand it over.
+    # granian may run this callback from one of its own threads.
     stop.add_cb(lambda: loop.call_soon_threadsafe(_set_done, done))
     worker = _ASGIWorker(
         1,
