@@ -1,18 +1,51 @@
 """Time one full verification of a real quote with its collateral, three verifiers side by side.
 
-    .venv/bin/python bench/verify_bench.py [--case phala_sgx_v3] [--rounds 300]
+    .venv/bin/python bench/verify_bench.py [--case phala_sgx_v3] [--rounds 300] [--blocks 6]
 
-* ours: ``mse_base.verify.Verifier``, a fresh Verifier per call (every check runs every call;
-  the cold and reused-Verifier figures are printed for information, see the footnote it prints);
+Verifiers (all get the same files, read once into memory, and the case's pinned ``verify_at``):
+
+* ours: ``mse_base.verify.Verifier``, a new ``Verifier`` and a new ``Collateral`` per call, from
+  fresh copies of the bytes (so no hash or object identity survives between calls);
 * ``dcap-qvl`` (PyPI; Python bindings of Phala's Rust verifier), ``dcap_qvl.verify``;
 * ``intel-sgx-ra`` 2.3.3 (PyPI; the original MSE verifier), ``attest.verify_quote`` with offline
-  collateral. It pins ``cryptography<44``, so it runs in its own venv (``--isr-python``, default
-  ``/tmp/venv-isr/bin/python``; create it with ``python3 -m venv /tmp/venv-isr &&
-  /tmp/venv-isr/bin/pip install intel-sgx-ra==2.3.3``), in a subprocess, with its clock pinned by
+  collateral (its CRL and certificate objects loaded from the bytes inside each call). It pins
+  ``cryptography<44``, so it runs in its own venv (``--isr-python``, default
+  ``/tmp/venv-isr/bin/python``, created on first use with ``python3 -m venv`` and
+  ``pip install intel-sgx-ra==2.3.3``), in a long-lived subprocess, with its clock pinned by
   patching the ``datetime`` its ``attest`` module imported (as the shared README describes).
 
-All three get the same files at the case's pinned ``verify_at`` time. Goals (not asserted):
-ours at least 2x faster than intel-sgx-ra, and within 3x of dcap-qvl.
+Two figures per verifier:
+
+* cold: every process-wide memo of ours is cleared before each call (outside the timed region),
+  so the call parses and checks everything: the first verification of new collateral and a new
+  platform in a running process. The pinned Intel root certificate, loaded once per process
+  when the first ``Verifier`` is made, is configuration rather than input and stays loaded.
+* warm: the memos are kept; each call still builds a new ``Verifier``.
+
+dcap-qvl and intel-sgx-ra keep no state between calls, so for them cold and warm are the same
+measurement (printed in both columns).
+
+What ours memoises, and why that is sound. Process-wide bounded LRU caches
+(:func:`functools.lru_cache`) hold the outcome of checks that are pure functions of bytes:
+
+* the PCK chain in the quote, given the trust root: the certificate parses, the two chain-link
+  signatures, the CA / end-entity flags, the PCK CA kind and the decoded SGX extension;
+* the six collateral documents, given the trust root: the TCB signing chain, the TCB info and QE
+  identity signatures, the root CA CRL signature and the JSON parses;
+* a CRL's DER and the certificate that must have signed it (the PCK CRL by the quote's PCK CA).
+
+Each reads only its arguments (no clock, no policy, no I/O); certificates hash and compare by
+their DER, so an equal key means equal input bytes; only successes are stored (a failing check
+raises, and ``lru_cache`` does not remember exceptions, so it fails again next time); stored values
+are immutable. Never memoised, run on every call: the quote signature and the QE report signature
+and binding (unique per quote), every validity window (certificates, TCB info / QE identity
+issueDate..nextUpdate, CRL thisUpdate..nextUpdate), revocation look-ups, FMSPC / PCE-ID and QE
+identity matching, TCB status evaluation and the policy.
+
+Goals (printed, not asserted): ours at least 2x faster than intel-sgx-ra, and within 3x of
+dcap-qvl. Calls are measured in interleaved blocks (ours cold, ours warm, dcap-qvl,
+intel-sgx-ra, repeated), so load from other processes spreads over all of them alike; medians
+and bests are over all calls.
 """
 
 from __future__ import annotations
@@ -20,22 +53,34 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import shutil
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 SHARED = Path("/work/shared/sgx-quotes")
+ISR_VERSION = "2.3.3"
+FILES = (
+    "quote.bin",
+    "tcb_info.json",
+    "qe_identity.json",
+    "tcb_info_issuer_chain.pem",
+    "pck_crl.der",
+    "root_ca_crl.der",
+)
 
+# Runs in intel-sgx-ra's venv. Reads a count per line on stdin, answers with that many timings.
 ISR_SCRIPT = r"""
 import datetime as _dt, json, logging, sys, time
 from pathlib import Path
 from cryptography import x509
 from intel_sgx_ra import attest
 
-case, at, rounds = Path(sys.argv[1]), _dt.datetime.fromisoformat(sys.argv[2]), int(sys.argv[3])
+case, at = Path(sys.argv[1]), _dt.datetime.fromisoformat(sys.argv[2])
 logging.disable(logging.CRITICAL)
 
 class _Pinned(_dt.datetime):
@@ -44,98 +89,106 @@ class _Pinned(_dt.datetime):
         return at if tz is None else at.astimezone(tz)
 
 attest.datetime = _Pinned
-quote = (case / "quote.bin").read_bytes()
-chain = x509.load_pem_x509_certificates((case / "tcb_info_issuer_chain.pem").read_bytes())
+files = {n: (case / n).read_bytes() for n in (
+    "quote.bin", "tcb_info.json", "qe_identity.json", "tcb_info_issuer_chain.pem",
+    "pck_crl.der", "root_ca_crl.der")}
 
 def once():
     collaterals = (
-        (case / "tcb_info.json").read_bytes(),
-        (case / "qe_identity.json").read_bytes(),
-        chain[0],
-        x509.load_der_x509_crl((case / "root_ca_crl.der").read_bytes()),
-        x509.load_der_x509_crl((case / "pck_crl.der").read_bytes()),
+        files["tcb_info.json"],
+        files["qe_identity.json"],
+        x509.load_pem_x509_certificates(files["tcb_info_issuer_chain.pem"])[0],
+        x509.load_der_x509_crl(files["root_ca_crl.der"]),
+        x509.load_der_x509_crl(files["pck_crl.der"]),
     )
-    assert attest.verify_quote(quote, collaterals=collaterals) is True
+    assert attest.verify_quote(files["quote.bin"], collaterals=collaterals) is True
 
 for _ in range(10):
     once()
-samples = []
-for _ in range(rounds):
-    start = time.perf_counter()
-    once()
-    samples.append(time.perf_counter() - start)
-print(json.dumps(samples))
+print("ready", flush=True)
+for line in sys.stdin:
+    samples = []
+    for _ in range(int(line)):
+        start = time.perf_counter()
+        once()
+        samples.append(time.perf_counter() - start)
+    print(json.dumps(samples), flush=True)
 """
 
+Samples = list[float]
 
-def _measure(call: Callable[[], object], rounds: int) -> list[float]:
-    for _ in range(10):
-        call()
+
+def _measure(call: Callable[[], object], rounds: int, before: Callable[[], None]) -> Samples:
     samples = []
     for _ in range(rounds):
+        before()
         start = time.perf_counter()
         call()
         samples.append(time.perf_counter() - start)
     return samples
 
 
-def _parse_caches() -> list[Callable[[], None]]:
-    """``cache_clear`` of every memoised pure function in the verifier's modules."""
+def _nothing() -> None:
+    pass
+
+
+def _memo_clears() -> list[Callable[[], None]]:
+    """``cache_clear`` of every process-wide memo in the verifier's modules, but the root's."""
     import importlib
     import pkgutil
 
     import mse_base._internal
     import mse_base.verify
+    from mse_base._internal import chain
 
     clears = []
     for package in (mse_base._internal, mse_base.verify):
         for info in pkgutil.iter_modules(package.__path__):
             module = importlib.import_module(f"{package.__name__}.{info.name}")
             for value in vars(module).values():
+                if value is chain.intel_sgx_root:
+                    continue  # configuration, loaded once per process (see the docstring)
                 if callable(getattr(value, "cache_clear", None)):
                     clears.append(value.cache_clear)
     return clears
 
 
-def _ours(
-    case: Path, at: dt.datetime
-) -> tuple[Callable[[], object], Callable[[], object], Callable[[], object]]:
+def _ours(files: dict[str, bytes], at: dt.datetime) -> Callable[[], object]:
     from mse_base.verify import TCB_STATUSES, Collateral, Policy, Verifier
 
-    quote = (case / "quote.bin").read_bytes()
     policy = Policy(allowed_tcb_statuses=frozenset(TCB_STATUSES))
 
-    def fresh() -> object:
-        verifier = Verifier(collateral=Collateral.from_directory(case), policy=policy)
-        return verifier.verify_quote(quote, at=at)
+    def copy(name: str) -> bytes:
+        return bytes(bytearray(files[name]))
 
-    reused_verifier = Verifier(collateral=Collateral.from_directory(case), policy=policy)
+    def once() -> object:
+        chain = copy("tcb_info_issuer_chain.pem")
+        collateral = Collateral(
+            tcb_info=copy("tcb_info.json"),
+            qe_identity=copy("qe_identity.json"),
+            tcb_info_issuer_chain=chain,
+            qe_identity_issuer_chain=chain,
+            pck_crl=copy("pck_crl.der"),
+            root_ca_crl=copy("root_ca_crl.der"),
+        )
+        verifier = Verifier(collateral=collateral, policy=policy)
+        return verifier.verify_quote(copy("quote.bin"), at=at)
 
-    def reused() -> object:
-        return reused_verifier.verify_quote(quote, at=at)
-
-    clears = _parse_caches()
-
-    def cold() -> object:
-        for clear in clears:
-            clear()
-        return fresh()
-
-    return fresh, reused, cold
+    return once
 
 
-def _dcap_qvl(case: Path, at: dt.datetime) -> Callable[[], object]:
+def _dcap_qvl(files: dict[str, bytes], at: dt.datetime) -> Callable[[], object]:
     import dcap_qvl  # type: ignore[import-untyped]
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
-    quote = (case / "quote.bin").read_bytes()
+    quote = files["quote.bin"]
     pck_chain = x509.load_pem_x509_certificates(quote[quote.index(b"-----BEGIN") :])
     pck_crl_chain = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in pck_chain[1:])
     now_secs = int(at.timestamp())
 
     def signed(name: str, key: str) -> tuple[str, bytes]:
-        raw = (case / name).read_bytes()
+        raw = files[name]
         cut = raw.rindex(b',"signature":"')
         return raw[len(b'{"' + key.encode() + b'":') : cut].decode(), bytes.fromhex(
             raw[cut + len(b',"signature":"') : raw.rindex(b'"')].decode()
@@ -144,11 +197,11 @@ def _dcap_qvl(case: Path, at: dt.datetime) -> Callable[[], object]:
     def once() -> object:
         tcb_info, tcb_sig = signed("tcb_info.json", "tcbInfo")
         qe_identity, qe_sig = signed("qe_identity.json", "enclaveIdentity")
-        chain = (case / "tcb_info_issuer_chain.pem").read_text()
+        chain = files["tcb_info_issuer_chain.pem"].decode()
         collateral = dcap_qvl.QuoteCollateralV3(
             pck_crl_chain.decode(),
-            (case / "root_ca_crl.der").read_bytes(),
-            (case / "pck_crl.der").read_bytes(),
+            files["root_ca_crl.der"],
+            files["pck_crl.der"],
             chain,
             tcb_info,
             tcb_sig,
@@ -161,84 +214,156 @@ def _dcap_qvl(case: Path, at: dt.datetime) -> Callable[[], object]:
     return once
 
 
-def _intel_sgx_ra(python: str, case: Path, at: dt.datetime, rounds: int) -> list[float] | str:
-    if not Path(python).exists():
-        return f"skipped: {python} not found (see this script's docstring)"
-    proc = subprocess.run(
-        [python, "-c", ISR_SCRIPT, str(case), at.isoformat(), str(rounds)],
+class _IntelSgxRa:
+    """intel-sgx-ra in its own venv, as a subprocess that times blocks of calls on request."""
+
+    def __init__(self, python: str, case: Path, at: dt.datetime) -> None:
+        self._proc = subprocess.Popen(
+            [python, "-c", ISR_SCRIPT, str(case), at.isoformat()],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        if self._readline() != "ready":
+            raise RuntimeError(self._error())
+
+    def _readline(self) -> str:
+        stdout: IO[str] | None = self._proc.stdout
+        assert stdout is not None
+        return stdout.readline().strip()
+
+    def _error(self) -> str:
+        self._proc.kill()
+        _, stderr = self._proc.communicate()
+        return (stderr.strip().splitlines() or ["no output"])[-1]
+
+    def measure(self, rounds: int) -> Samples:
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(f"{rounds}\n")
+        self._proc.stdin.flush()
+        line = self._readline()
+        if not line:
+            raise RuntimeError(self._error())
+        samples: Samples = json.loads(line)
+        return samples
+
+    def close(self) -> None:
+        assert self._proc.stdin is not None
+        self._proc.stdin.close()
+        self._proc.wait(timeout=60)
+
+
+def _isr_python(python: str) -> str:
+    """intel-sgx-ra's interpreter; its venv is created the first time it is missing."""
+    if Path(python).exists():
+        return python
+    venv = Path(python).parent.parent
+    print(f"creating {venv} with intel-sgx-ra=={ISR_VERSION} (one time)...", flush=True)
+    base = shutil.which("python3") or sys.executable
+    subprocess.run([base, "-m", "venv", str(venv)], check=True, capture_output=True)
+    subprocess.run(
+        [python, "-m", "pip", "install", "-q", f"intel-sgx-ra=={ISR_VERSION}"],
+        check=True,
         capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
     )
-    if proc.returncode != 0:
-        return "failed: " + (proc.stderr.strip().splitlines() or ["?"])[-1]
-    samples: list[float] = json.loads(proc.stdout)
-    return samples
+    return python
 
 
-def _fmt(samples: list[float]) -> str:
-    median = statistics.median(samples) * 1e3
-    best = min(samples) * 1e3
-    return f"median {median:8.3f} ms   best {best:8.3f} ms   ({len(samples)} calls)"
+def _ms(samples: Samples | str) -> str:
+    if isinstance(samples, str):
+        return samples
+    return f"{statistics.median(samples) * 1e3:7.3f} / {min(samples) * 1e3:7.3f} ms"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", default="phala_sgx_v3")
-    parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=300, help="calls per verifier and mode")
+    parser.add_argument("--blocks", type=int, default=6, help="interleaved blocks")
     parser.add_argument("--isr-python", default="/tmp/venv-isr/bin/python")
     args = parser.parse_args()
 
     case = SHARED / args.case
     cases = {c["case"]: c for c in json.loads((SHARED / "expected.json").read_text())}
     at = dt.datetime.fromisoformat(cases[args.case]["verify_at"].replace("Z", "+00:00"))
+    files = {name: (case / name).read_bytes() for name in FILES}
+    blocks = max(1, min(args.blocks, args.rounds))
+    per_block = [args.rounds // blocks + (i < args.rounds % blocks) for i in range(blocks)]
     print(f"case {args.case}, verification time {at.isoformat()}, {args.rounds} calls each\n")
 
-    fresh, reused, cold = _ours(case, at)
-    results: dict[str, list[float] | str] = {
-        "ours (fresh Verifier per call)": _measure(fresh, args.rounds),
-        "ours (cold: parse caches cleared too)": _measure(cold, args.rounds),
-        "ours (Verifier reused)": _measure(reused, args.rounds),
-    }
-    try:
-        results["dcap-qvl (Rust)"] = _measure(_dcap_qvl(case, at), args.rounds)
-    except ImportError:
-        results["dcap-qvl (Rust)"] = "skipped: dcap-qvl is not installed"
-    results["intel-sgx-ra 2.3.3"] = _intel_sgx_ra(args.isr_python, case, at, args.rounds)
+    ours = _ours(files, at)
+    clears = _memo_clears()
 
-    width = max(map(len, results))
-    for name, samples in results.items():
-        shown = samples if isinstance(samples, str) else _fmt(samples)
-        print(f"{name:<{width}}  {shown}")
+    def clear_all() -> None:
+        for clear in clears:
+            clear()
+
+    runners: dict[str, Callable[[int], Samples]] = {
+        "ours cold": lambda n: _measure(ours, n, clear_all),
+        "ours warm": lambda n: _measure(ours, n, _nothing),
+    }
+    results: dict[str, Samples | str] = {}
+    try:
+        dcap = _dcap_qvl(files, at)
+        runners["dcap-qvl"] = lambda n: _measure(dcap, n, _nothing)
+    except ImportError:
+        results["dcap-qvl"] = "skipped: dcap-qvl is not installed"
+    isr: _IntelSgxRa | None = None
+    try:
+        isr = _IntelSgxRa(_isr_python(args.isr_python), case, at)
+        runners["intel-sgx-ra"] = isr.measure
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+        results["intel-sgx-ra"] = f"failed: {exc}"
+
+    for run in runners.values():  # warm-up, untimed
+        run(10)
+    for name in runners:
+        results[name] = []
+    for count in per_block:
+        for name, run in runners.items():
+            samples = results[name]
+            assert not isinstance(samples, str)
+            samples += run(count)
+    if isr is not None:
+        isr.close()
+
+    rows = [
+        ("ours (fresh Verifier per call)", results["ours cold"], results["ours warm"]),
+        ("dcap-qvl (Rust)", results["dcap-qvl"], results["dcap-qvl"]),
+        (f"intel-sgx-ra {ISR_VERSION}", results["intel-sgx-ra"], results["intel-sgx-ra"]),
+    ]
+    width = max(len(row[0]) for row in rows)
+    print(f"{'median / best per call':<{width}}  {'cold':>20}  {'warm':>20}")
+    for label, cold, warm in rows:
+        print(f"{label:<{width}}  {_ms(cold):>20}  {_ms(warm):>20}")
 
     print()
-    isr, rust = results["intel-sgx-ra 2.3.3"], results["dcap-qvl (Rust)"]
-    for label in (
-        "ours (fresh Verifier per call)",
-        "ours (cold: parse caches cleared too)",
-        "ours (Verifier reused)",
-    ):
-        ours_samples = results[label]
-        assert not isinstance(ours_samples, str)
-        print(f"{label}:")
+    isr_samples, rust = results["intel-sgx-ra"], results["dcap-qvl"]
+    for mode in ("cold", "warm"):
+        mine = results[f"ours {mode}"]
+        assert not isinstance(mine, str)
         for stat_name, stat in (("median", statistics.median), ("best", min)):
-            ours = stat(ours_samples)
-            if not isinstance(isr, str):
-                ratio = stat(isr) / ours
-                verdict = "goal met" if ratio >= 2 else "goal NOT met"
-                print(f"  {stat_name:6s} intel-sgx-ra / ours = {ratio:5.2f}x  (>= 2x: {verdict})")
+            if not isinstance(isr_samples, str):
+                ratio = stat(isr_samples) / stat(mine)
+                verdict = "met" if ratio >= 2 else "NOT met"
+                print(
+                    f"{mode} {stat_name:6s} intel-sgx-ra / ours = {ratio:5.2f}x"
+                    f"  (goal >= 2x: {verdict})"
+                )
             if not isinstance(rust, str):
-                ratio = ours / stat(rust)
-                verdict = "goal met" if ratio <= 3 else "goal NOT met"
-                print(f"  {stat_name:6s} ours / dcap-qvl     = {ratio:5.2f}x  (<= 3x: {verdict})")
+                ratio = stat(mine) / stat(rust)
+                verdict = "met" if ratio <= 3 else "NOT met"
+                print(
+                    f"{mode} {stat_name:6s} ours / dcap-qvl     = {ratio:5.2f}x"
+                    f"  (goal <= 3x: {verdict})"
+                )
     print(
-        "\nfresh: every check (all signatures, chains, CRLs, windows, TCB, policy) runs on every "
-        "call;\n       the parsers of identical JSON/ASN.1 bytes are memoised process-wide."
-        "\ncold:  the same, with those parse memos cleared before each call (first-call cost)."
-        "\nreused: one Verifier keeps the collateral and PCK chain checks it already did for the "
-        "same bytes,\n       as a long-lived client does; quote and QE report signatures still "
-        "run every call."
+        "\ncold: ours with every process-wide memo cleared before each call (first sight of this"
+        "\n      collateral and platform); warm: memos kept, a new Verifier per call. dcap-qvl and"
+        "\n      intel-sgx-ra keep no state: one measurement, shown in both columns."
+        "\nours, both modes: the quote and QE report signatures, every validity window, CRL"
+        "\n      freshness, revocation, TCB status and policy run on every call (docstring)."
     )
     return 0
 

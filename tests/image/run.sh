@@ -8,12 +8,14 @@
 # 2. makes a Debian base with debootstrap from this machine's apt mirror, once a day (the rootfs
 #    tarball is cached under $MSE_IMAGE_CACHE, default /var/cache/mse-base-image/<date>/),
 #    imported as localhost/debian-base:bookworm;
-# 3. lints the Dockerfiles, builds `--target toolkit` as localhost/mse-base:test and
-#    examples/flask on top of it as localhost/mse-flask:test;
+# 3. lints the Dockerfiles, builds `--target toolkit` as localhost/mse-base:test, both examples
+#    on top of it (localhost/mse-flask:test, localhost/mse-fastapi:test), and `--target sgx-keys`
+#    against a local server with keys made for the run;
 # 4. runs the checks; prints PASS/FAIL per check and "N passed, N failed"; exits 1 if any failed.
 #
 # What it cannot cover: the sgx-runtime stage (Gramine's and Intel's repositories are not
 # reachable here) and SGX itself; `mse-run --simulation` stands in for the enclave.
+# tests/image/README.md says what each check proves.
 #
 # Servers run with `buildah run --isolation chroot --network host` (podman run cannot work on
 # these machines: no CAP_SYS_RESOURCE); each runs in its own process group, which the EXIT trap
@@ -55,6 +57,8 @@ cleanup() {
     for ctr in "${containers[@]}"; do
         buildah rm "$ctr" >/dev/null 2>&1 || true
     done
+    # gpg may have started an agent for the throwaway keyring: end it with its home.
+    if [ -d "$work/gnupg" ]; then GNUPGHOME="$work/gnupg" gpgconf --kill all 2>/dev/null || true; fi
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -62,7 +66,7 @@ trap 'exit 130' INT TERM
 
 # --- 1. tools --------------------------------------------------------------------------------
 need=()
-for tool in buildah podman debootstrap curl openssl gpg; do
+for tool in buildah podman debootstrap curl openssl gpg shellcheck; do
     command -v "$tool" >/dev/null || need+=("${tool/#gpg/gnupg}")
 done
 if [ "${#need[@]}" -gt 0 ]; then
@@ -94,6 +98,14 @@ apt_mirror() {
             }' "$f"
     done | head -n 1
 }
+# One-line sources (older machines): "deb [options] URI SUITE COMPONENTS".
+apt_mirror_legacy() {
+    [ -e /etc/apt/sources.list ] || return 0
+    awk -v suite="$suite" '$1 == "deb" {
+            i = 2; if ($i ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
+            if ($(i + 1) == suite) { print $i; exit }
+        }' /etc/apt/sources.list
+}
 
 day="$(date -u +%Y%m%d)"
 cache_dir="$cache_root/$day"
@@ -105,7 +117,8 @@ find "$cache_root" -mindepth 1 -maxdepth 1 -type d -name '20[0-9]*' ! -name "$da
 
 if ! [ -s "$rootfs_tar" ]; then
     mirror="$(apt_mirror)"
-    [ -n "$mirror" ] || die "no $suite mirror found in /etc/apt/sources.list.d/*.sources"
+    [ -n "$mirror" ] || mirror="$(apt_mirror_legacy)"
+    [ -n "$mirror" ] || die "no $suite mirror in /etc/apt/sources.list.d/*.sources or /etc/apt/sources.list"
     log "debootstrap $suite from $mirror"
     rootfs="$work/rootfs"
     debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
@@ -167,9 +180,15 @@ start_server() {
     server_pgids+=("$pg")
 }
 stop_server() {
+    local left=1
     kill -TERM -- "-$1" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 -- "-$1" 2>/dev/null || return 0; sleep 0.1; done
-    kill -KILL -- "-$1" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 -- "-$1" 2>/dev/null || { left=0; break; }; sleep 0.1; done
+    [ "$left" = 0 ] || kill -KILL -- "-$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+    # Forget the group once it is gone, so the EXIT trap never signals a reused id.
+    local kept=() id
+    for id in "${server_pgids[@]}"; do [ "$id" = "$1" ] || kept+=("$id"); done
+    server_pgids=("${kept[@]}")
 }
 # wait_for PGID SECONDS CMD...: until CMD succeeds, the server's group dies, or time runs out.
 wait_for() {
@@ -184,7 +203,8 @@ wait_for() {
 }
 
 # --- 3. lint and build -----------------------------------------------------------------------
-check "hadolint: Dockerfile and examples clean (justified waivers only)" "$repo/tests/image/lint.sh"
+check "lint: hadolint on the Dockerfiles (justified waivers only), shellcheck on the scripts" \
+    bash "$repo/tests/image/lint.sh"
 
 version="$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' \
     "$repo/pyproject.toml" 2>/dev/null || echo unknown)"

@@ -177,3 +177,17 @@ def test_not_a_tar(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="not a readable tar"):
         codetar.unpack_code(path, tmp_path / "code")
     assert not (tmp_path / "code").exists()
+
+
+def test_old_python_without_tar_filters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Debian 12's Python 3.11.2 has no tarfile extraction filters: the same checks must hold.
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    evil = _tar_with(tmp_path, (_info("a/../../evil"), b"x"))
+    with pytest.raises(UsageError, match="'..'"):
+        codetar.unpack_code(evil, tmp_path / "bad")
+    good = _tar_with(tmp_path, (_info("app.py", mode=0o640, uid=4242, gid=4242), b"x = 1\n"))
+    codetar.unpack_code(good, tmp_path / "code")
+    extracted = tmp_path / "code" / "app.py"
+    assert extracted.read_bytes() == b"x = 1\n"
+    assert extracted.stat().st_mode & 0o777 == 0o644
+    assert extracted.stat().st_uid != 4242

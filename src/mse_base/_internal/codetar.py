@@ -7,6 +7,7 @@ duplicates, size and count caps), so a rejected tar leaves nothing behind.
 
 from __future__ import annotations
 
+import os
 import posixpath
 import shutil
 import stat
@@ -94,7 +95,7 @@ def unpack_code(tar_path: Path, destination: Path) -> UnpackedCode:
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(mode=0o755, parents=True)
             try:
-                archive.extractall(staging, filter="data")
+                _extract(archive, members, staging)
                 _normalise_modes(staging)
                 staging.rename(destination)
             except BaseException:
@@ -103,6 +104,20 @@ def unpack_code(tar_path: Path, destination: Path) -> UnpackedCode:
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise UsageError(f"--code {tar_path} is not a readable tar file ({exc})") from None
     return UnpackedCode(destination, files, total)
+
+
+def _extract(archive: tarfile.TarFile, members: list[tarfile.TarInfo], staging: Path) -> None:
+    if hasattr(tarfile, "data_filter"):
+        archive.extractall(staging, members=members, filter="data")
+        return
+    # Pythons without extraction filters (before 3.11.4/3.12, e.g. Debian 12's 3.11.2): every
+    # member already passed _check_members, which refuses all the data filter would; what is
+    # left is ownership and modes, which must not come from the tar either.
+    uid, gid = os.getuid(), os.getgid()
+    for member in members:
+        member.uid, member.gid, member.uname, member.gname = uid, gid, "", ""
+        member.mode &= 0o755
+    archive.extractall(staging, members=members)  # noqa: S202 - members checked above
 
 
 def _normalise_modes(root: Path) -> None:

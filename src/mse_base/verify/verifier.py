@@ -7,13 +7,26 @@
 4. TCB status and advisories (Intel QVL rules), filtered by the policy;
 5. enclave identity against the policy.
 
-Work that depends only on bytes (certificate parsing, chain signatures, collateral signatures) is
-cached per verifier, keyed by those bytes; every time-dependent check runs on every call.
+Caching. A check whose outcome depends only on bytes (the PCK chain in the quote and the trust
+root; the six collateral documents and the trust root; a CRL and the certificate that must have
+signed it) is memoised process-wide, in bounded LRU caches keyed by exactly those bytes, so that
+every :class:`Verifier` in the process shares it. This is sound because:
+
+* the memoised functions read nothing but their arguments (no clock, no policy, no I/O), and
+  certificates hash and compare by their DER, so equal keys mean equal inputs;
+* only successes are stored: a failing check raises, and :func:`functools.lru_cache` does not
+  remember exceptions, so the same bytes fail again on the next call;
+* the stored values are immutable (frozen dataclasses, tuples, ``cryptography`` objects).
+
+Never memoised, run on every call: the quote signature and the QE report signature and binding
+(unique per quote), every validity window (certificates, TCB info, QE identity, CRL
+``thisUpdate``/``nextUpdate``), revocation look-ups, FMSPC / PCE-ID match, QE identity match, TCB
+status evaluation and the policy.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import hashlib
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -47,6 +60,14 @@ from mse_base.verify.policy import Policy
 
 _CACHE_LIMIT = 64
 _TIME = "%Y-%m-%dT%H:%M:%SZ"
+_COLLATERAL_FIELDS = (
+    "tcb_info",
+    "qe_identity",
+    "tcb_info_issuer_chain",
+    "qe_identity_issuer_chain",
+    "pck_crl",
+    "root_ca_crl",
+)
 
 
 @dataclass(frozen=True)
@@ -102,11 +123,6 @@ class _PckChain:
 
 
 @dataclass(frozen=True)
-class _SigningChain:
-    signer: x509.Certificate
-
-
-@dataclass(frozen=True)
 class _CheckedCollateral:
     tcb_info: TcbInfo
     qe_identity: QeIdentity
@@ -128,12 +144,6 @@ def _check_window(start: datetime, end: datetime, at: datetime, what: str) -> No
         raise CollateralError(
             f"{what}: expired at {_fmt(end)} (nextUpdate), before the verification time {_fmt(at)}"
         )
-
-
-def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
-    if len(cache) >= _CACHE_LIMIT:
-        cache.clear()
-    cache[key] = value
 
 
 class Verifier:
@@ -187,9 +197,6 @@ class Verifier:
         # Every signature under the root is ECDSA P-256, so the root key must be one too.
         chain.ec_p256_key(trust_root, "trust root")
         self._simulation = simulation
-        self._pck_chains: dict[bytes, _PckChain] = {}
-        self._collaterals: dict[Collateral, _CheckedCollateral] = {}
-        self._pck_crl_ok: dict[tuple[bytes, bytes], bool] = {}
 
     @property
     def policy(self) -> Policy:
@@ -204,7 +211,7 @@ class Verifier:
         parsed = parse_quote(quote)
         checks.append("quote.format")
 
-        pck = self._pck_chain(parsed.pck_chain_pem)
+        pck = _checked_pck_chain(parsed.pck_chain_pem, self._root, self._simulation)
         for cert, what in ((pck.leaf, "PCK leaf"), (pck.ca, "PCK CA"), (self._root, "root CA")):
             chain.check_validity(cert, at, f"PCK chain: {what}")
         checks.append("pck.chain")
@@ -219,9 +226,10 @@ class Verifier:
             raise CollateralError(
                 f"collateral source returned {type(collateral).__name__}, not Collateral"
             )
-        checked = self._checked_collateral(collateral)
+        documents = _collateral_bytes(collateral)
+        checked = _checked_collateral(documents, self._root)
         checks.append("collateral.signatures")
-        self._check_pck_crl_signature(checked.pck_crl, collateral.pck_crl, pck)
+        _check_crl_signature(documents[4], pck.ca, "PCK CRL")
         checks.append("collateral.crl_signatures")
         self._check_platform_match(checked.tcb_info, pck.extensions)
         checks.append("collateral.platform")
@@ -301,43 +309,6 @@ class Verifier:
 
     # --- quote-side checks ----------------------------------------------------------------
 
-    def _pck_chain(self, pem: bytes) -> _PckChain:
-        cached = self._pck_chains.get(pem)
-        if cached is not None:
-            return cached
-        leaf, ca, root = chain.load_pem_chain(pem, "PCK certificate chain in the quote", 3)
-        chain.check_root_copy(
-            root,
-            self._root,
-            "PCK chain " + ("(simulation CA)" if self._simulation else "(Intel SGX Root CA)"),
-        )
-        # Signatures first: after them, every other field is the issuer's word.
-        chain.check_issued_by(ca, self._root, "PCK chain: PCK CA")
-        chain.check_issued_by(leaf, ca, "PCK chain: PCK leaf")
-        chain.check_ca(ca, "PCK chain: PCK CA", ca=True)
-        chain.check_ca(leaf, "PCK chain: PCK leaf", ca=False)
-        issuer_cn = " ".join(
-            str(a.value) for a in ca.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-        ).lower()
-        if "processor" in issuer_cn:
-            kind = "processor"
-        elif "platform" in issuer_cn:
-            kind = "platform"
-        else:
-            raise CertificateChainError(
-                f"PCK chain: cannot tell the PCK CA kind from its name {issuer_cn!r} "
-                "(expected a Processor or Platform CA)"
-            )
-        result = _PckChain(
-            leaf=leaf,
-            ca=ca,
-            leaf_key=chain.ec_p256_key(leaf, "PCK leaf"),
-            extensions=parse_pck_extensions(leaf),
-            pck_ca_kind=kind,
-        )
-        _remember(self._pck_chains, pem, result)
-        return result
-
     @staticmethod
     def _check_quote_signatures(quote: Quote, pck: _PckChain) -> None:
         if not chain.verify_raw_ecdsa(pck.leaf_key, quote.qe_report_signature, quote.qe_report.raw):
@@ -366,65 +337,6 @@ class Verifier:
             )
 
     # --- collateral -----------------------------------------------------------------------
-
-    def _signing_chain(self, pem: bytes, what: str) -> x509.Certificate:
-        signer, root = chain.load_pem_chain(pem, what, 2)
-        try:
-            chain.check_root_copy(root, self._root, what)
-            chain.check_issued_by(signer, self._root, f"{what}: TCB signing certificate")
-            chain.check_ca(signer, f"{what}: TCB signing certificate", ca=False)
-        except CertificateChainError as exc:
-            raise CollateralError(str(exc)) from None
-        return signer
-
-    def _checked_collateral(self, collateral: Collateral) -> _CheckedCollateral:
-        for field in dataclasses.fields(collateral):
-            if not isinstance(getattr(collateral, field.name), bytes):
-                raise CollateralError(f"collateral {field.name}: expected bytes")
-        cached = self._collaterals.get(collateral)
-        if cached is not None:
-            return cached
-        tcb_signer = self._signing_chain(collateral.tcb_info_issuer_chain, "TCB info issuer chain")
-        if collateral.qe_identity_issuer_chain == collateral.tcb_info_issuer_chain:
-            qe_signer = tcb_signer
-        else:
-            qe_signer = self._signing_chain(
-                collateral.qe_identity_issuer_chain, "QE identity issuer chain"
-            )
-
-        tcb_text, tcb_sig = split_signed_json(collateral.tcb_info, "tcbInfo")
-        if not chain.verify_raw_ecdsa(
-            chain.ec_p256_key(tcb_signer, "TCB signing certificate"), tcb_sig, tcb_text
-        ):
-            raise CollateralError("TCB info: signature does not verify with the TCB signing cert")
-        qe_text, qe_sig = split_signed_json(collateral.qe_identity, "enclaveIdentity")
-        if not chain.verify_raw_ecdsa(
-            chain.ec_p256_key(qe_signer, "TCB signing certificate"), qe_sig, qe_text
-        ):
-            raise CollateralError(
-                "QE identity: signature does not verify with the TCB signing cert"
-            )
-
-        root_crl = chain.load_crl(collateral.root_ca_crl, "root CA CRL")
-        chain.check_crl_signed_by(root_crl, self._root, "root CA CRL")
-        checked = _CheckedCollateral(
-            tcb_info=parse_tcb_info(tcb_text),
-            qe_identity=parse_qe_identity(qe_text),
-            signers=(tcb_signer,) if qe_signer is tcb_signer else (tcb_signer, qe_signer),
-            pck_crl=chain.load_crl(collateral.pck_crl, "PCK CRL"),
-            root_crl=root_crl,
-        )
-        _remember(self._collaterals, collateral, checked)
-        return checked
-
-    def _check_pck_crl_signature(
-        self, crl: x509.CertificateRevocationList, der: bytes, pck: _PckChain
-    ) -> None:
-        key = (der, pck.ca.tbs_certificate_bytes)
-        if key in self._pck_crl_ok:
-            return
-        chain.check_crl_signed_by(crl, pck.ca, "PCK CRL")
-        _remember(self._pck_crl_ok, key, True)
 
     def _check_collateral_time(
         self, checked: _CheckedCollateral, pck: _PckChain, at: datetime
@@ -486,6 +398,110 @@ class Verifier:
         masked = bytes(a & m for a, m in zip(qe.attributes, identity.attributes_mask, strict=True))
         if masked != identity.attributes:
             raise CollateralError("QE identity: the QE's ATTRIBUTES do not match")
+
+
+# --- process-wide memos of pure functions of bytes (see the module docstring) ----------------
+
+
+def _collateral_bytes(collateral: Collateral) -> tuple[bytes, ...]:
+    """The six documents as exact ``bytes``: the cache key and the only input of the checks."""
+    documents = []
+    for name in _COLLATERAL_FIELDS:
+        value = getattr(collateral, name)
+        if not isinstance(value, bytes):
+            raise CollateralError(f"collateral {name}: expected bytes")
+        # A bytes subclass could redefine equality and hashing, and so alias another cache
+        # entry; an exact copy cannot (bytes(x) is x itself when x is exactly bytes).
+        documents.append(bytes(value))
+    return tuple(documents)
+
+
+@functools.lru_cache(maxsize=_CACHE_LIMIT)
+def _checked_pck_chain(pem: bytes, root: x509.Certificate, simulation: bool) -> _PckChain:
+    """Everything about the quote's PCK chain that does not depend on the time."""
+    leaf, ca, root_copy = chain.load_pem_chain(pem, "PCK certificate chain in the quote", 3)
+    chain.check_root_copy(
+        root_copy,
+        root,
+        "PCK chain " + ("(simulation CA)" if simulation else "(Intel SGX Root CA)"),
+    )
+    # Signatures first: after them, every other field is the issuer's word.
+    chain.check_issued_by(ca, root, "PCK chain: PCK CA")
+    chain.check_issued_by(leaf, ca, "PCK chain: PCK leaf")
+    chain.check_ca(ca, "PCK chain: PCK CA", ca=True)
+    chain.check_ca(leaf, "PCK chain: PCK leaf", ca=False)
+    issuer_cn = " ".join(
+        str(a.value) for a in ca.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    ).lower()
+    if "processor" in issuer_cn:
+        kind = "processor"
+    elif "platform" in issuer_cn:
+        kind = "platform"
+    else:
+        raise CertificateChainError(
+            f"PCK chain: cannot tell the PCK CA kind from its name {issuer_cn!r} "
+            "(expected a Processor or Platform CA)"
+        )
+    return _PckChain(
+        leaf=leaf,
+        ca=ca,
+        leaf_key=chain.ec_p256_key(leaf, "PCK leaf"),
+        extensions=parse_pck_extensions(leaf),
+        pck_ca_kind=kind,
+    )
+
+
+def _signing_chain(pem: bytes, root: x509.Certificate, what: str) -> x509.Certificate:
+    signer, root_copy = chain.load_pem_chain(pem, what, 2)
+    try:
+        chain.check_root_copy(root_copy, root, what)
+        chain.check_issued_by(signer, root, f"{what}: TCB signing certificate")
+        chain.check_ca(signer, f"{what}: TCB signing certificate", ca=False)
+    except CertificateChainError as exc:
+        raise CollateralError(str(exc)) from None
+    return signer
+
+
+@functools.lru_cache(maxsize=_CACHE_LIMIT)
+def _checked_collateral(documents: tuple[bytes, ...], root: x509.Certificate) -> _CheckedCollateral:
+    """Signatures, chains and parsing of the collateral; everything but its time checks.
+
+    ``documents`` is in the order of ``_COLLATERAL_FIELDS``.
+    """
+    tcb_info, qe_identity, tcb_chain, qe_chain, pck_crl, root_ca_crl = documents
+    tcb_signer = _signing_chain(tcb_chain, root, "TCB info issuer chain")
+    if qe_chain == tcb_chain:
+        qe_signer = tcb_signer
+    else:
+        qe_signer = _signing_chain(qe_chain, root, "QE identity issuer chain")
+
+    tcb_text, tcb_sig = split_signed_json(tcb_info, "tcbInfo")
+    if not chain.verify_raw_ecdsa(
+        chain.ec_p256_key(tcb_signer, "TCB signing certificate"), tcb_sig, tcb_text
+    ):
+        raise CollateralError("TCB info: signature does not verify with the TCB signing cert")
+    qe_text, qe_sig = split_signed_json(qe_identity, "enclaveIdentity")
+    if not chain.verify_raw_ecdsa(
+        chain.ec_p256_key(qe_signer, "TCB signing certificate"), qe_sig, qe_text
+    ):
+        raise CollateralError("QE identity: signature does not verify with the TCB signing cert")
+
+    root_crl = chain.load_crl(root_ca_crl, "root CA CRL")
+    chain.check_crl_signed_by(root_crl, root, "root CA CRL")
+    return _CheckedCollateral(
+        tcb_info=parse_tcb_info(tcb_text),
+        qe_identity=parse_qe_identity(qe_text),
+        signers=(tcb_signer,) if qe_signer is tcb_signer else (tcb_signer, qe_signer),
+        pck_crl=chain.load_crl(pck_crl, "PCK CRL"),
+        root_crl=root_crl,
+    )
+
+
+@functools.lru_cache(maxsize=4 * _CACHE_LIMIT)
+def _check_crl_signature(der: bytes, issuer: x509.Certificate, what: str) -> bool:
+    """The CRL in ``der`` is signed by ``issuer`` (CRL objects are not hashable: keyed by DER)."""
+    chain.check_crl_signed_by(chain.load_crl(der, what), issuer, what)
+    return True
 
 
 def _utc(at: datetime | None) -> datetime:
