@@ -261,12 +261,16 @@ def _isr_python(python: str) -> str:
     venv = Path(python).parent.parent
     print(f"creating {venv} with intel-sgx-ra=={ISR_VERSION} (one time)...", flush=True)
     base = shutil.which("python3") or sys.executable
-    subprocess.run([base, "-m", "venv", str(venv)], check=True, capture_output=True)
-    subprocess.run(
+    for command in (
+        [base, "-m", "venv", str(venv)],
         [python, "-m", "pip", "install", "-q", f"intel-sgx-ra=={ISR_VERSION}"],
-        check=True,
-        capture_output=True,
-    )
+    ):
+        proc = subprocess.run(command, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            # A half-made venv would be taken for a ready one next time.
+            shutil.rmtree(venv, ignore_errors=True)
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"cannot create {venv}: {' '.join(command[1:4])}: {last}")
     return python
 
 
@@ -313,7 +317,7 @@ def main() -> int:
     try:
         isr = _IntelSgxRa(_isr_python(args.isr_python), case, at)
         runners["intel-sgx-ra"] = isr.measure
-    except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+    except (OSError, RuntimeError) as exc:
         results["intel-sgx-ra"] = f"failed: {exc}"
 
     for run in runners.values():  # warm-up, untimed

@@ -30,7 +30,7 @@ import functools
 import hashlib
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -60,14 +60,6 @@ from mse_base.verify.policy import Policy
 
 _CACHE_LIMIT = 64
 _TIME = "%Y-%m-%dT%H:%M:%SZ"
-_COLLATERAL_FIELDS = (
-    "tcb_info",
-    "qe_identity",
-    "tcb_info_issuer_chain",
-    "qe_identity_issuer_chain",
-    "pck_crl",
-    "root_ca_crl",
-)
 
 
 @dataclass(frozen=True)
@@ -120,6 +112,17 @@ class _PckChain:
     leaf_key: ec.EllipticCurvePublicKey
     extensions: PckExtensions
     pck_ca_kind: str
+
+
+class _Documents(NamedTuple):
+    """A :class:`Collateral`'s bytes, as exact ``bytes``: a cache key that cannot lie."""
+
+    tcb_info: bytes
+    qe_identity: bytes
+    tcb_info_issuer_chain: bytes
+    qe_identity_issuer_chain: bytes
+    pck_crl: bytes
+    root_ca_crl: bytes
 
 
 @dataclass(frozen=True)
@@ -229,7 +232,7 @@ class Verifier:
         documents = _collateral_bytes(collateral)
         checked = _checked_collateral(documents, self._root)
         checks.append("collateral.signatures")
-        _check_crl_signature(documents[4], pck.ca, "PCK CRL")
+        _check_crl_signature(documents.pck_crl, pck.ca, "PCK CRL")
         checks.append("collateral.crl_signatures")
         self._check_platform_match(checked.tcb_info, pck.extensions)
         checks.append("collateral.platform")
@@ -403,17 +406,17 @@ class Verifier:
 # --- process-wide memos of pure functions of bytes (see the module docstring) ----------------
 
 
-def _collateral_bytes(collateral: Collateral) -> tuple[bytes, ...]:
+def _collateral_bytes(collateral: Collateral) -> _Documents:
     """The six documents as exact ``bytes``: the cache key and the only input of the checks."""
     documents = []
-    for name in _COLLATERAL_FIELDS:
+    for name in _Documents._fields:
         value = getattr(collateral, name)
         if not isinstance(value, bytes):
             raise CollateralError(f"collateral {name}: expected bytes")
         # A bytes subclass could redefine equality and hashing, and so alias another cache
         # entry; an exact copy cannot (bytes(x) is x itself when x is exactly bytes).
         documents.append(bytes(value))
-    return tuple(documents)
+    return _Documents(*documents)
 
 
 @functools.lru_cache(maxsize=_CACHE_LIMIT)
@@ -463,11 +466,8 @@ def _signing_chain(pem: bytes, root: x509.Certificate, what: str) -> x509.Certif
 
 
 @functools.lru_cache(maxsize=_CACHE_LIMIT)
-def _checked_collateral(documents: tuple[bytes, ...], root: x509.Certificate) -> _CheckedCollateral:
-    """Signatures, chains and parsing of the collateral; everything but its time checks.
-
-    ``documents`` is in the order of ``_COLLATERAL_FIELDS``.
-    """
+def _checked_collateral(documents: _Documents, root: x509.Certificate) -> _CheckedCollateral:
+    """Signatures, chains and parsing of the collateral; everything but its time checks."""
     tcb_info, qe_identity, tcb_chain, qe_chain, pck_crl, root_ca_crl = documents
     tcb_signer = _signing_chain(tcb_chain, root, "TCB info issuer chain")
     if qe_chain == tcb_chain:
