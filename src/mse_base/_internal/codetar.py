@@ -83,6 +83,17 @@ def _check_members(tar_path: Path, members: list[tarfile.TarInfo]) -> tuple[int,
     return files, total
 
 
+def inspect_code(tar_path: Path) -> None:
+    """Check every member of the tar without writing anything (run before any directory exists)."""
+    if not tar_path.is_file():
+        raise UsageError(f"--code {tar_path}: no such file; give the path of a tar of your app")
+    try:
+        with tarfile.open(tar_path, "r:*") as archive:
+            _check_members(tar_path, archive.getmembers())
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise UsageError(f"--code {tar_path} is not a readable tar file ({exc})") from None
+
+
 def unpack_code(tar_path: Path, destination: Path) -> UnpackedCode:
     """Unpack ``tar_path`` (plain or compressed) into ``destination``, which must not exist."""
     if not tar_path.is_file():

@@ -21,7 +21,7 @@ from typing import Any, Literal, NoReturn
 from mse_base.errors import EnvironmentMissing, Error, UsageError
 
 from . import manifest as mf
-from .codetar import unpack_code
+from .codetar import inspect_code, unpack_code
 from .deployment import Deployment
 from .measure import simulated_mrenclave
 from .requirements import check_requirements
@@ -130,20 +130,14 @@ def _signer(request: RunRequest) -> SignerKey:
 
 def prepare(request: RunRequest, progress: Callable[[int, int], None] | None = None) -> Prepared:
     """Everything up to (not including) launching: the enclave's identity is known after this."""
-    if not request.code.is_file():
-        raise UsageError(f"--code {request.code}: no such file; give the path of a tar of your app")
+    inspect_code(request.code)
     if request.signer_key is not None:
         load_signer_key(request.signer_key)  # reject a bad key before writing anything
     require_gramine(request.mode, request.dry_run)
     python = mf.PythonLayout.current()
     _prepare_workdir(request.workdir, request.force)
     code_dir = request.workdir / mf.HOST_CODE_DIR
-    try:
-        unpack_code(request.code, code_dir)
-    except Error:
-        if not any(request.workdir.iterdir()):
-            request.workdir.rmdir()
-        raise
+    unpack_code(request.code, code_dir)
     check_requirements(code_dir)
     secrets = request.workdir / mf.HOST_SECRETS_DIR
     secrets.mkdir(mode=0o700, exist_ok=True)
