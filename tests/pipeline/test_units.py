@@ -191,3 +191,11 @@ def test_old_python_without_tar_filters(tmp_path: Path, monkeypatch: pytest.Monk
     assert extracted.read_bytes() == b"x = 1\n"
     assert extracted.stat().st_mode & 0o777 == 0o644
     assert extracted.stat().st_uid != 4242
+
+
+def test_manifest_thread_budget_covers_the_server() -> None:
+    # Gramine needs four of its own threads (main, IPC, async, TLS handshake) on top of ours; the
+    # manifest's constant must not depend on the machine, or MRENCLAVE would.
+    from mse_base._internal import pipeline, serve
+
+    assert serve.MAX_THREADS + 4 <= pipeline.MAX_THREADS
