@@ -122,13 +122,16 @@ def serve(
 
     # The kernel may hand SIGTERM to any thread, Rust ones included, and Python runs its handler
     # only when the main thread next executes bytecode: a main thread blocked in C would never
-    # see it. A wakeup descriptor that the main thread waits on closes that gap (asyncio's
-    # add_signal_handler uses the same mechanism for the ASGI loop).
+    # see it. So the handler only records the signal, and the main thread waits on a wakeup
+    # descriptor the interpreter writes each signal's number to (asyncio's add_signal_handler
+    # does the same for the ASGI loop). The handler must not stop the server itself: it can
+    # interrupt request_stop halfway, inside a lock that the second call would then wait for.
+    received: list[int] = []
     waker, wakee = socket.socketpair()
     waker.setblocking(False)
     previous_fd = signal.set_wakeup_fd(waker.fileno(), warn_on_full_buffer=False)
     previous = {
-        sig: signal.signal(sig, lambda signum, _frame: request_stop(signum))
+        sig: signal.signal(sig, lambda signum, _frame: received.append(signum))
         for sig in (signal.SIGTERM, signal.SIGINT)
     }
     try:
@@ -141,7 +144,7 @@ def serve(
                         request_stop(signum)
         else:
             _serve_asgi(
-                app.target, listener, ssl_args, access_fmt, stop, stopped, request_stop, on_ready
+                app.target, listener, ssl_args, access_fmt, stop, received, request_stop, on_ready
             )
     finally:
         for sig, handler in previous.items():
@@ -183,6 +186,9 @@ def _listen(bind: str, port: int) -> socket.socket:
     try:
         # Lets a restarted server take the port while old connections sit in TIME_WAIT.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Accepted connections inherit it, and granian counts on it: with Nagle's algorithm on,
+        # a response's last segment waits for the client's delayed ACK (about 40 ms on Linux).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((bind, port))
         sock.listen(_BACKLOG)
     except OSError as exc:
@@ -253,7 +259,7 @@ def _serve_asgi(
     ssl_args: tuple[Any, ...],
     access_fmt: str | None,
     stop: WorkerSignal,
-    stopped: threading.Event,
+    received: list[int],
     request_stop: Callable[[int], None],
     on_ready: Callable[[], None] | None,
 ) -> None:
@@ -263,7 +269,9 @@ def _serve_asgi(
         loop.add_signal_handler(sig, request_stop, sig)
     try:
         loop.run_until_complete(
-            _run_asgi(loop, target, listener, ssl_args, access_fmt, stop, stopped, on_ready)
+            _run_asgi(
+                loop, target, listener, ssl_args, access_fmt, stop, received, request_stop, on_ready
+            )
         )
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -279,9 +287,14 @@ async def _run_asgi(
     ssl_args: tuple[Any, ...],
     access_fmt: str | None,
     stop: WorkerSignal,
-    stopped: threading.Event,
+    received: list[int],
+    request_stop: Callable[[int], None],
     on_ready: Callable[[], None] | None,
 ) -> None:
+    done = loop.create_future()
+    # Registered before the lifespan startup so that a SIGTERM during it is not lost; granian
+    # may run this callback from one of its own threads.
+    stop.add_cb(lambda: loop.call_soon_threadsafe(_set_done, done))
     lifespan = _Lifespan(target)
     await lifespan.startup()
     if lifespan.interrupt:
@@ -289,9 +302,6 @@ async def _run_asgi(
         reason = f": {type(lifespan.exc).__name__}: {lifespan.exc}" if lifespan.exc else ""
         raise ServeError(f"the application's ASGI lifespan startup failed{reason}")
     callback = _watcher_wrapper(_asgi_wrapper(target, {}, lifespan.state, access_fmt))
-    done = loop.create_future()
-    # granian may run this callback from one of its own threads.
-    stop.add_cb(lambda: loop.call_soon_threadsafe(_set_done, done))
     worker = _ASGIWorker(
         1,
         (None, _hand_over(listener)),
@@ -304,14 +314,17 @@ async def _run_asgi(
     )
     worker.serve_mtr(_scheduler(loop, callback, impl_asyncio=True), loop, stop)
     _ready(on_ready)
-    if stopped.is_set():
-        _set_done(done)
+    if received:
+        # Arrived before the loop's own handlers were in place.
+        request_stop(received[0])
     await done
     await lifespan.shutdown()
 
 
 def _hand_over(listener: socket.socket) -> SocketHolder:
-    # granian's worker takes the descriptor over and closes it when it stops.
+    # granian's worker takes the descriptor over and closes it when it stops. Its runtime
+    # (tokio) needs it non-blocking: a blocking accept stalls a whole I/O thread.
+    listener.setblocking(False)
     holder: SocketHolder = _SocketHolder(listener.detach(), False, _BACKLOG)
     return holder
 
