@@ -53,6 +53,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -62,7 +63,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-SHARED = Path("/work/shared/sgx-quotes")
+SHARED = Path(
+    os.environ.get(
+        "MSE_SGX_QUOTES", Path(__file__).resolve().parents[1].parent / "shared" / "sgx-quotes"
+    )
+)
 ISR_VERSION = "2.3.3"
 FILES = (
     "quote.bin",

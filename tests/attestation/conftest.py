@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from mse_base._internal.simulation import SimulationPKI, ensure_simulation_pki
+from tests.shared_data import SHARED_QUOTES
 
-SHARED = Path("/work/shared/sgx-quotes")
+SHARED = SHARED_QUOTES
 
 
 @pytest.fixture(scope="session")

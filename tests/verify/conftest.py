@@ -1,17 +1,17 @@
-"""Fixtures over the real Intel quotes and collateral in /work/shared/sgx-quotes."""
+"""Fixtures over the real Intel quotes and collateral in ../shared/sgx-quotes."""
 
 from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mse_base.verify import TCB_STATUSES, Collateral, Policy
+from tests.shared_data import SHARED_QUOTES
 
-SHARED = Path("/work/shared/sgx-quotes")
+SHARED = SHARED_QUOTES
 CASES: dict[str, dict[str, Any]] = (
     {c["case"]: c for c in json.loads((SHARED / "expected.json").read_text())}
     if SHARED.is_dir()

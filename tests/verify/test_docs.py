@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import mse_base.verify
+from tests.shared_data import SHARED_QUOTES
 
 
 def test_module_docstring_example_runs() -> None:
@@ -14,6 +15,10 @@ def test_module_docstring_example_runs() -> None:
     assert doc is not None
     code = textwrap.dedent(doc.split("Example::")[1].split("\nEvery check")[0])
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=SHARED_QUOTES.parent,
     ).stdout
     assert out.strip() == "SWHardeningNeeded ('INTEL-SA-00615',)"

@@ -21,6 +21,7 @@ from mse_base.verify import (
     RevokedCertificateError,
     Verifier,
 )
+from tests.shared_data import SHARED_QUOTES
 
 MRENCLAVE = bytes(range(32))
 MRSIGNER = bytes(range(32, 64))
@@ -81,9 +82,7 @@ def test_foreign_root_needs_simulation_flag(provider: SimulationQuoteProvider) -
 
 
 def test_intel_root_with_simulation_flag_is_refused(provider: SimulationQuoteProvider) -> None:
-    intel = x509.load_der_x509_certificate(
-        Path("/work/shared/sgx-quotes/intel_sgx_root_ca.der").read_bytes()
-    )
+    intel = x509.load_der_x509_certificate((SHARED_QUOTES / "intel_sgx_root_ca.der").read_bytes())
     with pytest.raises(UsageError, match="labelled as simulated"):
         Verifier(collateral=_collateral(provider), trust_root=intel, simulation=True)
     # The same root passed explicitly without the flag is fine.

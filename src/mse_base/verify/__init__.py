@@ -7,7 +7,7 @@ Example::
 
     from mse_base.verify import Collateral, Policy, Verifier
 
-    case = Path("/work/shared/sgx-quotes/automata_sgx_v3")
+    case = Path("sgx-quotes/automata_sgx_v3")  # a collateral directory and its quote
     mrenclave = bytes.fromhex("a4f45c39dac622cb1dd32ddb35a52ec92db41d0fa88a1c911c49e59c534f61cd")
     policy = Policy(
         mrenclave=frozenset({mrenclave}),
