@@ -112,12 +112,11 @@ def _progress() -> Callable[[int, int], None] | None:
     return show
 
 
-def _run(args: argparse.Namespace) -> int:
+def _deployment(args: argparse.Namespace) -> Any:
+    """The measured parameters, checked the same way by mse-run and inside the enclave."""
     from mse_base._internal import deployment as dep
-    from mse_base._internal import pipeline
-    from mse_base._internal.size import format_size, parse_enclave_size
 
-    deployment = dep.Deployment(
+    return dep.Deployment(
         application=dep.parse_application(args.application),
         host=dep.parse_host(args.host),
         deployment_id=dep.parse_uuid(args.uuid),
@@ -126,6 +125,13 @@ def _run(args: argparse.Namespace) -> int:
         port=dep.parse_port(args.port),
         debug=args.debug,
     )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from mse_base._internal import pipeline
+    from mse_base._internal.size import format_size, parse_enclave_size
+
+    deployment = _deployment(args)
     request = pipeline.RunRequest(
         deployment=deployment,
         enclave_size=parse_enclave_size(args.size),
@@ -318,17 +324,8 @@ def test_main(argv: Sequence[str] | None = None) -> int:
 
 def _bootstrap(args: argparse.Namespace) -> int:
     from mse_base._internal import bootstrap
-    from mse_base._internal import deployment as dep
 
-    deployment = dep.Deployment(
-        application=dep.parse_application(args.application),
-        host=dep.parse_host(args.host),
-        deployment_id=dep.parse_uuid(args.uuid),
-        expiry=dep.parse_expiry(args.self_signed),
-        bind=dep.parse_bind(args.bind),
-        port=dep.parse_port(args.port),
-        debug=args.debug,
-    )
+    deployment = _deployment(args)
     bootstrap.run(deployment)
     return 0
 
