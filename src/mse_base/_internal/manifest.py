@@ -310,7 +310,6 @@ def build_manifest(
                 "LD_LIBRARY_PATH": library_path,
                 "PATH": f"{python.venv}/bin",
                 "LANG": "C.UTF-8",
-                "PYTHONHASHSEED": "random",
             },
         },
         "libos": {"entrypoint": str(python.executable)},
