@@ -20,9 +20,14 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from mse_base.errors import Error
+
+if TYPE_CHECKING:
+    from mse_base._internal.deployment import Deployment
+    from mse_base._internal.pipeline import Prepared
+    from mse_base.verify import VerificationResult
 
 
 def _fail(prog: str, err: Error, debug: bool) -> NoReturn:
@@ -112,7 +117,7 @@ def _progress() -> Callable[[int, int], None] | None:
     return show
 
 
-def _deployment(args: argparse.Namespace) -> Any:
+def _deployment(args: argparse.Namespace) -> Deployment:
     """The measured parameters, checked the same way by mse-run and inside the enclave."""
     from mse_base._internal import deployment as dep
 
@@ -174,7 +179,7 @@ def _run(args: argparse.Namespace) -> int:
     return _run_simulation(prepared)
 
 
-def _run_simulation(prepared: Any) -> int:
+def _run_simulation(prepared: Prepared) -> int:
     from mse_base._internal import pipeline
 
     log = logging.getLogger("mse")
@@ -218,7 +223,7 @@ def _run_simulation(prepared: Any) -> int:
     return int(child.wait())
 
 
-def _check_running_enclave(prepared: Any, address: str) -> Any:
+def _check_running_enclave(prepared: Prepared, address: str) -> VerificationResult:
     """Verify the live server's certificate exactly as a client would, pinned to our MRENCLAVE."""
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,10 @@ def test_manifest_content(flask_tar: Path, tmp_path: Path, env: dict) -> None:
 
     assert any(u.startswith(f"file:{Path(mse_base.__file__).parent}/") for u in uris)
     assert not any("__pycache__" in u or u.endswith(".pyc") for u in uris)
-    assert not any("/test/" in u and "/lib/python3" in u and "site-packages" not in u for u in uris)
+    stdlib = sysconfig.get_paths(vars={"base": sys.base_prefix})["stdlib"]
+    assert f"file:{stdlib}/json/decoder.py" in uris
+    for excluded in ("test", "tkinter", "idlelib", "ensurepip", "site-packages"):
+        assert not any(u.startswith(f"file:{stdlib}/{excluded}/") for u in uris)
     mounts = manifest["fs"]["mounts"]
     secrets = [m for m in mounts if m.get("type") == "encrypted"]
     assert secrets == [

@@ -67,6 +67,7 @@ _STDLIB_EXCLUDED = frozenset(
         "__pycache__",
     }
 )
+_LDD_BATCH = 256
 _LDD_LINE = re.compile(r"^\s*(?:\S+\s+=>\s+)?(/\S+)\s+\(0x[0-9a-f]+\)\s*$")
 
 GRAMINE_LIBDIR_CANDIDATES = (
@@ -210,9 +211,16 @@ def _shared_library_closure(objects: Iterable[Path]) -> list[Path]:
     if ldd is None:
         raise EnvironmentMissing("ldd is missing: install libc-bin to list the enclave's libraries")
     found: set[str] = set()
-    for obj in objects:
-        result = subprocess.run(  # ldd on a file we are about to trust; no shell involved
-            [ldd, str(obj)], capture_output=True, text=True, check=False
+    paths = [str(obj) for obj in objects]
+    # One ldd per batch, not per file: a venv holds hundreds of extension modules, and starting
+    # ldd for each one was most of a dry run's time. ldd keeps going past a file it cannot read
+    # (and then exits non-zero), so the exit status says nothing about the others.
+    for start in range(0, len(paths), _LDD_BATCH):
+        result = subprocess.run(  # ldd on files we are about to trust; no shell involved
+            [ldd, *paths[start : start + _LDD_BATCH]],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         for line in result.stdout.splitlines():
             match = _LDD_LINE.match(line)
@@ -287,7 +295,8 @@ def build_manifest(
     )
     mounts: list[dict[str, str]] = [_mount("/lib", f"file:{gramine.runtime_dir}")]
     mounts += [_mount(d, f"file:{d}") for d in trusted.library_dirs]
-    # A directory nested in another mount must come after it; sorting by path does that.
+    # A Python directory inside another one (the stdlib inside the prefix, say) is already
+    # visible through the outer mount.
     mounts += [_mount(d, f"file:{d}") for d in python_dirs if not _under_any(d, python_dirs)]
     mounts += [
         _mount(ENCLAVE_CODE_DIR, f"file:{HOST_CODE_DIR}"),

@@ -116,11 +116,15 @@ def _prepare_workdir(workdir: Path, force: bool) -> None:
     workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
-def _signer(request: RunRequest) -> SignerKey:
+def _signer(request: RunRequest) -> SignerKey | None:
+    """The signing key, or None when a throwaway key is allowed and nothing else exists.
+
+    Runs before anything is written, so a bad key leaves no work directory behind.
+    """
     path = request.signer_key or default_key_path()
     if request.signer_key is None and not path.exists():
         if request.dry_run or request.mode == "simulation":
-            return throwaway_signer_key(request.workdir)
+            return None
         raise UsageError(
             f"no enclave signing key at {path}: mount yours there (RSA-3072, e=3), "
             "or pass --signer-key PATH"
@@ -131,9 +135,8 @@ def _signer(request: RunRequest) -> SignerKey:
 def prepare(request: RunRequest, progress: Callable[[int, int], None] | None = None) -> Prepared:
     """Everything up to (not including) launching: the enclave's identity is known after this."""
     inspect_code(request.code)
-    if request.signer_key is not None:
-        load_signer_key(request.signer_key)  # reject a bad key before writing anything
     require_gramine(request.mode, request.dry_run)
+    key = _signer(request)
     python = mf.PythonLayout.current()
     _prepare_workdir(request.workdir, request.force)
     code_dir = request.workdir / mf.HOST_CODE_DIR
@@ -141,7 +144,7 @@ def prepare(request: RunRequest, progress: Callable[[int, int], None] | None = N
     check_requirements(code_dir)
     secrets = request.workdir / mf.HOST_SECRETS_DIR
     secrets.mkdir(mode=0o700, exist_ok=True)
-    signer = _signer(request)
+    signer = key or throwaway_signer_key(request.workdir)
 
     argv = (
         str(python.venv_python),
