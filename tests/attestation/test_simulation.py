@@ -334,9 +334,9 @@ def test_independent_verifier_accepts_simulation_quotes(sim_pki: SimulationPKI) 
     import time
     from importlib import resources
 
+    import dcap_qvl
     from cryptography.hazmat.primitives import serialization
 
-    dcap_qvl = pytest.importorskip("dcap_qvl")
     quote = SimulationQuoteProvider(
         mrenclave=MRENCLAVE, mrsigner=MRSIGNER, directory=sim_pki.directory
     ).quote(bytes(64))

@@ -50,7 +50,6 @@ def test_detects_interface(spec: str, interface: str) -> None:
 
 
 def test_detects_fastapi_as_asgi() -> None:
-    pytest.importorskip("fastapi")
     assert load_application("fastapi_app:app", APPS).interface == "asgi"
 
 

@@ -54,8 +54,6 @@ APPS = [
 @pytest.fixture(params=APPS, ids=[spec.split(":")[0] for spec, _, _ in APPS])
 def app_case(request: pytest.FixtureRequest) -> tuple[str, str, str]:
     spec, interface, body = request.param
-    if spec.startswith("fastapi"):
-        pytest.importorskip("fastapi")
     return spec, interface, body
 
 
@@ -235,7 +233,6 @@ def test_access_log_lines(serve_app: Start, tls_pair: TLSPair) -> None:
 
 
 def test_fastapi_json(serve_app: Start, tls_pair: TLSPair) -> None:
-    pytest.importorskip("fastapi")
     server = serve_app("fastapi_app:app")
     body, _ = curl(server, tls_pair.cert, "--http2")
     assert json.loads(body) == {"hello": "FastAPI"}
