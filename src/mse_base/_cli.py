@@ -233,17 +233,7 @@ def _check_running_enclave(prepared: Prepared, address: str) -> VerificationResu
     from mse_base.verify import Policy, Verifier
 
     deployment = prepared.request.deployment
-    context = ssl.create_default_context()
-    # The quote inside the certificate is the trust anchor, not a CA.
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    with (
-        socket.create_connection((address, deployment.port), timeout=10) as raw,
-        context.wrap_socket(raw, server_hostname=deployment.host) as tls,
-    ):
-        der = tls.getpeercert(binary_form=True)
-    if der is None:
-        raise Error("the enclave presented no certificate")
+    der = _peer_certificate(address, deployment.port, deployment.host)
     pki = ensure_simulation_pki()
     verifier = Verifier(
         collateral=Collateral.from_directory(pki.collateral_dir),
@@ -448,7 +438,7 @@ def _fetch_server_certificate(url: str) -> bytes:
     """The DER certificate an RA-TLS server presents; its quote, not a CA, is the trust anchor."""
     from urllib.parse import urlsplit
 
-    from mse_base.errors import UsageError, VerificationError
+    from mse_base.errors import UsageError
 
     parts = urlsplit(url if "//" in url else f"https://{url}")
     if parts.scheme != "https" or not parts.hostname:
@@ -457,19 +447,31 @@ def _fetch_server_certificate(url: str) -> bytes:
         port = parts.port or 443
     except ValueError:
         raise UsageError(f"{url!r} has an invalid port") from None
+    return _peer_certificate(parts.hostname, port, parts.hostname)
+
+
+def _peer_certificate(address: str, port: int, server_name: str) -> bytes:
+    """The DER certificate a TLS server presents, fetched without any CA check.
+
+    An RA-TLS certificate is self-signed: the quote inside it is the trust anchor, and the
+    verifier checks it (and the key binding) afterwards.
+    """
+    from mse_base.errors import VerificationError
+
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
+    where = f"{server_name}:{port}"
     try:
         with (
-            socket.create_connection((parts.hostname, port), timeout=15) as raw,
-            context.wrap_socket(raw, server_hostname=parts.hostname) as tls,
+            socket.create_connection((address, port), timeout=15) as raw,
+            context.wrap_socket(raw, server_hostname=server_name) as tls,
         ):
             der = tls.getpeercert(binary_form=True)
     except (OSError, ssl.SSLError) as err:
-        raise VerificationError(f"cannot fetch the certificate from {url}: {err}") from None
+        raise VerificationError(f"cannot fetch the certificate from {where}: {err}") from None
     if not der:
-        raise VerificationError(f"{url} presented no certificate")
+        raise VerificationError(f"{where} presented no certificate")
     return der
 
 

@@ -6,7 +6,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import shutil
 import ssl
 import subprocess
 import sys
@@ -324,16 +323,15 @@ def test_live_simulation_server(
     assert out["simulation"] is True
     assert out["mrenclave"] == MRENCLAVE.hex()
     # The saved certificate is the server's trust anchor for curl.
-    if shutil.which("curl"):
-        curl = subprocess.run(
-            ["curl", "--silent", "--show-error", "--cacert", str(saved), f"{url}/"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-        assert curl.returncode == 0, curl.stderr
-        assert curl.stdout == "hello from the simulated enclave\n"
+    curl = subprocess.run(
+        ["curl", "--silent", "--show-error", "--cacert", str(saved), f"{url}/"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert curl.returncode == 0, curl.stderr
+    assert curl.stdout == "hello from the simulated enclave\n"
     s_client = subprocess.run(
         [
             "openssl",

@@ -27,6 +27,7 @@ from mse_base._internal.simulation import (
     ensure_simulation_pki,
     simulation_dir,
 )
+from mse_base.errors import EnvironmentMissing
 
 MRENCLAVE = hashlib.sha256(b"enclave").digest()
 MRSIGNER = hashlib.sha256(b"signer").digest()
@@ -372,3 +373,19 @@ def test_independent_verifier_accepts_simulation_quotes(sim_pki: SimulationPKI) 
     tampered[48 + 64] ^= 1
     with pytest.raises(ValueError):
         dcap_qvl.verify_with_root_ca(bytes(tampered), collateral, root, now)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "world-readable"])
+def test_damaged_key_is_one_clear_error(tmp_path: Path, damage: str) -> None:
+    directory = tmp_path / "sim"
+    ensure_simulation_pki(directory)
+    key = directory / "attestation.key"
+    if damage == "garbage":
+        key.write_bytes(b"not a key")
+        needle = "not a PEM private key"
+    else:
+        key.chmod(0o644)
+        needle = "readable by other users"
+    provider = SimulationQuoteProvider(mrenclave=bytes(32), mrsigner=bytes(32), directory=directory)
+    with pytest.raises(EnvironmentMissing, match=needle):
+        provider.quote(bytes(64))

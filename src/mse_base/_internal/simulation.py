@@ -150,11 +150,24 @@ def _write_private_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
 
 
 def _read_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    recreate = f"delete {path.parent} to recreate the simulation PKI"
+    # Check and read through one descriptor, so the file checked is the file read.
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as err:
+        raise EnvironmentMissing(f"{path}: cannot read it ({err.strerror}); {recreate}") from None
+    with os.fdopen(fd, "rb") as handle:
+        if os.fstat(handle.fileno()).st_mode & 0o077:
+            raise EnvironmentMissing(
+                f"{path} is readable by other users: a simulation key must be 0600; {recreate}"
+            )
+        data = handle.read()
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise EnvironmentMissing(f"{path} is not a PEM private key; {recreate}") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise EnvironmentMissing(
-            f"{path} is not an EC private key; delete {path.parent} to recreate the simulation PKI"
-        )
+        raise EnvironmentMissing(f"{path} is not an EC private key; {recreate}")
     return key
 
 
