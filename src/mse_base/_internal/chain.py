@@ -99,18 +99,10 @@ def check_root_copy(copy: x509.Certificate, root: x509.Certificate, what: str) -
 
 def check_issued_by(child: x509.Certificate, parent: x509.Certificate, what: str) -> None:
     try:
-        _verified_link(child, parent)
+        child.verify_directly_issued_by(parent)
     except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm) as exc:
         detail = str(exc) or "bad signature"
         raise CertificateChainError(f"{what}: not issued by {_cn(parent)} ({detail})") from None
-
-
-# Certificates hash and compare by their DER, so this is a pure function of bytes and can be
-# shared by every verifier in the process. Only successes are cached (failures raise).
-@functools.lru_cache(maxsize=256)
-def _verified_link(child: x509.Certificate, parent: x509.Certificate) -> bool:
-    child.verify_directly_issued_by(parent)
-    return True
 
 
 def check_validity(cert: x509.Certificate, at: datetime, what: str) -> None:

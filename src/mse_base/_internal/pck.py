@@ -15,7 +15,6 @@ about ten times slower, and this runs once per PCK certificate.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 from asn1crypto import core, parser
@@ -153,8 +152,6 @@ def _require(entries: dict[str, _Tlv], oid: str, name: str) -> _Tlv:
         raise _fail(f"missing {name} ({oid})") from None
 
 
-# Certificates hash and compare by their DER, so this caches per distinct PCK leaf.
-@functools.lru_cache(maxsize=64)
 def parse_pck_extensions(cert: x509.Certificate) -> PckExtensions:
     """Extract the SGX extensions of a PCK leaf certificate."""
     try:

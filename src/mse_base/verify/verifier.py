@@ -114,6 +114,16 @@ class _PckChain:
     pck_ca_kind: str
 
 
+class _SignedDocuments(NamedTuple):
+    """The collateral documents signed under the trust root itself, as a cache key."""
+
+    tcb_info: bytes
+    qe_identity: bytes
+    tcb_info_issuer_chain: bytes
+    qe_identity_issuer_chain: bytes
+    root_ca_crl: bytes
+
+
 class _Documents(NamedTuple):
     """A :class:`Collateral`'s bytes, as exact ``bytes``: a cache key that cannot lie."""
 
@@ -124,13 +134,21 @@ class _Documents(NamedTuple):
     pck_crl: bytes
     root_ca_crl: bytes
 
+    def signed(self) -> _SignedDocuments:
+        return _SignedDocuments(
+            self.tcb_info,
+            self.qe_identity,
+            self.tcb_info_issuer_chain,
+            self.qe_identity_issuer_chain,
+            self.root_ca_crl,
+        )
+
 
 @dataclass(frozen=True)
 class _CheckedCollateral:
     tcb_info: TcbInfo
     qe_identity: QeIdentity
     signers: tuple[x509.Certificate, ...]
-    pck_crl: x509.CertificateRevocationList
     root_crl: x509.CertificateRevocationList
 
 
@@ -214,7 +232,7 @@ class Verifier:
         parsed = parse_quote(quote)
         checks.append("quote.format")
 
-        pck = _checked_pck_chain(parsed.pck_chain_pem, self._root, self._simulation)
+        pck = _checked_pck_chain(parsed.pck_chain_pem, self._root)
         for cert, what in ((pck.leaf, "PCK leaf"), (pck.ca, "PCK CA"), (self._root, "root CA")):
             chain.check_validity(cert, at, f"PCK chain: {what}")
         checks.append("pck.chain")
@@ -230,13 +248,13 @@ class Verifier:
                 f"collateral source returned {type(collateral).__name__}, not Collateral"
             )
         documents = _collateral_bytes(collateral)
-        checked = _checked_collateral(documents, self._root)
+        checked = _checked_collateral(documents.signed(), self._root)
         checks.append("collateral.signatures")
-        _check_crl_signature(documents.pck_crl, pck.ca, "PCK CRL")
+        pck_crl = _checked_pck_crl(documents.pck_crl, pck.ca)
         checks.append("collateral.crl_signatures")
         self._check_platform_match(checked.tcb_info, pck.extensions)
         checks.append("collateral.platform")
-        self._check_collateral_time(checked, pck, at)
+        self._check_collateral_time(checked, pck_crl, pck, at)
         checks += ["collateral.freshness", "collateral.revocation"]
         self._check_qe_identity(checked.qe_identity, parsed)
         checks.append("qe.identity")
@@ -342,7 +360,11 @@ class Verifier:
     # --- collateral -----------------------------------------------------------------------
 
     def _check_collateral_time(
-        self, checked: _CheckedCollateral, pck: _PckChain, at: datetime
+        self,
+        checked: _CheckedCollateral,
+        pck_crl: x509.CertificateRevocationList,
+        pck: _PckChain,
+        at: datetime,
     ) -> None:
         for signer in checked.signers:
             try:
@@ -353,11 +375,11 @@ class Verifier:
         _check_window(info.issue_date, info.next_update, at, "TCB info")
         _check_window(identity.issue_date, identity.next_update, at, "QE identity")
         stale = self._policy.allow_stale_crls
-        chain.check_crl_window(checked.pck_crl, at, "PCK CRL", allow_stale=stale)
+        chain.check_crl_window(pck_crl, at, "PCK CRL", allow_stale=stale)
         chain.check_crl_window(checked.root_crl, at, "root CA CRL", allow_stale=stale)
 
         revoked = [
-            (checked.pck_crl, pck.leaf, "PCK leaf certificate", "PCK CRL"),
+            (pck_crl, pck.leaf, "PCK leaf certificate", "PCK CRL"),
             (checked.root_crl, pck.ca, "PCK CA certificate", "root CA CRL"),
         ]
         revoked += [
@@ -420,13 +442,12 @@ def _collateral_bytes(collateral: Collateral) -> _Documents:
 
 
 @functools.lru_cache(maxsize=_CACHE_LIMIT)
-def _checked_pck_chain(pem: bytes, root: x509.Certificate, simulation: bool) -> _PckChain:
+def _checked_pck_chain(pem: bytes, root: x509.Certificate) -> _PckChain:
     """Everything about the quote's PCK chain that does not depend on the time."""
     leaf, ca, root_copy = chain.load_pem_chain(pem, "PCK certificate chain in the quote", 3)
+    intel = chain.spki_sha256(root) == chain.INTEL_SGX_ROOT_SPKI_SHA256
     chain.check_root_copy(
-        root_copy,
-        root,
-        "PCK chain " + ("(simulation CA)" if simulation else "(Intel SGX Root CA)"),
+        root_copy, root, "PCK chain " + ("(Intel SGX Root CA)" if intel else "(simulation CA)")
     )
     # Signatures first: after them, every other field is the issuer's word.
     chain.check_issued_by(ca, root, "PCK chain: PCK CA")
@@ -466,9 +487,11 @@ def _signing_chain(pem: bytes, root: x509.Certificate, what: str) -> x509.Certif
 
 
 @functools.lru_cache(maxsize=_CACHE_LIMIT)
-def _checked_collateral(documents: _Documents, root: x509.Certificate) -> _CheckedCollateral:
-    """Signatures, chains and parsing of the collateral; everything but its time checks."""
-    tcb_info, qe_identity, tcb_chain, qe_chain, pck_crl, root_ca_crl = documents
+def _checked_collateral(documents: _SignedDocuments, root: x509.Certificate) -> _CheckedCollateral:
+    """Signatures, chains and parsing of the collateral signed under the root itself (all but
+    the PCK CRL, which the quote's PCK CA signs); everything but their time checks.
+    """
+    tcb_info, qe_identity, tcb_chain, qe_chain, root_ca_crl = documents
     tcb_signer = _signing_chain(tcb_chain, root, "TCB info issuer chain")
     if qe_chain == tcb_chain:
         qe_signer = tcb_signer
@@ -492,16 +515,16 @@ def _checked_collateral(documents: _Documents, root: x509.Certificate) -> _Check
         tcb_info=parse_tcb_info(tcb_text),
         qe_identity=parse_qe_identity(qe_text),
         signers=(tcb_signer,) if qe_signer is tcb_signer else (tcb_signer, qe_signer),
-        pck_crl=chain.load_crl(pck_crl, "PCK CRL"),
         root_crl=root_crl,
     )
 
 
 @functools.lru_cache(maxsize=4 * _CACHE_LIMIT)
-def _check_crl_signature(der: bytes, issuer: x509.Certificate, what: str) -> bool:
-    """The CRL in ``der`` is signed by ``issuer`` (CRL objects are not hashable: keyed by DER)."""
-    chain.check_crl_signed_by(chain.load_crl(der, what), issuer, what)
-    return True
+def _checked_pck_crl(der: bytes, issuer: x509.Certificate) -> x509.CertificateRevocationList:
+    """The PCK CRL in ``der``, signed by the quote's PCK CA ``issuer``."""
+    crl = chain.load_crl(der, "PCK CRL")
+    chain.check_crl_signed_by(crl, issuer, "PCK CRL")
+    return crl
 
 
 def _utc(at: datetime | None) -> datetime:
