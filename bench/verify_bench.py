@@ -30,9 +30,9 @@ What ours memoises, and why that is sound. Process-wide bounded LRU caches
 
 * the PCK chain in the quote, given the trust root: the certificate parses, the two chain-link
   signatures, the CA / end-entity flags, the PCK CA kind and the decoded SGX extension;
-* the six collateral documents, given the trust root: the TCB signing chain, the TCB info and QE
-  identity signatures, the root CA CRL signature and the JSON parses;
-* a CRL's DER and the certificate that must have signed it (the PCK CRL by the quote's PCK CA).
+* the five collateral documents signed under the trust root, given the root: the TCB signing
+  chain, the TCB info and QE identity signatures, the root CA CRL signature and the JSON parses;
+* the PCK CRL's DER and the PCK CA that must have signed it: the parsed CRL and its signature.
 
 Each reads only its arguments (no clock, no policy, no I/O); certificates hash and compare by
 their DER, so an equal key means equal input bytes; only successes are stored (a failing check

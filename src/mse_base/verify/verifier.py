@@ -8,9 +8,10 @@
 5. enclave identity against the policy.
 
 Caching. A check whose outcome depends only on bytes (the PCK chain in the quote and the trust
-root; the six collateral documents and the trust root; a CRL and the certificate that must have
-signed it) is memoised process-wide, in bounded LRU caches keyed by exactly those bytes, so that
-every :class:`Verifier` in the process shares it. This is sound because:
+root; the five collateral documents signed under the trust root, and the root; the PCK CRL and
+the PCK CA that must have signed it) is memoised process-wide, in bounded LRU caches keyed by
+exactly those bytes, so that every :class:`Verifier` in the process shares it. This is sound
+because:
 
 * the memoised functions read nothing but their arguments (no clock, no policy, no I/O), and
   certificates hash and compare by their DER, so equal keys mean equal inputs;
