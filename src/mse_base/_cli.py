@@ -346,7 +346,9 @@ def bootstrap_main(argv: Sequence[str] | None = None) -> int:
 _VERIFY_EPILOG = """\
 exit status: 0 verified, 1 rejected (the reason on stderr, or in the JSON), 2 usage error.
 Default collateral: Intel PCS (https://api.trustedservices.intel.com), cached under
-$XDG_CACHE_HOME/mse/collateral; with --simulation-ca, the collateral directory next to it."""
+$XDG_CACHE_HOME/mse/collateral; with --simulation-ca, the collateral/ directory next to it.
+--save-cert writes the presented certificate before it is verified (also when it is rejected)
+and never replaces an existing file."""
 
 
 def _verify_parser() -> argparse.ArgumentParser:
@@ -392,7 +394,12 @@ def _verify_parser() -> argparse.ArgumentParser:
         help="accept CRLs past their nextUpdate (weakens revocation checking)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--save-cert", type=Path, metavar="PATH", help="write the cert as PEM")
+    parser.add_argument(
+        "--save-cert",
+        type=Path,
+        metavar="PATH",
+        help="write the presented certificate as PEM to this new file",
+    )
     parser.add_argument("--debug", action="store_true", help="tracebacks on errors")
     return parser
 
@@ -432,6 +439,75 @@ def _read_input(path: Path, what: str) -> bytes:
         return path.read_bytes()
     except OSError as err:
         raise UsageError(f"{what} {path}: cannot read it ({err.strerror or err})") from None
+
+
+def _check_save_target(path: Path) -> None:
+    """Refuse a ``--save-cert`` path that cannot become a new file, before any network access."""
+    from mse_base.errors import UsageError
+
+    if os.path.lexists(path):
+        raise UsageError(_save_exists(path))
+    if not path.parent.is_dir():
+        raise UsageError(
+            f"--save-cert {path}: {path.parent} is not a directory; choose a path in an "
+            "existing directory"
+        )
+
+
+def _save_exists(path: Path) -> str:
+    return (
+        f"--save-cert {path}: the file exists and mse-verify never replaces a file; remove it "
+        "or choose another path"
+    )
+
+
+def _save_certificate(path: Path, pem: bytes) -> None:
+    """Write ``pem`` to ``path`` as a new file.
+
+    O_EXCL, not the earlier check, is what protects: a file or symlink that appeared at ``path``
+    since then is refused, never written through.
+    """
+    from mse_base.errors import UsageError
+
+    try:
+        # 0644: a certificate is public.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    except FileExistsError:
+        raise UsageError(_save_exists(path)) from None
+    except OSError as err:
+        raise UsageError(
+            f"--save-cert {path}: cannot create it ({err.strerror or err}); choose a writable path"
+        ) from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(pem)
+    except OSError as err:
+        # The file is ours (O_EXCL): a truncated certificate must not be left behind.
+        path.unlink(missing_ok=True)
+        raise UsageError(
+            f"--save-cert {path}: cannot write it ({err.strerror or err}); choose another path"
+        ) from None
+
+
+def _simulation_collateral_dir(ca_pem: Path) -> Path:
+    """The collateral of the simulation PKI ``ca_pem`` belongs to: the ``collateral/`` beside it.
+
+    The PKI's owner (keys readable) gets it re-issued first when stale, as ``mse-run`` would; a
+    copied ca.pem is used with whatever collateral was copied beside it.
+    """
+    from mse_base._internal.simulation import refresh_collateral
+    from mse_base.errors import UsageError
+
+    refresh_collateral(ca_pem.parent)
+    directory = ca_pem.parent / "collateral"
+    if not directory.is_dir():
+        raise UsageError(
+            f"--simulation-ca {ca_pem}: no simulation collateral beside it ({directory} is "
+            "missing); pass --collateral DIR with the simulation's collateral directory "
+            "(~/.config/mse/simulation/collateral, beside its ca.pem) or copy that directory "
+            "beside this ca.pem"
+        )
+    return directory
 
 
 def _fetch_server_certificate(url: str) -> bytes:
@@ -482,7 +558,6 @@ def _verify(args: argparse.Namespace) -> int:
     from mse_base._internal import ratls
     from mse_base._internal.collateral import Collateral, CollateralSource
     from mse_base._internal.pccs import INTEL_PCS_URL, PCCSCollateralSource
-    from mse_base._internal.simulation import refresh_collateral
     from mse_base.errors import UsageError, VerificationError
     from mse_base.verify import Policy, Verifier
 
@@ -495,6 +570,13 @@ def _verify(args: argparse.Namespace) -> int:
     # Local inputs are read first: a typo in a path is reported before any network access.
     quote_bytes = _read_input(args.quote, "--quote") if args.quote is not None else None
     cert_bytes = _read_input(args.cert, "--cert") if args.cert is not None else None
+    if args.save_cert is not None:
+        if args.quote is not None:
+            raise UsageError(
+                "--save-cert needs a certificate: use it with an https:// URL or --cert, "
+                "not --quote"
+            )
+        _check_save_target(args.save_cert)
 
     trust_root = None
     if args.simulation_ca is not None:
@@ -510,7 +592,10 @@ def _verify(args: argparse.Namespace) -> int:
     collateral: Collateral | CollateralSource
     if args.collateral is not None:
         if not args.collateral.is_dir():
-            raise UsageError(f"--collateral {args.collateral}: not a directory")
+            raise UsageError(
+                f"--collateral {args.collateral}: not a directory; pass the directory holding "
+                "tcb_info.json, qe_identity.json, the issuer chain and the CRLs"
+            )
         collateral = Collateral.from_directory(args.collateral)
     elif args.pccs_url is not None:
         try:
@@ -518,10 +603,7 @@ def _verify(args: argparse.Namespace) -> int:
         except ValueError as err:
             raise UsageError(f"--pccs-url: {err}") from None
     elif args.simulation_ca is not None:
-        # The local simulation PKI (ours, keys readable): bring its collateral up to date first,
-        # as mse-run would; a copied ca.pem is used as is.
-        refresh_collateral(args.simulation_ca.parent)
-        collateral = Collateral.from_directory(args.simulation_ca.parent / "collateral")
+        collateral = Collateral.from_directory(_simulation_collateral_dir(args.simulation_ca))
     else:
         collateral = PCCSCollateralSource(INTEL_PCS_URL)
 
@@ -545,6 +627,7 @@ def _verify(args: argparse.Namespace) -> int:
             "warning: --insecure-allow-stale-crl: CRLs past their nextUpdate are accepted, so a "
             "recent revocation may go unseen"
         )
+    saved = False
     try:
         if quote_bytes is not None:
             result = verifier.verify_quote(quote_bytes, at=at)
@@ -554,13 +637,18 @@ def _verify(args: argparse.Namespace) -> int:
             else:
                 cert = ratls.load_certificate(_fetch_server_certificate(args.url))
             if args.save_cert is not None:
-                try:
-                    args.save_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-                except OSError as err:
-                    raise UsageError(f"--save-cert {args.save_cert}: {err.strerror}") from None
+                # Saved before verification: what was presented is evidence worth keeping even
+                # when it is rejected; the rejection line then says the file is not trusted.
+                _save_certificate(args.save_cert, cert.public_bytes(serialization.Encoding.PEM))
+                saved = True
             result = verifier.verify_certificate(cert, at=at)
     except VerificationError as err:
         if not args.json:
+            if saved:
+                raise VerificationError(
+                    f"{err.diagnostics()} (the rejected certificate was saved to "
+                    f"{args.save_cert}: do not trust it)"
+                ) from err
             raise
         rejected = _verify_json(None, [err.diagnostics()])
         rejected["simulation"] = trust_root is not None

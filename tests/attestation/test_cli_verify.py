@@ -399,3 +399,127 @@ def test_stale_simulation_collateral_is_refreshed_by_verify(tmp_path: Path) -> N
     proc = run("--quote", quote_path, "--simulation-ca", pki.ca_pem_path)
     assert proc.returncode == 0, proc.stderr
     assert "SIMULATION" in proc.stdout
+
+
+# --- --save-cert never replaces a file; a copied simulation ca.pem -------------------------
+
+GRAMINE_CERT = SHARED / "gramine_ratls" / "cert.pem"
+# The Gramine certificate verifies with automata's collateral at this time once OutOfDate is
+# allowed; without that, it is rejected.
+GRAMINE_ARGS: list[str | Path] = [
+    "--cert",
+    GRAMINE_CERT,
+    "--collateral",
+    SHARED / "automata_sgx_v3",
+    "--at",
+    "2025-09-01T00:00:00Z",
+]
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int) -> str:
+    assert proc.returncode == code, (proc.stdout, proc.stderr)
+    assert proc.stderr.startswith("mse-verify: error: "), proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    return proc.stderr
+
+
+def test_save_cert_refuses_an_existing_file(tmp_path: Path) -> None:
+    existing = tmp_path / "cert.pem"
+    existing.write_bytes(b"the user's own file\n")
+    before = existing.read_bytes()
+    proc = run(*GRAMINE_ARGS, "--allow-status", "OutOfDate", "--save-cert", existing)
+    line = assert_one_line_error(proc, 2)
+    assert f"--save-cert {existing}" in line and "remove it or choose another path" in line
+    assert existing.read_bytes() == before
+    # Refused before any network access: an unreachable server is never tried.
+    proc = run("https://127.0.0.1:9", "--save-cert", existing)
+    assert "--save-cert" in assert_one_line_error(proc, 2)
+    assert existing.read_bytes() == before
+    # A symlink is not written through, even a dangling one.
+    target = tmp_path / "target.pem"
+    link = tmp_path / "link.pem"
+    link.symlink_to(target)
+    proc = run(*GRAMINE_ARGS, "--allow-status", "OutOfDate", "--save-cert", link)
+    assert "--save-cert" in assert_one_line_error(proc, 2)
+    assert not target.exists()
+
+
+def test_save_cert_writes_a_new_file_even_when_rejected(tmp_path: Path) -> None:
+    presented = ratls.load_certificate(GRAMINE_CERT.read_bytes())
+    pem = presented.public_bytes(serialization.Encoding.PEM)
+    verified = tmp_path / "verified.pem"
+    proc = run(*GRAMINE_ARGS, "--allow-status", "OutOfDate", "--save-cert", verified)
+    assert proc.returncode == 0, proc.stderr
+    assert verified.read_bytes() == pem
+    umask = os.umask(0)
+    os.umask(umask)
+    assert verified.stat().st_mode & 0o777 == 0o644 & ~umask
+    # Rejected (OutOfDate is not allowed): the evidence is kept, and the one error line says
+    # it is not trusted.
+    rejected = tmp_path / "rejected.pem"
+    proc = run(*GRAMINE_ARGS, "--save-cert", rejected)
+    line = assert_one_line_error(proc, 1)
+    assert "OutOfDate" in line
+    assert f"saved to {rejected}: do not trust it" in line
+    assert rejected.read_bytes() == pem
+
+
+def _unwritable_directory(tmp_path: Path) -> Path:
+    """A directory this process cannot create files in (root ignores modes: try sysfs too)."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    for candidate in (locked, Path("/sys")):
+        try:
+            fd = os.open(candidate / "probe.pem", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError:
+            return candidate
+        os.close(fd)
+        (candidate / "probe.pem").unlink()
+    pytest.skip("no directory here refuses file creation to this user")
+
+
+def test_save_cert_in_an_unwritable_directory(tmp_path: Path) -> None:
+    path = _unwritable_directory(tmp_path) / "cert.pem"
+    proc = run(*GRAMINE_ARGS, "--allow-status", "OutOfDate", "--save-cert", path)
+    line = assert_one_line_error(proc, 2)
+    assert f"--save-cert {path}: cannot create it" in line
+    assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--save-cert", "/nonexistent-dir/cert.pem"], "/nonexistent-dir is not a directory"),
+        (["--quote", REAL_QUOTE, "--save-cert", "out.pem"], "--save-cert needs a certificate"),
+    ],
+)
+def test_save_cert_usage_errors(extra: list[str], needle: str, tmp_path: Path) -> None:
+    source: list[str | Path] = [] if "--quote" in extra else ["--cert", GRAMINE_CERT]
+    proc = run(*source, "--collateral", SHARED / "automata_sgx_v3", *extra)
+    assert needle in assert_one_line_error(proc, 2)
+
+
+def test_copied_simulation_ca_without_collateral(sim_pki: SimulationPKI, tmp_path: Path) -> None:
+    quote_path = tmp_path / "quote.bin"
+    quote_path.write_bytes(
+        SimulationQuoteProvider(
+            mrenclave=MRENCLAVE, mrsigner=MRSIGNER, directory=sim_pki.directory
+        ).quote(bytes(64))
+    )
+    copied = tmp_path / "elsewhere" / "ca.pem"
+    copied.parent.mkdir()
+    copied.write_bytes(sim_pki.ca_pem_path.read_bytes())
+    proc = run("--quote", quote_path, "--simulation-ca", copied)
+    line = assert_one_line_error(proc, 2)
+    assert f"--simulation-ca {copied}" in line
+    assert str(copied.parent / "collateral") in line
+    assert "--collateral DIR" in line
+    assert "Intel PCS" not in line
+    # The fix the line names works.
+    proc = run(
+        "--quote", quote_path, "--simulation-ca", copied, "--collateral", sim_pki.collateral_dir
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "SIMULATION" in proc.stdout

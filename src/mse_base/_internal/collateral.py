@@ -66,8 +66,9 @@ class Collateral:
                 return (path / name).read_bytes()
             except FileNotFoundError:
                 raise UsageError(
-                    f"collateral directory {path}: {name} is missing; fetch it from Intel PCS "
-                    "or your PCCS"
+                    f"collateral directory {path}: {name} is missing; the directory needs "
+                    "tcb_info.json, qe_identity.json, tcb_info_issuer_chain.pem, pck_crl.der and "
+                    "root_ca_crl.der (from Intel PCS, your PCCS, or a simulation's collateral/)"
                 ) from None
             except OSError as exc:
                 raise UsageError(
