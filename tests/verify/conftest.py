@@ -19,8 +19,10 @@ CASES: dict[str, dict[str, Any]] = (
 )
 # Cases with their own collateral and an SGX v3 quote (the TDX one is refused before collateral).
 SGX_WITH_COLLATERAL = ["phala_sgx_v3", "automata_sgx_v3", "mobilecoin_sgx_v3"]
-ANY_STATUS = Policy(allowed_tcb_statuses=TCB_STATUSES)
-ANY_STATUS_STALE_CRLS = Policy(allowed_tcb_statuses=TCB_STATUSES, allow_stale_crls=True)
+ANY_STATUS = Policy(allowed_tcb_statuses=TCB_STATUSES - {"Revoked"})
+ANY_STATUS_STALE_CRLS = Policy(
+    allowed_tcb_statuses=TCB_STATUSES - {"Revoked"}, allow_stale_crls=True
+)
 
 
 def when(text: str) -> datetime:

@@ -46,7 +46,9 @@ def test_identity_mismatch_is_refused(policy: Policy, message: str) -> None:
         _verify(policy)
 
 
-@pytest.mark.parametrize("allowed", [frozenset({"UpToDate"}), TCB_STATUSES - {"SWHardeningNeeded"}])
+@pytest.mark.parametrize(
+    "allowed", [frozenset({"UpToDate"}), TCB_STATUSES - {"SWHardeningNeeded", "Revoked"}]
+)
 def test_status_not_allowed_is_refused(allowed: frozenset[str]) -> None:
     with pytest.raises(TcbStatusError, match=r"SWHardeningNeeded .*INTEL-SA-00615.* not allowed"):
         _verify(Policy(allowed_tcb_statuses=allowed))
@@ -89,3 +91,8 @@ def test_policy_is_keyword_only_and_frozen() -> None:
         policy.allow_debug = True  # type: ignore[misc]
     assert policy.allowed_tcb_statuses == frozenset({"UpToDate"})
     assert policy.allow_stale_crls is False
+
+
+def test_revoked_can_never_be_allowed() -> None:
+    with pytest.raises(UsageError, match="Revoked can never be allowed"):
+        Policy(allowed_tcb_statuses=frozenset({"UpToDate", "Revoked"}))

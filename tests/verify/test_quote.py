@@ -58,7 +58,7 @@ def _with_header(quote: bytes, fmt: str, offset: int, value: int) -> bytes:
     ("offset", "fmt", "value", "message"),
     [
         (0, "<H", 4, "version 4 quotes are not supported yet"),
-        (0, "<H", 5, "unknown quote version 5"),
+        (0, "<H", 5, "version 5 quotes are not supported yet"),
         (0, "<H", 2, "unknown quote version 2"),
         (4, "<I", 0x81, "TDX quotes are not supported yet"),
         (4, "<I", 0x7, "unknown TEE type 0x7"),

@@ -13,6 +13,7 @@ PCS v4 serves for SGX.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import re
 from collections.abc import Mapping
@@ -290,6 +291,16 @@ def parse_tcb_info(text: bytes) -> TcbInfo:
         )
     if not levels:
         raise CollateralError("TCB info: no tcbLevels")
+    # Matching takes the first level the platform reaches, so the order decides the verdict.
+    # Intel serves the levels newest first; Intel's QVL does not rely on it and sorts them by
+    # (components, PCESVN), highest first, refusing a level listed twice: so do we.
+    levels.sort(key=lambda level: (level.components, level.pcesvn), reverse=True)
+    for higher, lower in itertools.pairwise(levels):
+        if (higher.components, higher.pcesvn) == (lower.components, lower.pcesvn):
+            raise CollateralError(
+                f"TCB info: the level with components {list(lower.components)} and PCESVN "
+                f"{lower.pcesvn} is listed twice"
+            )
     return TcbInfo(
         issue_date=f.timestamp("issueDate"),
         next_update=f.timestamp("nextUpdate"),
@@ -354,8 +365,10 @@ def parse_qe_identity(text: bytes) -> QeIdentity:
         issue_date=f.timestamp("issueDate"),
         next_update=f.timestamp("nextUpdate"),
         tcb_evaluation_data_number=f.integer("tcbEvaluationDataNumber", 2**32 - 1),
-        miscselect=int.from_bytes(f.hexbytes("miscselect", 4), "big"),
-        miscselect_mask=int.from_bytes(f.hexbytes("miscselectMask", 4), "big"),
+        # The hex is the report's 4 MISCSELECT bytes in memory order, i.e. little-endian, as
+        # the report body stores it (Intel QVL EnclaveReportVerifier; dcap-qvl from_le_bytes).
+        miscselect=int.from_bytes(f.hexbytes("miscselect", 4), "little"),
+        miscselect_mask=int.from_bytes(f.hexbytes("miscselectMask", 4), "little"),
         attributes=f.hexbytes("attributes", 16),
         attributes_mask=f.hexbytes("attributesMask", 16),
         mrsigner=f.hexbytes("mrsigner", 32),

@@ -221,8 +221,8 @@ def _parse_header(reader: _Reader) -> QuoteHeader:
         qe_vendor_id=raw[12:28],
         user_data=raw[28:48],
     )
-    if tee_type == TEE_TYPE_TDX or version == 4:
-        kind = "TDX" if tee_type == TEE_TYPE_TDX else "version 4"
+    if tee_type == TEE_TYPE_TDX or version in (4, 5):
+        kind = "TDX" if tee_type == TEE_TYPE_TDX else f"version {version}"
         raise UnsupportedQuoteError(
             f"unsupported quote: {kind} quotes are not supported yet "
             f"(version {version}, tee_type 0x{tee_type:02x}); only SGX quote version 3 is"

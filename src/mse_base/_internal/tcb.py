@@ -2,8 +2,9 @@
 
 References (Intel SGX DCAP ``QuoteVerification/QVL/Src/AttestationLibrary/src/Verifiers``):
 
-* platform level: ``TcbLevelCheck`` / ``getMatchingTcbLevel`` take the first level, in the order
-  the TCB info lists them (newest first), whose 16 SGX component SVNs are all <= the PCK
+* platform level: ``TcbLevelCheck`` / ``getMatchingTcbLevel`` take the first level, in
+  descending (components, PCESVN) order (``parse_tcb_info`` sorts them so), whose 16 SGX
+  component SVNs are all <= the PCK
   certificate's and whose PCESVN is <= the PCK certificate's. The values come from the PCK leaf
   certificate, not from the quote header;
 * QE level: ``EnclaveReportVerifier::getTcbStatus`` takes the first QE identity level whose
@@ -13,7 +14,9 @@ References (Intel SGX DCAP ``QuoteVerification/QVL/Src/AttestationLibrary/src/Ve
   OutOfDateConfigurationNeeded; a Revoked QE makes everything Revoked; otherwise the platform
   status stands.
 
-Advisory IDs are the platform level's followed by the QE level's, without repeats.
+Advisory IDs are the platform level's followed by the QE level's, without repeats. Intel's QvE
+reports the platform level's only; the QE level's are kept as dcap-qvl keeps them, because they
+concern the quoting enclave that vouched for this very quote.
 """
 
 from __future__ import annotations

@@ -81,6 +81,10 @@ class Policy:
             )
         if not statuses:
             raise UsageError("policy allowed_tcb_statuses: empty; nothing could pass")
+        if "Revoked" in statuses:
+            # Intel revokes a TCB level when its keys may be in an attacker's hands: nothing
+            # such a platform signs proves anything, whatever the policy wants.
+            raise UsageError("policy allowed_tcb_statuses: Revoked can never be allowed")
         object.__setattr__(self, "allowed_tcb_statuses", statuses)
 
     def check_tcb_status(self, status: str, advisory_ids: tuple[str, ...]) -> None:
