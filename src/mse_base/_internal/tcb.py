@@ -4,9 +4,8 @@ References (Intel SGX DCAP ``QuoteVerification/QVL/Src/AttestationLibrary/src/Ve
 
 * platform level: ``TcbLevelCheck`` / ``getMatchingTcbLevel`` take the first level, in
   descending (components, PCESVN) order (``parse_tcb_info`` sorts them so), whose 16 SGX
-  component SVNs are all <= the PCK
-  certificate's and whose PCESVN is <= the PCK certificate's. The values come from the PCK leaf
-  certificate, not from the quote header;
+  component SVNs are all <= the PCK certificate's and whose PCESVN is <= the PCK certificate's.
+  The values come from the PCK leaf certificate, not from the quote header;
 * QE level: ``EnclaveReportVerifier::getTcbStatus`` takes the first QE identity level whose
   ``isvsvn`` is <= the QE report's ISVSVN;
 * ``convergeTcbStatusWithQeTcbStatus`` combines them: an OutOfDate QE turns UpToDate /
