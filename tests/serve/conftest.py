@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,16 +104,25 @@ def start_server(
         argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE
     )
     assert proc.stdout is not None
+    # Raw reads on the descriptor: select() on the text wrapper would miss lines that its buffer
+    # already holds (INTERFACE and READY often arrive in one read), and wait for nothing.
+    fd = proc.stdout.fileno()
+    deadline = time.monotonic() + START_TIMEOUT
+    pending = b""
     interface = ""
     while True:
-        ready, _, _ = select.select([proc.stdout], [], [], START_TIMEOUT)
-        if not ready:
-            proc.kill()
-            raise AssertionError(f"{spec}: server did not report READY")
-        line = proc.stdout.readline()
-        if not line:
-            _, err = proc.communicate(timeout=30)
-            raise ServerExited(proc.returncode, err)
+        while b"\n" not in pending:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                proc.kill()
+                raise AssertionError(f"{spec}: server did not report READY")
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                _, err = proc.communicate(timeout=30)
+                raise ServerExited(proc.returncode, err)
+            pending += chunk
+        raw, pending = pending.split(b"\n", 1)
+        line = raw.decode()
         if line.startswith("INTERFACE "):
             interface = line.split()[1]
         if line.strip() == "READY":
