@@ -12,6 +12,8 @@ from typing import Protocol
 from mse_base.errors import EnvironmentMissing, Error
 
 REPORT_DATA_SIZE = 64
+# Quote v3: a 48-byte header, then the 384-byte report body whose last 64 bytes are report data.
+_REPORT_DATA_OFFSET = 48 + 320
 
 # Gramine's attestation pseudo-filesystem (Gramine docs, "Attestation and Secret Provisioning",
 # "/dev/attestation" interface): write 64 bytes of user report data, then read the quote.
@@ -54,4 +56,12 @@ class GramineQuoteProvider:
         quote = (self._root / "quote").read_bytes()
         if not quote:
             raise Error("Gramine returned an empty quote: is the host's aesmd socket mounted?")
+        # The write and the read are two steps on a process-wide file: anything else in the
+        # enclave (the app was imported first) could have written its own report data between
+        # them, and a certificate must never carry a quote that binds someone else's key.
+        if quote[_REPORT_DATA_OFFSET : _REPORT_DATA_OFFSET + REPORT_DATA_SIZE] != report_data:
+            raise Error(
+                "the quote from /dev/attestation does not carry the report data just written "
+                "(another writer to /dev/attestation/user_report_data?); refusing to use it"
+            )
         return quote

@@ -1,0 +1,60 @@
+"""GramineQuoteProvider against a directory laid out like Gramine's /dev/attestation.
+
+Gramine's pseudo-files cannot exist here, so the directory holds what Gramine would: the
+attestation type and, as the quote, a quote from the simulation backend for the report data the
+test expects. What is checked is the provider's own logic: the attestation type, the write of
+the report data, and that a quote binding other report data is refused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mse_base._internal.attestation import GramineQuoteProvider
+from mse_base._internal.simulation import SimulationPKI, SimulationQuoteProvider
+from mse_base.errors import EnvironmentMissing, Error
+
+MINE = bytes(range(64))
+OTHER = bytes(64)
+
+
+def _attestation_dir(tmp_path: Path, sim_pki: SimulationPKI, quoted: bytes) -> Path:
+    root = tmp_path / "attestation"
+    root.mkdir()
+    (root / "attestation_type").write_text("dcap\n")
+    provider = SimulationQuoteProvider(
+        mrenclave=bytes(32), mrsigner=bytes(32), directory=sim_pki.directory
+    )
+    (root / "quote").write_bytes(provider.quote(quoted))
+    return root
+
+
+def test_quote_with_the_written_report_data_is_returned(
+    tmp_path: Path, sim_pki: SimulationPKI
+) -> None:
+    root = _attestation_dir(tmp_path, sim_pki, MINE)
+    quote = GramineQuoteProvider(root).quote(MINE)
+    assert quote == (root / "quote").read_bytes()
+    assert (root / "user_report_data").read_bytes() == MINE
+
+
+def test_quote_binding_other_report_data_is_refused(tmp_path: Path, sim_pki: SimulationPKI) -> None:
+    root = _attestation_dir(tmp_path, sim_pki, OTHER)
+    with pytest.raises(Error, match="does not carry the report data just written"):
+        GramineQuoteProvider(root).quote(MINE)
+
+
+def test_non_dcap_attestation_is_refused(tmp_path: Path, sim_pki: SimulationPKI) -> None:
+    root = _attestation_dir(tmp_path, sim_pki, MINE)
+    (root / "attestation_type").write_text("none\n")
+    with pytest.raises(EnvironmentMissing, match=r'sgx\.remote_attestation = "dcap"'):
+        GramineQuoteProvider(root).quote(MINE)
+
+
+def test_empty_quote_is_refused(tmp_path: Path, sim_pki: SimulationPKI) -> None:
+    root = _attestation_dir(tmp_path, sim_pki, MINE)
+    (root / "quote").write_bytes(b"")
+    with pytest.raises(Error, match="empty quote"):
+        GramineQuoteProvider(root).quote(MINE)
