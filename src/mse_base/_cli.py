@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import platform
+import re
 import signal
 import socket
 import ssl
@@ -510,6 +511,22 @@ def _simulation_collateral_dir(ca_pem: Path) -> Path:
     return directory
 
 
+def _presented_pem(presented: bytes) -> bytes:
+    """The certificate exactly as presented, as PEM: its DER is never re-encoded.
+
+    (A parsed certificate may have been normalised on loading, e.g. Gramine's mbedTLS ones; a
+    re-encoded copy would be neither byte-exact evidence nor usable with curl --cacert.)
+    """
+    # Only a leading block counts: an RA-TLS certificate's DER holds the quote, whose PCK chain
+    # is itself PEM text.
+    block = re.match(
+        rb"\s*(-----BEGIN CERTIFICATE-----\r?\n.+?-----END CERTIFICATE-----)", presented, re.DOTALL
+    )
+    if block is not None:
+        return block.group(1) + b"\n"
+    return ssl.DER_cert_to_PEM_cert(presented).encode("ascii")
+
+
 def _fetch_server_certificate(url: str) -> bytes:
     """The DER certificate an RA-TLS server presents; its quote, not a CA, is the trust anchor."""
     from urllib.parse import urlsplit
@@ -523,6 +540,10 @@ def _fetch_server_certificate(url: str) -> bytes:
         port = parts.port or 443
     except ValueError:
         raise UsageError(f"{url!r} has an invalid port") from None
+    try:
+        parts.hostname.encode("idna")
+    except UnicodeError:
+        raise UsageError(f"{url!r}: the host name is not a valid DNS name") from None
     return _peer_certificate(parts.hostname, port, parts.hostname)
 
 
@@ -544,7 +565,7 @@ def _peer_certificate(address: str, port: int, server_name: str) -> bytes:
             context.wrap_socket(raw, server_hostname=server_name) as tls,
         ):
             der = tls.getpeercert(binary_form=True)
-    except (OSError, ssl.SSLError) as err:
+    except (OSError, ssl.SSLError, UnicodeError, ValueError) as err:
         raise VerificationError(f"cannot fetch the certificate from {where}: {err}") from None
     if not der:
         raise VerificationError(f"{where} presented no certificate")
@@ -553,7 +574,6 @@ def _peer_certificate(address: str, port: int, server_name: str) -> bytes:
 
 def _verify(args: argparse.Namespace) -> int:
     from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
 
     from mse_base._internal import ratls
     from mse_base._internal.collateral import Collateral, CollateralSource
@@ -633,13 +653,14 @@ def _verify(args: argparse.Namespace) -> int:
             result = verifier.verify_quote(quote_bytes, at=at)
         else:
             if cert_bytes is not None:
-                cert = ratls.load_certificate(cert_bytes)
+                presented = cert_bytes
             else:
-                cert = ratls.load_certificate(_fetch_server_certificate(args.url))
+                presented = _fetch_server_certificate(args.url)
+            cert = ratls.load_certificate(presented)
             if args.save_cert is not None:
                 # Saved before verification: what was presented is evidence worth keeping even
                 # when it is rejected; the rejection line then says the file is not trusted.
-                _save_certificate(args.save_cert, cert.public_bytes(serialization.Encoding.PEM))
+                _save_certificate(args.save_cert, _presented_pem(presented))
                 saved = True
             result = verifier.verify_certificate(cert, at=at)
     except VerificationError as err:
@@ -654,6 +675,12 @@ def _verify(args: argparse.Namespace) -> int:
         rejected["simulation"] = trust_root is not None
         print(json.dumps(rejected, indent=2))
         return err.exit_code
+    if not mrenclaves and mrsigner is None:
+        # Said after success only: it is then that "verified" could be read as "our enclave".
+        logging.getLogger(__name__).warning(
+            "warning: no --mrenclave or --mrsigner: any genuine enclave passes; pin the "
+            "measurement you expect"
+        )
     if args.json:
         if result.simulation:
             print(f"mse-verify: {_SIMULATION_BANNER}", file=sys.stderr)
