@@ -375,6 +375,16 @@ def test_independent_verifier_accepts_simulation_quotes(sim_pki: SimulationPKI) 
         dcap_qvl.verify_with_root_ca(bytes(tampered), collateral, root, now)
 
 
+def test_key_that_is_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    from mse_base._internal.simulation import _read_private_key
+
+    # A FIFO with no writer: a plain open would block forever.
+    fifo = tmp_path / "attestation.key"
+    os.mkfifo(fifo, 0o600)
+    with pytest.raises(EnvironmentMissing, match="not a regular file"):
+        _read_private_key(fifo)
+
+
 @pytest.mark.parametrize("damage", ["garbage", "world-readable"])
 def test_damaged_key_is_one_clear_error(tmp_path: Path, damage: str) -> None:
     directory = tmp_path / "sim"

@@ -199,3 +199,14 @@ def test_manifest_thread_budget_covers_the_server() -> None:
     from mse_base._internal import pipeline, serve
 
     assert serve.MAX_THREADS + 4 <= pipeline.MAX_THREADS
+
+
+def test_write_private_tightens_an_existing_file(tmp_path: Path) -> None:
+    from mse_base._internal.signer import write_private
+
+    path = tmp_path / "key.pem"
+    path.write_bytes(b"old")
+    path.chmod(0o644)
+    write_private(path, b"secret")
+    assert path.read_bytes() == b"secret"
+    assert path.stat().st_mode & 0o777 == 0o600

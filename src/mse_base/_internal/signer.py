@@ -68,4 +68,6 @@ def write_private(path: Path, data: bytes) -> None:
     """Create ``path`` 0600 from the start, so the secret is never readable by others."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "wb") as handle:
+        # O_CREAT's mode applies only to a new file: an existing one keeps its own until now.
+        os.fchmod(handle.fileno(), 0o600)
         handle.write(data)

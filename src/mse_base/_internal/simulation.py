@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import secrets
+import stat
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -153,11 +154,15 @@ def _read_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
     recreate = f"delete {path.parent} to recreate the simulation PKI"
     # Check and read through one descriptor, so the file checked is the file read.
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        # O_NONBLOCK: a FIFO planted at this path must not hang the open.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as err:
         raise EnvironmentMissing(f"{path}: cannot read it ({err.strerror}); {recreate}") from None
     with os.fdopen(fd, "rb") as handle:
-        if os.fstat(handle.fileno()).st_mode & 0o077:
+        status = os.fstat(handle.fileno())
+        if not stat.S_ISREG(status.st_mode):
+            raise EnvironmentMissing(f"{path} is not a regular file; {recreate}")
+        if status.st_mode & 0o077:
             raise EnvironmentMissing(
                 f"{path} is readable by other users: a simulation key must be 0600; {recreate}"
             )
@@ -178,7 +183,7 @@ def _write_cert(path: Path, cert: x509.Certificate) -> None:
 @contextlib.contextmanager
 def _locked(directory: Path) -> Iterator[None]:
     """Serialise creation and refresh between processes (an advisory ``flock``)."""
-    fd = os.open(directory / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(directory / _LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
