@@ -172,9 +172,12 @@ def test_flask_app_over_ratls(flask_enclave: Enclave, tmp_path: Path) -> None:
     )
     assert intel_only.returncode != 0
 
+    # The simulated enclave's TLS key is private while it runs and does not outlive it.
+    tls_dir = tmp_path / "wd" / "tls"
+    assert tls_dir.stat().st_mode & 0o777 == 0o700
+    assert (tls_dir / "tls-key.pem").stat().st_mode & 0o777 == 0o600
     assert stop(flask_enclave) == 0
-    # The simulated enclave's TLS key does not outlive it.
-    assert not (tmp_path / "wd" / "secrets" / "tls-key.pem").exists()
+    assert not tls_dir.exists()
 
 
 def test_asgi_app_over_ratls(asgi_tar: Path, tmp_path: Path, env: dict[str, str]) -> None:

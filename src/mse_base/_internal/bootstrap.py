@@ -1,15 +1,20 @@
 """The program that runs inside the enclave: make the TLS key, get it attested, serve the app.
 
 Order matters: the app is imported first so a broken app fails before any key exists; the TLS
-private key is generated here, inside the enclave, and only ever written to the sealed secrets
-directory (Gramine's encrypted mount keyed to MRENCLAVE).
+private key is generated here, inside the enclave, and written only where the server can load it
+and nothing outside can read it: Gramine's tmpfs (enclave memory) in SGX, a private temporary
+directory in the work directory, removed on exit, in simulation. It is new on every start, so it
+is never persisted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,14 +42,19 @@ KEY_NAME = "tls-key.pem"
 class Platform:
     provider: QuoteProvider
     code_dir: Path
-    secrets_dir: Path
+    # Where the TLS key and certificate go, and whether to remove them when serving ends.
+    tls_dir: Path
+    remove_tls_dir: bool
 
 
 def detect_platform() -> Platform:
     """Gramine's /dev/attestation when inside SGX; the simulation only when mse-run asked for it."""
     if GramineQuoteProvider.available():
         return Platform(
-            GramineQuoteProvider(), Path(mf.ENCLAVE_CODE_DIR), Path(mf.ENCLAVE_SECRETS_DIR)
+            GramineQuoteProvider(),
+            Path(mf.ENCLAVE_CODE_DIR),
+            Path(mf.ENCLAVE_TMPFS_DIR) / "mse-tls",
+            remove_tls_dir=False,  # enclave memory: gone with the enclave
         )
     state_path = os.environ.get(SIMULATION_ENV)
     if not state_path:
@@ -63,7 +73,9 @@ def detect_platform() -> Platform:
             isv_svn=int(state["isv_svn"]),
             debug=bool(state["debug"]),
         )
-        return Platform(provider, Path(state["code_dir"]), Path(state["secrets_dir"]))
+        return Platform(
+            provider, Path(state["code_dir"]), Path(state["tls_dir"]), remove_tls_dir=True
+        )
     except (OSError, ValueError, KeyError) as exc:
         raise UsageError(
             f"{SIMULATION_ENV}={state_path}: unreadable simulation state ({exc})"
@@ -84,21 +96,19 @@ def run(deployment: Deployment, platform: Platform | None = None) -> None:
         not_after=deployment.expiry,
         quote=quote,
     )
-    secrets = platform.secrets_dir
-    secrets.mkdir(mode=0o700, parents=True, exist_ok=True)
-    key_path = secrets / KEY_NAME
-    cert_path = secrets / CERT_NAME
-    write_private(
-        key_path,
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     mode = "SIMULATION" if platform.provider.simulated else "SGX"
-    try:
+    with _tls_dir(platform) as tls_dir:
+        key_path = tls_dir / KEY_NAME
+        cert_path = tls_dir / CERT_NAME
+        write_private(
+            key_path,
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+        )
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         serve(
             app,
             bind=deployment.bind,
@@ -109,7 +119,15 @@ def run(deployment: Deployment, platform: Platform | None = None) -> None:
                 "serving https://%s:%d/ (%s)", deployment.host, deployment.port, mode
             ),
         )
+
+
+@contextlib.contextmanager
+def _tls_dir(platform: Platform) -> Iterator[Path]:
+    directory = platform.tls_dir
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.chmod(0o700)  # mkdir's mode does not apply to a directory that already existed
+    try:
+        yield directory
     finally:
-        # The key is sealed in SGX; in simulation it is a plain file, so do not leave it behind.
-        if platform.provider.simulated:
-            key_path.unlink(missing_ok=True)
+        if platform.remove_tls_dir:
+            shutil.rmtree(directory, ignore_errors=True)

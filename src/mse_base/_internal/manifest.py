@@ -34,6 +34,8 @@ from mse_base.errors import EnvironmentMissing, Error
 # given relative to it, so the work directory's location never reaches the measurement.
 ENCLAVE_CODE_DIR = "/mse/app"
 ENCLAVE_SECRETS_DIR = "/mse/secrets"
+# In-enclave memory (the tmpfs mount below): for what must never reach the host, even encrypted.
+ENCLAVE_TMPFS_DIR = "/tmp"  # noqa: S108 - Gramine's tmpfs, not the host's /tmp
 HOST_CODE_DIR = "code"
 HOST_SECRETS_DIR = "secrets"
 
@@ -307,7 +309,7 @@ def build_manifest(
             type="encrypted",
             key_name="_sgx_mrenclave",
         ),
-        {"type": "tmpfs", "path": "/tmp"},  # noqa: S108 - in-enclave memory, not the host's /tmp
+        {"type": "tmpfs", "path": ENCLAVE_TMPFS_DIR},
     ]
     library_path = ":".join(["/lib", *trusted.library_dirs])
     return {

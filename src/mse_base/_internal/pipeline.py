@@ -33,6 +33,8 @@ MANIFEST_NAME = "mse"
 # Threads the serving runtime may start, plus Gramine's internal ones (IPC, async, TLS handshake).
 MAX_THREADS = 32
 SIMULATION_STATE = "simulation.json"
+# The simulated enclave's TLS key and certificate, removed when it stops.
+SIMULATION_TLS_DIR = "tls"
 BOOTSTRAP_MODULE = "mse_base._bootstrap"
 
 
@@ -234,7 +236,7 @@ def simulation_environment(prepared: Prepared) -> dict[str, str]:
         "isv_svn": prepared.sigstruct.isv_svn,
         "debug": prepared.sigstruct.debug,
         "code_dir": str((workdir / mf.HOST_CODE_DIR).resolve()),
-        "secrets_dir": str((workdir / mf.HOST_SECRETS_DIR).resolve()),
+        "tls_dir": str((workdir / SIMULATION_TLS_DIR).resolve()),
     }
     path = workdir / SIMULATION_STATE
     path.write_text(json.dumps(state, indent=2), encoding="utf-8")
