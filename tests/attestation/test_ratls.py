@@ -199,7 +199,7 @@ def _cert_with(extensions: list[tuple[str, bytes]]) -> x509.Certificate:
 
 def test_extract_from_all_three_oids(shared: Path) -> None:
     quote = (shared / "gramine_ratls" / "quote.bin").read_bytes()
-    claims = cbor2.dumps({"pubkey-hash": [1, bytes(32)]})
+    claims = cbor2.dumps({"pubkey-hash": cbor2.dumps([1, bytes(32)])})
     evidence = cbor2.dumps(cbor2.CBORTag(ratls.TEE_QUOTE_CBOR_TAG, [quote, claims]))
     for oid, value in (
         (ratls.QUOTE_OID_LEGACY, quote),
@@ -207,20 +207,31 @@ def test_extract_from_all_three_oids(shared: Path) -> None:
         (ratls.TCG_DICE_TAGGED_EVIDENCE_OID, evidence),
     ):
         assert ratls.extract_quote(_cert_with([(oid, value)])) == quote, oid
-    # Two encodings of the same quote are fine.
-    both = _cert_with(
-        [(ratls.QUOTE_OID_LEGACY, quote), (ratls.TCG_DICE_TAGGED_EVIDENCE_OID, evidence)]
+
+
+def test_each_extension_is_its_own_evidence() -> None:
+    # Gramine >= 1.8 writes two different quotes; the DICE one comes first, as Gramine's
+    # verifier prefers it, and carries its claims.
+    claims = cbor2.dumps({"pubkey-hash": cbor2.dumps([1, bytes(32)])})
+    evidence = cbor2.dumps(cbor2.CBORTag(ratls.TEE_QUOTE_CBOR_TAG, [b"dice", claims]))
+    cert = _cert_with(
+        [
+            (ratls.QUOTE_OID_LEGACY, b"legacy"),
+            (ratls.TCG_DICE_TAGGED_EVIDENCE_OID, evidence),
+            (ratls.QUOTE_OID, b"intended"),
+        ]
     )
-    assert ratls.extract_quote(both) == quote
+    assert ratls.extract_evidence(cert) == (
+        ratls.Evidence(ratls.TCG_DICE_TAGGED_EVIDENCE_OID, b"dice", claims),
+        ratls.Evidence(ratls.QUOTE_OID_LEGACY, b"legacy"),
+        ratls.Evidence(ratls.QUOTE_OID, b"intended"),
+    )
+    assert ratls.extract_quote(cert) == b"dice"
 
 
-def test_extract_refuses_missing_conflicting_and_malformed() -> None:
+def test_extract_refuses_missing_and_malformed() -> None:
     with pytest.raises(VerificationError, match="no SGX quote in the certificate"):
         ratls.extract_quote(_cert_with([]))
-    with pytest.raises(VerificationError, match="several different"):
-        ratls.extract_quote(
-            _cert_with([(ratls.QUOTE_OID_LEGACY, b"one"), (ratls.QUOTE_OID, b"two")])
-        )
     bad_tag = cbor2.dumps(cbor2.CBORTag(1234, [b"q", b"c"]))
     with pytest.raises(VerificationError, match="60000"):
         ratls.extract_quote(_cert_with([(ratls.TCG_DICE_TAGGED_EVIDENCE_OID, bad_tag)]))
@@ -229,26 +240,105 @@ def test_extract_refuses_missing_conflicting_and_malformed() -> None:
     not_list = cbor2.dumps(cbor2.CBORTag(ratls.TEE_QUOTE_CBOR_TAG, b"q"))
     with pytest.raises(VerificationError, match="claims"):
         ratls.extract_quote(_cert_with([(ratls.TCG_DICE_TAGGED_EVIDENCE_OID, not_list)]))
+    for parts, message in (
+        ([b"q", 5], "two non-empty byte strings"),
+        ([b"q", b""], "two non-empty byte strings"),
+        ([b"q", b"c", b"x"], "not a CBOR array"),
+    ):
+        value = cbor2.dumps(cbor2.CBORTag(ratls.TEE_QUOTE_CBOR_TAG, parts))
+        with pytest.raises(VerificationError, match=message):
+            ratls.extract_quote(_cert_with([(ratls.TCG_DICE_TAGGED_EVIDENCE_OID, value)]))
+
+
+@pytest.mark.parametrize(
+    ("tail", "message"),
+    [
+        (b"", "truncated CBOR"),
+        (b"\x5f\x41q\xff", "indefinite-length"),  # indefinite bstr
+        (b"\x41q\x41c\x00", "1 trailing bytes"),
+        (b"\xc2\x41\x01", "CBOR tag 2 is not allowed"),  # a bignum instead of the quote
+        (b"\x41q" + b"\x81" * 40 + b"\x00", "nested deeper"),
+        (b"\x5b" + (2**62).to_bytes(8, "big"), "truncated CBOR"),  # huge declared length
+    ],
+)
+def test_dice_evidence_cbor_must_be_strict(tail: bytes, message: str) -> None:
+    value = b"\xd9\xea\x60\x82" + tail  # tag 60000, array of 2
+    with pytest.raises(VerificationError, match=message):
+        ratls.extract_evidence(_cert_with([(ratls.TCG_DICE_TAGGED_EVIDENCE_OID, value)]))
+
+
+def _key_and_cert() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "t")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(2)
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def _dice_binding(cert: x509.Certificate, claims: bytes) -> str:
+    evidence = ratls.Evidence(ratls.TCG_DICE_TAGGED_EVIDENCE_OID, b"quote", claims)
+    return ratls.check_evidence_binding(cert, evidence, hashlib.sha256(claims).digest() + bytes(32))
+
+
+def test_dice_claims_binding() -> None:
+    key, cert = _key_and_cert()
+    spki = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    for alg, name in ((1, "sha256"), (7, "sha384"), (8, "sha512")):
+        entry = cbor2.dumps([alg, hashlib.new(name, spki).digest()])
+        assert _dice_binding(cert, cbor2.dumps({"pubkey-hash": entry, "nonce": b"n"})) == (
+            "dice-claims"
+        )
+    good_entry = cbor2.dumps([1, hashlib.sha256(spki).digest()])
+    # The quote must hash the exact claims bytes, with a zero tail.
+    claims = cbor2.dumps({"pubkey-hash": good_entry})
+    evidence = ratls.Evidence(ratls.TCG_DICE_TAGGED_EVIDENCE_OID, b"quote", claims)
+    with pytest.raises(VerificationError, match="not the SHA-256 of its claims"):
+        ratls.check_evidence_binding(cert, evidence, bytes(64))
+    with pytest.raises(VerificationError, match="last 32 bytes are not zero"):
+        ratls.check_evidence_binding(cert, evidence, hashlib.sha256(claims).digest() + b"\x01" * 32)
+    # A claims map with the same "pubkey-hash" key twice: the last would win in cbor2.
+    twice = b"\xa2" + (cbor2.dumps("pubkey-hash") + cbor2.dumps(good_entry)) * 2
+    other = cbor2.dumps([1, bytes(32)])
+    for claims, message in (
+        (cbor2.dumps([good_entry]), "not a CBOR map"),
+        (cbor2.dumps({"nonce": b"n"}), 'no "pubkey-hash" claim'),
+        (cbor2.dumps({"pubkey-hash": good_entry, 1: b"x"}), "not a text string"),
+        (b"\xa1\x81\x00\x00", "not a text string"),  # an array as a key
+        (twice, "appears twice"),
+        (cbor2.dumps({"pubkey-hash": [1, bytes(32)]}), "not a byte string"),
+        (cbor2.dumps({"pubkey-hash": cbor2.dumps([2, bytes(32)])}), "hash algorithm 2"),
+        (cbor2.dumps({"pubkey-hash": cbor2.dumps([True, bytes(32)])}), "hash algorithm True"),
+        (cbor2.dumps({"pubkey-hash": cbor2.dumps([1, bytes(48)])}), "not a 32-byte string"),
+        (cbor2.dumps({"pubkey-hash": cbor2.dumps([1, bytes(32), 0])}), "not a CBOR array"),
+        (cbor2.dumps({"pubkey-hash": other}), "does not match"),
+        (cbor2.dumps({"pubkey-hash": good_entry + b"\x00"}), "trailing"),
+        (cbor2.dumps({"pubkey-hash": good_entry, "x": cbor2.CBORTag(1, 0)}), "CBOR tag 1"),
+    ):
+        with pytest.raises(VerificationError, match=message):
+            _dice_binding(cert, claims)
 
 
 def test_ec_point_binding_of_older_mse_certificates() -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
+    key, cert = _key_and_cert()
     point = key.public_key().public_bytes(
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
     )
-    cert = _cert_with([])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(cert.subject)
-        .issuer_name(cert.subject)
-        .public_key(key.public_key())
-        .serial_number(2)
-        .not_valid_before(cert.not_valid_before_utc)
-        .not_valid_after(cert.not_valid_after_utc)
-        .sign(key, hashes.SHA256())
-    )
-    rd = hashlib.sha256(point).digest() + b"\xaa" * 32
-    assert ratls.check_key_binding(cert, rd) == "ec-point-sha256"
+    digest = hashlib.sha256(point).digest()
+    assert ratls.check_key_binding(cert, digest + bytes(32)) == "ec-point-sha256"
+    # Like the SPKI rule, the second half must be zero: the quote vouches for the key only.
+    with pytest.raises(VerificationError, match=r"\(ec-point-sha256\), but its last 32 bytes"):
+        ratls.check_key_binding(cert, digest + b"\xaa" * 32)
 
 
 def test_load_certificate_rejects_garbage() -> None:

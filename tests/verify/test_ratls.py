@@ -5,10 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import uuid
+from pathlib import Path
 
+import cbor2
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from mse_base._internal import ratls
@@ -107,3 +110,283 @@ def test_simulated_ratls_certificate(tmp_path_factory: pytest.TempPathFactory) -
     assert result.simulation is True
     assert result.tcb_status == "UpToDate"
     assert isinstance(cert, x509.Certificate)
+
+
+# --- Gramine >= 1.8 certificates: a legacy quote and a TCG DICE quote --------------------------
+#
+# Built the way Gramine's tools/sgx/ra-tls/ra_tls_attest.c does (create_x509): a P-384 key signed
+# with ECDSA-SHA256, the legacy extension with a quote over SHA-256(SPKI DER), and 2.23.133.5.4.9
+# with tag 60000 over [second quote, claims], that quote over SHA-256(claims).
+
+MRENCLAVE = b"\x11" * 32
+OTHER_MRENCLAVE = b"\x33" * 32
+
+
+class _NoCollateral:
+    """A collateral source that must not be reached: the test fails if it is."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def collateral_for(self, *, fmspc: str, pck_ca: str, at: dt.datetime) -> Collateral:
+        self.calls += 1
+        raise AssertionError("collateral was requested before the key binding was checked")
+
+
+@pytest.fixture(scope="module")
+def sim_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("sim-gramine18")
+
+
+@pytest.fixture(scope="module")
+def provider(sim_dir: Path) -> SimulationQuoteProvider:
+    return SimulationQuoteProvider(mrenclave=MRENCLAVE, mrsigner=b"\x22" * 32, directory=sim_dir)
+
+
+@pytest.fixture(scope="module")
+def key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP384R1())
+
+
+def _spki(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+
+
+def _claims(key: ec.EllipticCurvePrivateKey, **extra: object) -> bytes:
+    entry = cbor2.dumps([1, hashlib.sha256(_spki(key)).digest()])
+    return cbor2.dumps({"pubkey-hash": entry, **extra})
+
+
+def _over(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest() + bytes(32)
+
+
+def _evidence(provider: SimulationQuoteProvider, claims: bytes) -> bytes:
+    quote = provider.quote(_over(claims))
+    return cbor2.dumps(cbor2.CBORTag(ratls.TEE_QUOTE_CBOR_TAG, [quote, claims]))
+
+
+def _gramine_cert(
+    key: ec.EllipticCurvePrivateKey,
+    extensions: list[tuple[str, bytes]],
+    *,
+    critical: frozenset[str] = frozenset(),
+    hash_algorithm: hashes.HashAlgorithm | None = None,
+) -> x509.Certificate:
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "RATLS")])
+    now = dt.datetime.now(dt.timezone.utc)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+    )
+    for oid, value in extensions:
+        builder = builder.add_extension(
+            x509.UnrecognizedExtension(x509.ObjectIdentifier(oid), value),
+            critical=oid in critical,
+        )
+    return builder.sign(key, hash_algorithm or hashes.SHA256())
+
+
+def _sim_verifier(
+    provider: SimulationQuoteProvider, collateral: Collateral | _NoCollateral | None = None
+) -> Verifier:
+    return Verifier(
+        collateral=collateral or Collateral.from_directory(provider.pki.collateral_dir),
+        trust_root=provider.pki.ca_certificate,
+        simulation=True,
+    )
+
+
+def _dual(
+    provider: SimulationQuoteProvider,
+    key: ec.EllipticCurvePrivateKey,
+    legacy_provider: SimulationQuoteProvider | None = None,
+) -> list[tuple[str, bytes]]:
+    legacy = (legacy_provider or provider).quote(_over(_spki(key)))
+    return [
+        (ratls.QUOTE_OID_LEGACY, legacy),
+        (ratls.TCG_DICE_TAGGED_EVIDENCE_OID, _evidence(provider, _claims(key))),
+    ]
+
+
+def test_gramine_1_8_certificate_with_both_evidences(
+    provider: SimulationQuoteProvider, key: ec.EllipticCurvePrivateKey
+) -> None:
+    result = _sim_verifier(provider).verify_certificate(_gramine_cert(key, _dual(provider, key)))
+    assert result.checks[-2:] == (
+        "ratls.key_binding:dice-claims",
+        "ratls.key_binding:spki-sha256",
+    )
+    assert result.checks[:2] == ("ratls.self_signature", "ratls.validity")
+    # The result is the DICE quote's: its report data is the claims hash.
+    assert result.report_data == _over(_claims(key))
+    assert result.mrenclave == MRENCLAVE
+
+
+def test_dice_only_certificate(
+    provider: SimulationQuoteProvider, key: ec.EllipticCurvePrivateKey
+) -> None:
+    claims = _claims(key, nonce=b"n" * 16)  # an unknown claim is allowed
+    cert = _gramine_cert(key, [(ratls.TCG_DICE_TAGGED_EVIDENCE_OID, _evidence(provider, claims))])
+    result = _sim_verifier(provider).verify_certificate(cert)
+    assert result.checks[-1] == "ratls.key_binding:dice-claims"
+    assert "ratls.key_binding:spki-sha256" not in result.checks
+
+
+def _tagged(quote: bytes, claims: bytes) -> bytes:
+    return cbor2.dumps(cbor2.CBORTag(ratls.TEE_QUOTE_CBOR_TAG, [quote, claims]))
+
+
+def _bad_dice_cases(
+    provider: SimulationQuoteProvider, key: ec.EllipticCurvePrivateKey
+) -> dict[str, tuple[bytes, str]]:
+    claims = _claims(key)
+    good_quote = provider.quote(_over(claims))
+    other_key_claims = _claims(ec.generate_private_key(ec.SECP384R1()))
+    tagged_claims = cbor2.dumps(
+        {"pubkey-hash": cbor2.loads(claims)["pubkey-hash"], "x": cbor2.CBORTag(35, "a+")}
+    )
+    indefinite = b"\xd9\xea\x60\x9f" + cbor2.dumps(good_quote) + cbor2.dumps(claims) + b"\xff"
+    tail_quote = provider.quote(hashlib.sha256(claims).digest() + b"\x01" * 32)
+    return {
+        "claims hash": (_tagged(provider.quote(_over(b"other")), claims), "SHA-256 of its claims"),
+        "claims hash tail": (_tagged(tail_quote, claims), "last 32 bytes are not zero"),
+        "pubkey-hash": (
+            _tagged(provider.quote(_over(other_key_claims)), other_key_claims),
+            "does not match the SHA256 of the certificate's public key",
+        ),
+        "trailing CBOR": (_tagged(good_quote, claims) + b"\x00", "1 trailing bytes"),
+        "indefinite length": (indefinite, "indefinite-length"),
+        "other tag in claims": (
+            _tagged(provider.quote(_over(tagged_claims)), tagged_claims),
+            "CBOR tag 35 is not allowed",
+        ),
+        "outer tag": (
+            cbor2.dumps(cbor2.CBORTag(55799, cbor2.CBORTag(60000, [good_quote, claims]))),
+            "not CBOR tag 60000",
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "claims hash",
+        "claims hash tail",
+        "pubkey-hash",
+        "trailing CBOR",
+        "indefinite length",
+        "other tag in claims",
+        "outer tag",
+    ],
+)
+def test_bad_dice_evidence_is_refused_before_collateral(
+    provider: SimulationQuoteProvider, key: ec.EllipticCurvePrivateKey, case: str
+) -> None:
+    value, message = _bad_dice_cases(provider, key)[case]
+    source = _NoCollateral()
+    verifier = _sim_verifier(provider, source)
+    for extensions in (
+        [(ratls.TCG_DICE_TAGGED_EVIDENCE_OID, value)],
+        # Next to a good legacy quote too: every evidence must bind on its own.
+        [
+            (ratls.QUOTE_OID_LEGACY, provider.quote(_over(_spki(key)))),
+            (ratls.TCG_DICE_TAGGED_EVIDENCE_OID, value),
+        ],
+    ):
+        with pytest.raises(VerificationError, match=message) as info:
+            verifier.verify_certificate(_gramine_cert(key, extensions))
+        assert "\n" not in str(info.value)
+    assert source.calls == 0
+
+
+def test_evidences_disagreeing_on_mrenclave_are_refused(
+    provider: SimulationQuoteProvider, key: ec.EllipticCurvePrivateKey, sim_dir: Path
+) -> None:
+    other = SimulationQuoteProvider(
+        mrenclave=OTHER_MRENCLAVE, mrsigner=b"\x22" * 32, directory=sim_dir
+    )
+    cert = _gramine_cert(key, _dual(provider, key, legacy_provider=other))
+    with pytest.raises(VerificationError, match=f"disagree on the MRENCLAVE \\({MRENCLAVE.hex()}"):
+        _sim_verifier(provider).verify_certificate(cert)
+
+
+def test_critical_quote_extension_is_refused(
+    provider: SimulationQuoteProvider, key: ec.EllipticCurvePrivateKey
+) -> None:
+    verifier = _sim_verifier(provider, _NoCollateral())
+    for oid in (ratls.QUOTE_OID_LEGACY, ratls.TCG_DICE_TAGGED_EVIDENCE_OID):
+        cert = _gramine_cert(key, _dual(provider, key), critical=frozenset({oid}))
+        with pytest.raises(VerificationError, match=f"{oid} is marked critical"):
+            verifier.verify_certificate(cert)
+
+
+def test_unknown_critical_extension_is_refused(
+    provider: SimulationQuoteProvider, key: ec.EllipticCurvePrivateKey
+) -> None:
+    extensions = [*_dual(provider, key), ("1.2.3.4", b"\x05\x00")]
+    cert = _gramine_cert(key, extensions, critical=frozenset({"1.2.3.4"}))
+    with pytest.raises(VerificationError, match=r"unrecognised critical extension 1\.2\.3\.4"):
+        _sim_verifier(provider, _NoCollateral()).verify_certificate(cert)
+    # The same extension, non-critical, is ignored.
+    assert _sim_verifier(provider).verify_certificate(_gramine_cert(key, extensions))
+
+
+def test_ec_point_binding_needs_a_zero_tail(provider: SimulationQuoteProvider) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    point = key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+    digest = hashlib.sha256(point).digest()
+    good = _gramine_cert(key, [(ratls.QUOTE_OID_LEGACY, provider.quote(digest + bytes(32)))])
+    result = _sim_verifier(provider).verify_certificate(good)
+    assert result.checks[-1] == "ratls.key_binding:ec-point-sha256"
+    tagged = provider.quote(digest + b"app-defined-tag: not a TLS key!!")
+    bad = _gramine_cert(key, [(ratls.QUOTE_OID_LEGACY, tagged)])
+    with pytest.raises(VerificationError, match="last 32 bytes are not zero"):
+        _sim_verifier(provider, _NoCollateral()).verify_certificate(bad)
+
+
+def test_key_binding_is_checked_before_collateral(provider: SimulationQuoteProvider) -> None:
+    # A genuine quote in a certificate whose key it does not bind: refused without fetching.
+    quote = provider.quote(_over(b"some other key"))
+    cert = _gramine_cert(ec.generate_private_key(ec.SECP256R1()), [(ratls.QUOTE_OID, quote)])
+    source = _NoCollateral()
+    with pytest.raises(VerificationError, match="does not bind"):
+        _sim_verifier(provider, source).verify_certificate(cert)
+    assert source.calls == 0
+
+
+def test_only_ecdsa_sha256_or_sha384_self_signatures(
+    provider: SimulationQuoteProvider, key: ec.EllipticCurvePrivateKey
+) -> None:
+    verifier = _sim_verifier(provider, _NoCollateral())
+    sha512 = _gramine_cert(key, _dual(provider, key), hash_algorithm=hashes.SHA512())
+    with pytest.raises(VerificationError, match=r"signature algorithm .* is not supported"):
+        verifier.verify_certificate(sha512)
+    p521 = ec.generate_private_key(ec.SECP521R1())
+    with pytest.raises(VerificationError, match="key \\(secp521r1\\) is not supported"):
+        verifier.verify_certificate(_gramine_cert(p521, _dual(provider, p521)))
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "RATLS")])
+    now = dt.datetime.now(dt.timezone.utc)
+    rsa_cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(rsa_key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.UnrecognizedExtension(x509.ObjectIdentifier(ratls.QUOTE_OID), b"q" * 200),
+            critical=False,
+        )
+        .sign(rsa_key, hashes.SHA256())
+    )
+    with pytest.raises(VerificationError, match=r"signature algorithm .* is not supported"):
+        verifier.verify_certificate(rsa_cert)

@@ -292,8 +292,14 @@ class Verifier:
     def verify_certificate(
         self, cert: bytes | x509.Certificate, *, at: datetime | None = None
     ) -> VerificationResult:
-        """Verify an RA-TLS certificate: its own signature and validity, its quote, and that the
-        quote's report data binds the certificate's public key.
+        """Verify an RA-TLS certificate: its own signature and validity, and every piece of
+        evidence it carries (a Gramine >= 1.8 certificate has two quotes: the legacy one and the
+        TCG DICE one). Each must bind the certificate's public key by its own rule, which is
+        checked before any quote is verified (so before any collateral is fetched); then every
+        distinct quote is verified and all must agree on the enclave and its TCB status.
+
+        The result is the first evidence's (TCG DICE when present, as Gramine's verifier
+        prefers it), with one ``ratls.key_binding:<rule>`` check per evidence.
         """
         at = _utc(at)
         # cryptography parses certificate fields lazily, so a malformed one can surface as
@@ -311,23 +317,50 @@ class Verifier:
                 cert = ratls.load_certificate(bytes(cert))
             ratls.check_self_signature(cert)
             chain.check_validity(cert, at, "RA-TLS certificate")
-            quote = ratls.extract_quote(cert)
+            evidence = ratls.extract_evidence(cert)
+            bindings = [
+                ratls.check_evidence_binding(
+                    cert, item, parse_quote(item.quote).report_body.report_data
+                )
+                for item in evidence
+            ]
         except malformed as exc:
             raise CertificateChainError(f"RA-TLS certificate: malformed ({exc})") from None
-        result = self.verify_quote(quote, at=at)
-        try:
-            binding = ratls.check_key_binding(cert, result.report_data)
-        except malformed as exc:
-            raise CertificateChainError(f"RA-TLS certificate: malformed ({exc})") from None
+        quotes = list(dict.fromkeys(item.quote for item in evidence))
+        results = [self.verify_quote(quote, at=at) for quote in quotes]
+        self._check_results_agree(results)
         return replace(
-            result,
+            results[0],
             checks=(
                 "ratls.self_signature",
                 "ratls.validity",
-                *result.checks,
-                f"ratls.key_binding:{binding}",
+                *results[0].checks,
+                *(f"ratls.key_binding:{binding}" for binding in bindings),
             ),
         )
+
+    @staticmethod
+    def _check_results_agree(results: list[VerificationResult]) -> None:
+        """The quotes of one RA-TLS certificate must describe the same enclave: otherwise a verifier
+        that reads only one of them (Gramine's reads only the DICE one) would see another enclave.
+        """
+        first = results[0]
+        for other in results[1:]:
+            for field, label in (
+                ("mrenclave", "MRENCLAVE"),
+                ("mrsigner", "MRSIGNER"),
+                ("isv_prod_id", "ISV product ID"),
+                ("isv_svn", "ISV SVN"),
+                ("debug", "debug flag"),
+                ("tcb_status", "TCB status"),
+            ):
+                mine, theirs = getattr(first, field), getattr(other, field)
+                if mine != theirs:
+                    shown = [v.hex() if isinstance(v, bytes) else v for v in (mine, theirs)]
+                    raise VerificationError(
+                        f"RA-TLS certificate: its quotes disagree on the {label} "
+                        f"({shown[0]} vs {shown[1]})"
+                    )
 
     # --- quote-side checks ----------------------------------------------------------------
 
