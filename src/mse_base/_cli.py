@@ -619,7 +619,8 @@ def _verify(args: argparse.Namespace) -> int:
         collateral = Collateral.from_directory(args.collateral)
     elif args.pccs_url is not None:
         try:
-            collateral = PCCSCollateralSource(args.pccs_url)
+            # A simulation PCCS serves collateral signed under the simulation CA.
+            collateral = PCCSCollateralSource(args.pccs_url, trust_root=trust_root)
         except ValueError as err:
             raise UsageError(f"--pccs-url: {err}") from None
     elif args.simulation_ca is not None:
