@@ -19,6 +19,7 @@ import ssl
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -40,6 +41,10 @@ def _fail(prog: str, err: Error, debug: bool) -> NoReturn:
 
 def _guard(prog: str, body: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     debug = bool(getattr(args, "debug", False))
+    if not debug:
+        # Library warnings (cryptography's about odd certificate encodings, say) would print
+        # source lines around the one line a user should read; --debug shows them.
+        warnings.simplefilter("ignore")
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO,
         format=f"{prog}: %(message)s",
@@ -496,7 +501,7 @@ def _simulation_collateral_dir(ca_pem: Path) -> Path:
     The PKI's owner (keys readable) gets it re-issued first when stale, as ``mse-run`` would; a
     copied ca.pem is used with whatever collateral was copied beside it.
     """
-    from mse_base._internal.simulation import refresh_collateral
+    from mse_base._internal.simulation import refresh_collateral, simulation_dir
     from mse_base.errors import UsageError
 
     refresh_collateral(ca_pem.parent)
@@ -505,7 +510,7 @@ def _simulation_collateral_dir(ca_pem: Path) -> Path:
         raise UsageError(
             f"--simulation-ca {ca_pem}: no simulation collateral beside it ({directory} is "
             "missing); pass --collateral DIR with the simulation's collateral directory "
-            "(~/.config/mse/simulation/collateral, beside its ca.pem) or copy that directory "
+            f"({simulation_dir() / 'collateral'}, beside its ca.pem) or copy that directory "
             "beside this ca.pem"
         )
     return directory
@@ -578,10 +583,19 @@ def _verify(args: argparse.Namespace) -> int:
     from mse_base._internal import ratls
     from mse_base._internal.collateral import Collateral, CollateralSource
     from mse_base._internal.pccs import INTEL_PCS_URL, PCCSCollateralSource
+    from mse_base._internal.simulation import simulation_dir
     from mse_base.errors import UsageError, VerificationError
-    from mse_base.verify import Policy, Verifier
+    from mse_base.verify import TCB_STATUSES, Policy, Verifier
 
     mrenclaves = frozenset(_hex_option("--mrenclave", v, 32) for v in args.mrenclave)
+    for status in args.allow_status:
+        if status == "Revoked":
+            raise UsageError("--allow-status Revoked: a revoked TCB is never accepted")
+        if status not in TCB_STATUSES:
+            raise UsageError(
+                f"--allow-status {status!r} is not a TCB status; use one of "
+                f"{', '.join(sorted(TCB_STATUSES - {'Revoked'}))}"
+            )
     mrsigner = _hex_option("--mrsigner", args.mrsigner, 32) if args.mrsigner else None
     for name, value in (("--isv-prod-id", args.isv_prod_id), ("--min-isv-svn", args.min_isv_svn)):
         if value is not None and not 0 <= value <= 0xFFFF:
@@ -607,7 +621,7 @@ def _verify(args: argparse.Namespace) -> int:
         except ValueError:
             raise UsageError(
                 f"--simulation-ca {args.simulation_ca}: not a PEM certificate; pass the ca.pem "
-                "of the simulation (~/.config/mse/simulation/ca.pem)"
+                f"of the simulation ({simulation_dir() / 'ca.pem'})"
             ) from None
     collateral: Collateral | CollateralSource
     if args.collateral is not None:
@@ -655,9 +669,15 @@ def _verify(args: argparse.Namespace) -> int:
         else:
             if cert_bytes is not None:
                 presented = cert_bytes
+                try:
+                    cert = ratls.load_certificate(presented)
+                except VerificationError:
+                    raise UsageError(
+                        f"--cert {args.cert}: not a PEM or DER X.509 certificate"
+                    ) from None
             else:
                 presented = _fetch_server_certificate(args.url)
-            cert = ratls.load_certificate(presented)
+                cert = ratls.load_certificate(presented)
             if args.save_cert is not None:
                 # Saved before verification: what was presented is evidence worth keeping even
                 # when it is rejected; the rejection line then says the file is not trusted.

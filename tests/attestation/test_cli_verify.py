@@ -216,6 +216,8 @@ def test_human_output_and_wrong_mrenclave(shared: Path) -> None:
         (["--quote", REAL_QUOTE, "--pccs-url", "ftp://x"], "--pccs-url"),
         (["--quote", REAL_QUOTE, "--simulation-ca", "/nonexistent.pem"], "/nonexistent.pem"),
         (["ftp://host:1"], "https"),
+        (["--quote", REAL_QUOTE, "--allow-status", "Revoked"], "never accepted"),
+        (["--cert", REAL_QUOTE], "--cert"),
         ([f"https://{'a' * 64}.example"], "not a valid DNS name"),
         (
             [
@@ -530,3 +532,17 @@ def test_copied_simulation_ca_without_collateral(sim_pki: SimulationPKI, tmp_pat
     )
     assert proc.returncode == 0, proc.stderr
     assert "SIMULATION" in proc.stdout
+
+
+def test_library_warnings_do_not_reach_the_user(tmp_path: Path) -> None:
+    """A damaged CRL makes cryptography warn; the user sees only the one error line."""
+    import shutil
+
+    collateral = tmp_path / "collateral"
+    shutil.copytree(SHARED / "phala_sgx_v3", collateral)
+    crl = bytearray((collateral / "pck_crl.der").read_bytes())
+    crl[97] ^= 1
+    (collateral / "pck_crl.der").write_bytes(bytes(crl))
+    args = ["--quote", REAL_QUOTE, "--collateral", collateral, "--at", "2025-07-01T00:00:00Z"]
+    line = assert_one_line_error(run(*args), 1)
+    assert "PCK CRL" in line

@@ -119,5 +119,6 @@ class Policy:
         if body.debug and not self.allow_debug:
             raise PolicyError(
                 "enclave identity: the enclave runs in DEBUG mode (its memory is readable by "
-                "the host); refused unless the policy sets allow_debug=True"
+                "the host); refused unless debug enclaves are allowed (Policy allow_debug=True, "
+                "mse-verify --allow-debug)"
             )
