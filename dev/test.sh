@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Quick start, command 2: lint, type-check and run every test (the image build included).
 #   dev/test.sh              everything, as CI runs it
-#   dev/test.sh --no-image   skip the buildah image build (about 5-10 minutes)
+#   dev/test.sh --no-image   skip the buildah image build (about 1.5 minutes on a first run)
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"

@@ -61,6 +61,8 @@ class Collateral:
         (else the TCB info issuer chain serves both: Intel signs both with the TCB signing cert).
         """
         path = Path(path)
+        if not path.is_dir():
+            raise UsageError(f"collateral directory {path}: not a directory")
 
         def read(name: str) -> bytes:
             try:

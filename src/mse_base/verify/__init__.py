@@ -7,7 +7,8 @@ Example::
 
     from mse_base.verify import Collateral, Policy, Verifier
 
-    case = Path("sgx-quotes/automata_sgx_v3")  # a collateral directory and its quote
+    # A collateral directory and its quote (run from the repository root, ../shared beside it).
+    case = Path("../shared/sgx-quotes/automata_sgx_v3")
     mrenclave = bytes.fromhex("a4f45c39dac622cb1dd32ddb35a52ec92db41d0fa88a1c911c49e59c534f61cd")
     policy = Policy(
         mrenclave=frozenset({mrenclave}),
