@@ -8,6 +8,8 @@ it into one line on stderr and the error's exit code, with a traceback only unde
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import logging
 import os
@@ -16,11 +18,12 @@ import re
 import signal
 import socket
 import ssl
+import subprocess
 import sys
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -28,7 +31,7 @@ from mse_base.errors import Error
 
 if TYPE_CHECKING:
     from mse_base._internal.deployment import Deployment
-    from mse_base._internal.pipeline import Prepared
+    from mse_base._internal.pipeline import Prepared, RunRequest, WorkdirSource
     from mse_base.verify import VerificationResult
 
 
@@ -107,9 +110,11 @@ def _run_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _default_workdir(deployment_id: str) -> Path:
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "mse" / deployment_id
+def _default_workdir(deployment_id: str) -> tuple[Path, WorkdirSource]:
+    state = os.environ.get("XDG_STATE_HOME")
+    if state:
+        return Path(state) / "mse" / deployment_id, "XDG_STATE_HOME"
+    return Path.home() / ".local" / "state" / "mse" / deployment_id, "HOME"
 
 
 def _progress() -> Callable[[int, int], None] | None:
@@ -140,19 +145,75 @@ def _deployment(args: argparse.Namespace) -> Deployment:
 
 def _run(args: argparse.Namespace) -> int:
     from mse_base._internal import pipeline
-    from mse_base._internal.size import format_size, parse_enclave_size
+    from mse_base._internal.size import parse_enclave_size
 
     deployment = _deployment(args)
-    request = pipeline.RunRequest(
-        deployment=deployment,
-        enclave_size=parse_enclave_size(args.size),
-        code=args.code,
-        workdir=args.workdir or _default_workdir(str(deployment.deployment_id)),
-        signer_key=args.signer_key,
-        dry_run=args.dry_run,
-        force=args.force,
-        mode="simulation" if args.simulation else "sgx",
-    )
+    enclave_size = parse_enclave_size(args.size)
+    if args.simulation and not args.dry_run:
+        # Before anything is written; the certificate check after the start still decides.
+        _check_port_free(deployment.bind, deployment.port)
+
+    def request(workdir: Path, source: WorkdirSource) -> RunRequest:
+        return pipeline.RunRequest(
+            deployment=deployment,
+            enclave_size=enclave_size,
+            code=args.code,
+            workdir=workdir,
+            signer_key=args.signer_key,
+            dry_run=args.dry_run,
+            force=args.force,
+            mode="simulation" if args.simulation else "sgx",
+            workdir_source=source,
+        )
+
+    if args.workdir is not None:
+        return _run_request(args, request(args.workdir, "--workdir"))
+    if args.dry_run:
+        # A dry run only prints the measurement: its files go to a directory removed afterwards,
+        # so it leaves nothing that would make the real run's default work directory "not empty".
+        with _temporary_directory() as workdir:
+            return _run_request(args, request(workdir, "temporary"))
+    return _run_request(args, request(*_default_workdir(str(deployment.deployment_id))))
+
+
+@contextlib.contextmanager
+def _temporary_directory() -> Iterator[Path]:
+    import tempfile
+
+    from mse_base.errors import UsageError
+
+    try:
+        directory = tempfile.TemporaryDirectory(prefix="mse-dry-run-", ignore_cleanup_errors=True)
+    except OSError as err:
+        raise UsageError(
+            f"--dry-run: cannot create a temporary work directory ({err.strerror or err}): set "
+            "TMPDIR to a writable directory, or pass --workdir DIR"
+        ) from None
+    with directory as name:
+        yield Path(name)
+
+
+def _check_port_free(bind: str, port: int) -> None:
+    """Refuse a port something else already listens on, binding it as the server will."""
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # As the server does, so a port whose old connections sit in TIME_WAIT counts as free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((bind, port))
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise Error(
+                    f"port {port} on {bind} is already in use by another process; stop it or "
+                    "choose another --port"
+                ) from None
+            # Anything else (a privileged port, say) the enclave meets too and reports itself.
+
+
+def _run_request(args: argparse.Namespace, request: RunRequest) -> int:
+    from mse_base._internal import pipeline
+    from mse_base._internal.size import format_size
+
     prepared = pipeline.prepare(request, None if args.json else _progress())
     summary = prepared.summary()
     left = prepared.request.enclave_size - prepared.trusted_bytes
@@ -185,41 +246,36 @@ def _run(args: argparse.Namespace) -> int:
     return _run_simulation(prepared)
 
 
+# Starting includes importing the app and, on a cold cache, creating the simulation PKI.
+_LISTEN_TIMEOUT = 120.0
+
+
 def _run_simulation(prepared: Prepared) -> int:
     from mse_base._internal import pipeline
 
     log = logging.getLogger("mse")
-    child = pipeline.start_simulation(prepared)
-
-    def forward(signum: int, _frame: object) -> None:
-        child.send_signal(signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    deployment = prepared.request.deployment
-    address = "127.0.0.1" if deployment.bind in ("0.0.0.0", "::") else deployment.bind  # noqa: S104
-    deadline = time.monotonic() + 120
-    while True:
-        if child.poll() is not None:
-            return int(child.returncode)
-        try:
-            with socket.create_connection((address, deployment.port), timeout=1):
-                break
-        except OSError:
-            if time.monotonic() > deadline:
-                child.terminate()
-                child.wait()
-                raise Error(
-                    f"the enclave did not listen on port {deployment.port} within 120 s"
-                ) from None
-            time.sleep(0.1)
+    child: subprocess.Popen[bytes] | None = None
     try:
-        result = _check_running_enclave(prepared, address)
+        child = pipeline.start_simulation(prepared)
+        running = child
+
+        def forward(signum: int, _frame: object) -> None:
+            running.send_signal(signal.SIGTERM)
+
+        signal.signal(signal.SIGTERM, forward)
+        signal.signal(signal.SIGINT, forward)
+        result = _await_enclave(prepared, child)
     except BaseException:
         # Fail closed: an enclave we could not verify must not keep serving.
-        child.terminate()
-        child.wait()
+        if child is not None:
+            _stop(child)
+        pipeline.discard_workdir(prepared.request.workdir, prepared.claim)
         raise
+    if result is None:
+        # It exited before serving and said why on stderr; it never served, so its work
+        # directory holds nothing worth keeping.
+        pipeline.discard_workdir(prepared.request.workdir, prepared.claim)
+        return int(child.returncode)
     log.info(
         "RA-TLS check passed (SIMULATION): MRENCLAVE %s, TCB %s; certificate saved to %s",
         result.mrenclave.hex(),
@@ -229,7 +285,85 @@ def _run_simulation(prepared: Prepared) -> int:
     return int(child.wait())
 
 
-def _check_running_enclave(prepared: Prepared, address: str) -> VerificationResult:
+def _stop(child: subprocess.Popen[bytes]) -> None:
+    if child.poll() is None:
+        child.terminate()
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def _await_enclave(prepared: Prepared, child: subprocess.Popen[bytes]) -> VerificationResult | None:
+    """Wait until this enclave serves its port, then verify it; None if it exited first.
+
+    Something else may hold the port (the enclave then fails to bind), so answering is not
+    enough: the certificate served must be the one the enclave wrote, which it does before it
+    binds. The file is read only once the port answers, so it is never read half-written.
+    """
+    from mse_base._internal import pipeline
+
+    deployment = prepared.request.deployment
+    address = "127.0.0.1" if deployment.bind in ("0.0.0.0", "::") else deployment.bind  # noqa: S104
+    served = _served_certificate(
+        child, address, deployment.port, deployment.host, pipeline.simulation_certificate(prepared)
+    )
+    return None if served is None else _check_running_enclave(prepared, served)
+
+
+def _served_certificate(
+    child: subprocess.Popen[bytes], address: str, port: int, server_name: str, cert_path: Path
+) -> bytes | None:
+    """The DER certificate served on ``port``, once it is known to be ``child``'s; None if
+    ``child`` exited first."""
+    from mse_base.errors import VerificationError
+
+    deadline = time.monotonic() + _LISTEN_TIMEOUT
+    while True:
+        if child.poll() is not None:
+            return None
+        expected = _enclave_certificate(address, port, cert_path)
+        if expected is not None:
+            break
+        if time.monotonic() > deadline:
+            raise Error(f"the enclave did not listen on port {port} within {_LISTEN_TIMEOUT:.0f} s")
+        time.sleep(0.1)
+    try:
+        served = _peer_certificate(address, port, server_name)
+    except VerificationError as err:
+        raise Error(
+            f"port {port} does not answer with this enclave's certificate ({err}): another "
+            "process may be serving it; choose another --port"
+        ) from None
+    if served != expected:
+        raise Error(
+            f"port {port} is served by another process, not this enclave; choose another --port"
+        )
+    return served
+
+
+def _enclave_certificate(address: str, port: int, cert_path: Path) -> bytes | None:
+    """The DER certificate the enclave wrote, once something answers on its port; else None."""
+    try:
+        with socket.create_connection((address, port), timeout=1):
+            pass
+    except OSError:
+        return None
+    try:
+        pem = cert_path.read_text(encoding="ascii")
+    except FileNotFoundError:
+        # Something answers but the enclave has not written its certificate: not its port yet.
+        return None
+    except (OSError, UnicodeError) as err:
+        raise Error(f"cannot read the enclave's certificate {cert_path}: {err}") from None
+    try:
+        return ssl.PEM_cert_to_DER_cert(pem)
+    except ValueError:
+        return None  # not complete yet (or never: the deadline then applies)
+
+
+def _check_running_enclave(prepared: Prepared, der: bytes) -> VerificationResult:
     """Verify the live server's certificate exactly as a client would, pinned to our MRENCLAVE."""
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
@@ -238,8 +372,6 @@ def _check_running_enclave(prepared: Prepared, address: str) -> VerificationResu
     from mse_base._internal.simulation import ensure_simulation_pki
     from mse_base.verify import Policy, Verifier
 
-    deployment = prepared.request.deployment
-    der = _peer_certificate(address, deployment.port, deployment.host)
     pki = ensure_simulation_pki()
     verifier = Verifier(
         collateral=Collateral.from_directory(pki.collateral_dir),

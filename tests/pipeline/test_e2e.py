@@ -208,6 +208,9 @@ def test_import_error_stops_the_run(tmp_path: Path, env: dict[str, str]) -> None
     assert result.returncode != 0
     assert "does_not_exist_anywhere" in result.stderr
     assert "Traceback" not in result.stderr
+    # It never served: the work directory this run created is gone, so a fixed tar needs no
+    # --force.
+    assert not (tmp_path / "wd").exists()
 
 
 def test_mse_test_serves_plain_http(tmp_path: Path, env: dict[str, str]) -> None:

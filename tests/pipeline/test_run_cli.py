@@ -6,24 +6,30 @@ import json
 import subprocess
 import sys
 import sysconfig
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
-import tomllib
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from .conftest import FLASK_APP, make_tar, run_args
 
 
-def dry_run(tar: Path, workdir: Path, env: dict[str, str], *extra: str, **opts: str) -> dict:
+def dry_run(
+    tar: Path, workdir: Path, env: dict[str, str], *extra: str, **opts: str
+) -> dict[str, Any]:
     args = [*run_args(tar, workdir, **opts), "--simulation", "--dry-run", "--json", *extra]
     result = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    summary: dict[str, Any] = json.loads(result.stdout)
+    return summary
 
 
-def test_dry_run_prints_simulated_identity(flask_tar: Path, tmp_path: Path, env: dict) -> None:
+def test_dry_run_prints_simulated_identity(
+    flask_tar: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
     args = [*run_args(flask_tar, tmp_path / "wd"), "--simulation", "--dry-run", "--memory"]
     result = subprocess.run(args, capture_output=True, text=True, env=env, check=True)
     lines = result.stdout.splitlines()
@@ -35,7 +41,7 @@ def test_dry_run_prints_simulated_identity(flask_tar: Path, tmp_path: Path, env:
     assert "SIMULATION" in result.stderr
 
 
-def test_json_summary(flask_tar: Path, tmp_path: Path, env: dict) -> None:
+def test_json_summary(flask_tar: Path, tmp_path: Path, env: dict[str, str]) -> None:
     summary = dry_run(flask_tar, tmp_path / "wd", env)
     assert summary["mode"] == "simulation" and summary["simulated"] is True
     assert summary["enclave_size"] == 1 << 30
@@ -45,7 +51,7 @@ def test_json_summary(flask_tar: Path, tmp_path: Path, env: dict) -> None:
     assert (summary["isv_prod_id"], summary["isv_svn"]) == (0, 0)
 
 
-def test_manifest_content(flask_tar: Path, tmp_path: Path, env: dict) -> None:
+def test_manifest_content(flask_tar: Path, tmp_path: Path, env: dict[str, str]) -> None:
     workdir = tmp_path / "wd"
     expiry = "2000000000"
     dry_run(flask_tar, workdir, env, **{"--self-signed": expiry, "--port": "8443"})
@@ -86,14 +92,14 @@ def test_manifest_content(flask_tar: Path, tmp_path: Path, env: dict) -> None:
     assert not any(str(workdir) in json.dumps(m) for m in mounts)
 
 
-def test_debug_flag_reaches_manifest(flask_tar: Path, tmp_path: Path, env: dict) -> None:
+def test_debug_flag_reaches_manifest(flask_tar: Path, tmp_path: Path, env: dict[str, str]) -> None:
     summary = dry_run(flask_tar, tmp_path / "wd", env, "--debug")
     assert summary["debug"] is True
     manifest = tomllib.loads((tmp_path / "wd" / "mse.manifest").read_text())
     assert manifest["sgx"]["debug"] is True
 
 
-def test_same_inputs_same_mrenclave(tmp_path: Path, env: dict) -> None:
+def test_same_inputs_same_mrenclave(tmp_path: Path, env: dict[str, str]) -> None:
     files = {"app.py": FLASK_APP, "static/a.txt": "a", "lib/util.py": "X = 1\n"}
     one = make_tar(tmp_path / "one.tar", files, mtime=1)
     two = make_tar(tmp_path / "two.tar", files, reverse=True, mtime=1_700_000_000)
@@ -108,7 +114,9 @@ def test_same_inputs_same_mrenclave(tmp_path: Path, env: dict) -> None:
     assert other_uuid["mrenclave"] != first["mrenclave"]
 
 
-def test_signer_key_gives_stable_mrsigner(flask_tar: Path, tmp_path: Path, env: dict) -> None:
+def test_signer_key_gives_stable_mrsigner(
+    flask_tar: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
     key = rsa.generate_private_key(public_exponent=3, key_size=3072)
     path = tmp_path / "enclave-key.pem"
     path.write_bytes(
@@ -124,7 +132,7 @@ def test_signer_key_gives_stable_mrsigner(flask_tar: Path, tmp_path: Path, env: 
     assert first["mrsigner_meaningful"] is True
 
 
-def _fails(args: list[str], env: dict, *needles: str, code: int | None = None) -> str:
+def _fails(args: list[str], env: dict[str, str], *needles: str, code: int | None = None) -> str:
     result = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
     assert result.returncode != 0
     if code is not None:
@@ -152,7 +160,13 @@ def _fails(args: list[str], env: dict, *needles: str, code: int | None = None) -
     ],
 )
 def test_bad_input_one_line_nothing_written(
-    flask_tar: Path, tmp_path: Path, env: dict, home: Path, option: str, value: str, needle: str
+    flask_tar: Path,
+    tmp_path: Path,
+    env: dict[str, str],
+    home: Path,
+    option: str,
+    value: str,
+    needle: str,
 ) -> None:
     workdir = tmp_path / "wd"
     _fails([*run_args(flask_tar, workdir, **{option: value}), "--simulation"], env, needle, code=2)
@@ -160,7 +174,7 @@ def test_bad_input_one_line_nothing_written(
     assert list(home.iterdir()) == []
 
 
-def test_wrong_key_types(flask_tar: Path, tmp_path: Path, env: dict, home: Path) -> None:
+def test_wrong_key_types(flask_tar: Path, tmp_path: Path, env: dict[str, str], home: Path) -> None:
     rsa_2048 = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     ec_key = ec.generate_private_key(ec.SECP256R1())
     for name, key in (("rsa.pem", rsa_2048), ("ec.pem", ec_key)):
@@ -179,7 +193,7 @@ def test_wrong_key_types(flask_tar: Path, tmp_path: Path, env: dict, home: Path)
     assert list(home.iterdir()) == []
 
 
-def test_malicious_tar_via_cli(tmp_path: Path, env: dict, home: Path) -> None:
+def test_malicious_tar_via_cli(tmp_path: Path, env: dict[str, str], home: Path) -> None:
     import io
     import tarfile
 
@@ -195,7 +209,7 @@ def test_malicious_tar_via_cli(tmp_path: Path, env: dict, home: Path) -> None:
     assert list(home.iterdir()) == []
 
 
-def test_missing_requirements_listed(tmp_path: Path, env: dict) -> None:
+def test_missing_requirements_listed(tmp_path: Path, env: dict[str, str]) -> None:
     tar = make_tar(
         tmp_path / "req.tar",
         {"app.py": FLASK_APP, "requirements.txt": "flask\nsurely-not-installed-pkg==1.0\n"},
@@ -208,7 +222,7 @@ def test_missing_requirements_listed(tmp_path: Path, env: dict) -> None:
 
 
 def test_sgx_mode_without_gramine_says_what_is_missing(
-    flask_tar: Path, tmp_path: Path, env: dict, home: Path
+    flask_tar: Path, tmp_path: Path, env: dict[str, str], home: Path
 ) -> None:
     stderr = _fails(run_args(flask_tar, tmp_path / "wd"), env, "Gramine", "--simulation", code=3)
     assert "gramine-sgx" in stderr
@@ -216,7 +230,7 @@ def test_sgx_mode_without_gramine_says_what_is_missing(
     assert list(home.iterdir()) == []
 
 
-def test_workdir_reuse_needs_force(flask_tar: Path, tmp_path: Path, env: dict) -> None:
+def test_workdir_reuse_needs_force(flask_tar: Path, tmp_path: Path, env: dict[str, str]) -> None:
     workdir = tmp_path / "wd"
     first = dry_run(flask_tar, workdir, env)
     _fails([*run_args(flask_tar, workdir), "--simulation", "--dry-run"], env, "--force")
@@ -224,7 +238,7 @@ def test_workdir_reuse_needs_force(flask_tar: Path, tmp_path: Path, env: dict) -
     assert again["mrenclave"] == first["mrenclave"]
 
 
-def test_version(env: dict) -> None:
+def test_version(env: dict[str, str]) -> None:
     from .conftest import BIN
 
     result = subprocess.run(

@@ -174,9 +174,19 @@ def test_gzip_and_inner_links_accepted(tmp_path: Path) -> None:
 def test_not_a_tar(tmp_path: Path) -> None:
     path = tmp_path / "app.tar"
     path.write_bytes(b"this is not a tar file at all" * 20)
-    with pytest.raises(UsageError, match="not a readable tar"):
+    with pytest.raises(UsageError) as caught:
         codetar.unpack_code(path, tmp_path / "code")
+    assert str(caught.value) == f"--code {path}: not a tar or tar.gz archive"
     assert not (tmp_path / "code").exists()
+
+
+def test_tar_without_files_refused_before_writing(tmp_path: Path) -> None:
+    path = _tar_with(tmp_path, (_info("only-a-dir", type=tarfile.DIRTYPE), b""))
+    with pytest.raises(UsageError, match="contains no files"):
+        codetar.inspect_code(path)
+    with pytest.raises(UsageError, match="contains no files"):
+        codetar.unpack_code(path, tmp_path / "out" / "code")
+    assert not (tmp_path / "out").exists()
 
 
 def test_old_python_without_tar_filters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

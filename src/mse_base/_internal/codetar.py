@@ -83,26 +83,68 @@ def _check_members(tar_path: Path, members: list[tarfile.TarInfo]) -> tuple[int,
     return files, total
 
 
-def inspect_code(tar_path: Path) -> None:
-    """Check every member of the tar without writing anything (run before any directory exists)."""
+def _check_path(tar_path: Path) -> None:
+    if tar_path.is_dir():
+        raise UsageError(
+            f"--code {tar_path} is a directory; pack it first: tar -C {tar_path} -cf app.tar ."
+        )
+    if tar_path.exists() and not tar_path.is_file():
+        raise UsageError(
+            f"--code {tar_path} is not a regular file; give the path of a tar of your app"
+        )
     if not tar_path.is_file():
         raise UsageError(f"--code {tar_path}: no such file; give the path of a tar of your app")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _open(tar_path: Path) -> tarfile.TarFile:
     try:
-        with tarfile.open(tar_path, "r:*") as archive:
-            _check_members(tar_path, archive.getmembers())
+        return tarfile.open(tar_path, "r:*")
+    except (tarfile.TarError, EOFError):
+        # tarfile's message lists every decompressor it tried, over several lines.
+        raise UsageError(f"--code {tar_path}: not a tar or tar.gz archive") from None
+    except OSError as exc:
+        raise UsageError(f"--code {tar_path}: cannot read it ({exc.strerror or exc})") from None
+
+
+def _read_members(
+    tar_path: Path, archive: tarfile.TarFile
+) -> tuple[list[tarfile.TarInfo], int, int]:
+    try:
+        members = archive.getmembers()
     except (tarfile.TarError, EOFError, OSError) as exc:
-        raise UsageError(f"--code {tar_path} is not a readable tar file ({exc})") from None
+        raise UsageError(
+            f"--code {tar_path} is damaged or truncated ({_first_line(exc)}); rebuild the tar"
+        ) from None
+    files, total = _check_members(tar_path, members)
+    if files == 0:
+        # Refused here, before any directory exists: an empty app would only fail later, less
+        # clearly (the manifest would trust no application file).
+        raise UsageError(
+            f"--code {tar_path} contains no files; pack your app's directory: "
+            "tar -C DIR -cf app.tar ."
+        )
+    return members, files, total
+
+
+def inspect_code(tar_path: Path) -> None:
+    """Check every member of the tar without writing anything (run before any directory exists)."""
+    _check_path(tar_path)
+    with _open(tar_path) as archive:
+        _read_members(tar_path, archive)
 
 
 def unpack_code(tar_path: Path, destination: Path) -> UnpackedCode:
     """Unpack ``tar_path`` (plain or compressed) into ``destination``, which must not exist."""
-    if not tar_path.is_file():
-        raise UsageError(f"--code {tar_path}: no such file; give the path of a tar of your app")
-    try:
-        with tarfile.open(tar_path, "r:*") as archive:
-            members = archive.getmembers()
-            files, total = _check_members(tar_path, members)
-            staging = destination.with_name(destination.name + ".partial")
+    _check_path(tar_path)
+    with _open(tar_path) as archive:
+        members, files, total = _read_members(tar_path, archive)
+        staging = destination.with_name(destination.name + ".partial")
+        try:
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(mode=0o755, parents=True)
             try:
@@ -112,8 +154,16 @@ def unpack_code(tar_path: Path, destination: Path) -> UnpackedCode:
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise UsageError(f"--code {tar_path} is not a readable tar file ({exc})") from None
+        except (tarfile.TarError, EOFError) as exc:
+            # A member's data cut short, or (on Pythons with filters) one the data filter refused.
+            raise UsageError(
+                f"--code {tar_path}: cannot unpack it ({_first_line(exc)}); rebuild the tar"
+            ) from None
+        except OSError as exc:
+            raise UsageError(
+                f"--code {tar_path}: cannot unpack it into {destination.parent} "
+                f"({exc.strerror or _first_line(exc)})"
+            ) from None
     return UnpackedCode(destination, files, total)
 
 

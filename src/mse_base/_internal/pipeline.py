@@ -29,6 +29,10 @@ from .signer import SignerKey, default_key_path, load_signer_key, throwaway_sign
 from .sigstruct import Sigstruct, build_sigstruct, parse_sigstruct
 
 Mode = Literal["sgx", "simulation"]
+# Where the work directory came from, for messages: the option, the default under
+# $XDG_STATE_HOME or under ~/.local/state, or a temporary directory (a --dry-run without
+# --workdir).
+WorkdirSource = Literal["--workdir", "XDG_STATE_HOME", "HOME", "temporary"]
 MANIFEST_NAME = "mse"
 # Threads the serving runtime may start, plus Gramine's internal ones (IPC, async, TLS handshake).
 MAX_THREADS = 32
@@ -48,6 +52,28 @@ class RunRequest:
     dry_run: bool
     force: bool
     mode: Mode
+    workdir_source: WorkdirSource = "--workdir"
+
+    def workdir_name(self) -> str:
+        """The work directory as the user knows it: by the option, or as the default one."""
+        if self.workdir_source == "--workdir":
+            return f"--workdir {self.workdir}"
+        if self.workdir_source == "temporary":
+            return f"the temporary work directory ({self.workdir})"
+        return f"the default work directory ({self.workdir})"
+
+
+@dataclass(frozen=True)
+class WorkdirClaim:
+    """What this run did to its work directory, so a failed run can undo it.
+
+    ``fresh``: it held nothing before this run (absent or empty), so nothing in it now is worth
+    keeping if the run fails before the enclave serves. ``created``: the directories this run
+    made, the work directory itself first, then the missing parents it needed.
+    """
+
+    fresh: bool
+    created: tuple[Path, ...]
 
 
 @dataclass(frozen=True)
@@ -58,6 +84,7 @@ class Prepared:
     trusted_files: int
     trusted_bytes: int
     argv: tuple[str, ...]
+    claim: WorkdirClaim
 
     @property
     def simulated(self) -> bool:
@@ -76,7 +103,10 @@ class Prepared:
             "mode": self.request.mode,
             "simulated": self.simulated,
             "mrsigner_meaningful": not self.signer.throwaway,
-            "workdir": str(self.request.workdir),
+            # A temporary work directory is gone by the time anyone reads this.
+            "workdir": (
+                None if self.request.workdir_source == "temporary" else str(self.request.workdir)
+            ),
         }
 
 
@@ -99,23 +129,92 @@ def require_gramine(mode: Mode, dry_run: bool) -> None:
         )
 
 
-def _prepare_workdir(workdir: Path, force: bool) -> None:
+# Everything mse-run derives from the tar; sealed secrets (mf.HOST_SECRETS_DIR) are not in it.
+_DERIVED_FILES = ("cert.pem", SIMULATION_STATE, "throwaway-enclave-key.pem")
+
+
+def _prepare_workdir(request: RunRequest) -> WorkdirClaim:
+    try:
+        return _claim_workdir(request)
+    except OSError as err:
+        raise UsageError(_unusable_workdir(request, err)) from None
+
+
+def _claim_workdir(request: RunRequest) -> WorkdirClaim:
+    workdir = request.workdir
     if workdir.exists() and not workdir.is_dir():
-        raise UsageError(f"--workdir {workdir} exists and is not a directory")
+        raise UsageError(f"{request.workdir_name()} exists and is not a directory")
+    fresh = True
     if workdir.is_dir() and any(workdir.iterdir()):
-        if not force:
+        fresh = False
+        if not request.force:
+            if request.workdir_source == "--workdir":
+                earlier, other = "an earlier run?", "choose another --workdir"
+            else:
+                earlier, other = "an earlier run with this --uuid?", "pass --workdir DIR"
             raise UsageError(
-                f"--workdir {workdir} is not empty (an earlier run?): add --force to replace "
-                "its code and manifest, or choose another --workdir"
+                f"{request.workdir_name()} is not empty ({earlier}): add --force to replace "
+                f"its code and manifest, or {other}"
             )
         # Sealed secrets survive a forced restart; everything derived from the tar does not.
-        for name in (mf.HOST_CODE_DIR, f"{mf.HOST_CODE_DIR}.partial"):
+        for name in (mf.HOST_CODE_DIR, f"{mf.HOST_CODE_DIR}.partial", SIMULATION_TLS_DIR):
             shutil.rmtree(workdir / name, ignore_errors=True)
-        for name in ("cert.pem", SIMULATION_STATE, "throwaway-enclave-key.pem"):
+        for name in _DERIVED_FILES:
             (workdir / name).unlink(missing_ok=True)
         for path in workdir.glob(f"{MANIFEST_NAME}.*"):
             path.unlink()
+    missing: list[Path] = []
+    path = workdir
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
     workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return WorkdirClaim(fresh=fresh, created=tuple(missing))
+
+
+def _unusable_workdir(request: RunRequest, err: OSError) -> str:
+    reason = err.strerror or str(err)
+    if request.workdir_source == "--workdir":
+        return f"--workdir {request.workdir}: cannot use it ({reason}); choose a writable directory"
+    if request.workdir_source == "XDG_STATE_HOME":
+        state = os.environ.get("XDG_STATE_HOME", "")
+        return (
+            f"{request.workdir_name()} cannot be created ({reason}): set XDG_STATE_HOME "
+            f"(now {state}) to a writable directory, or pass --workdir DIR"
+        )
+    if request.workdir_source == "HOME":
+        return (
+            f"{request.workdir_name()} cannot be created ({reason}): set XDG_STATE_HOME to a "
+            "writable directory, or pass --workdir DIR"
+        )
+    return f"{request.workdir_name()} cannot be used ({reason}): set TMPDIR or pass --workdir DIR"
+
+
+def discard_workdir(workdir: Path, claim: WorkdirClaim) -> None:
+    """Undo what a failed run wrote, when the work directory held nothing before it.
+
+    So the next run (the same --uuid gives the same default directory) does not need --force.
+    A directory that held anything before (an earlier deployment's sealed secrets) is left as it
+    is; of the parents this run made, only those left empty are removed (another run may be
+    using them).
+    """
+    if not claim.fresh:
+        return
+    if workdir in claim.created:
+        shutil.rmtree(workdir, ignore_errors=True)
+    elif workdir.is_dir():
+        for entry in workdir.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+    for parent in claim.created:
+        if parent == workdir:
+            continue
+        try:
+            parent.rmdir()
+        except OSError:
+            break
 
 
 def _signer(request: RunRequest) -> SignerKey | None:
@@ -140,7 +239,23 @@ def prepare(request: RunRequest, progress: Callable[[int, int], None] | None = N
     require_gramine(request.mode, request.dry_run)
     key = _signer(request)
     python = mf.PythonLayout.current()
-    _prepare_workdir(request.workdir, request.force)
+    claim = _prepare_workdir(request)
+    try:
+        return _prepare_in(request, python, key, claim, progress)
+    except BaseException:
+        # Nothing ran yet: a fresh work directory left behind would only make the next run with
+        # the same --uuid fail for being "not empty".
+        discard_workdir(request.workdir, claim)
+        raise
+
+
+def _prepare_in(
+    request: RunRequest,
+    python: mf.PythonLayout,
+    key: SignerKey | None,
+    claim: WorkdirClaim,
+    progress: Callable[[int, int], None] | None,
+) -> Prepared:
     code_dir = request.workdir / mf.HOST_CODE_DIR
     unpack_code(request.code, code_dir)
     check_requirements(code_dir)
@@ -186,7 +301,9 @@ def prepare(request: RunRequest, progress: Callable[[int, int], None] | None = N
             )
         )
     sigstruct = parse_sigstruct(sig_path.read_bytes())
-    return Prepared(request, sigstruct, signer, len(trusted.files), trusted.total_bytes, argv)
+    return Prepared(
+        request, sigstruct, signer, len(trusted.files), trusted.total_bytes, argv, claim
+    )
 
 
 def _gramine_sign(workdir: Path, manifest: Path, sig: Path, signer: SignerKey) -> None:
@@ -245,7 +362,16 @@ def simulation_environment(prepared: Prepared) -> dict[str, str]:
     return env
 
 
+def simulation_certificate(prepared: Prepared) -> Path:
+    """Where the simulated enclave writes its certificate, before it binds its port."""
+    from .bootstrap import CERT_NAME
+
+    return prepared.request.workdir / SIMULATION_TLS_DIR / CERT_NAME
+
+
 def start_simulation(prepared: Prepared) -> subprocess.Popen[bytes]:
+    # A certificate left by an enclave that was killed must not pass for the new one's.
+    shutil.rmtree(prepared.request.workdir / SIMULATION_TLS_DIR, ignore_errors=True)
     env = simulation_environment(prepared)
     # The measured argv, unchanged: the same interpreter, flags and arguments as in the enclave.
     return subprocess.Popen(list(prepared.argv), cwd=prepared.request.workdir, env=env)
