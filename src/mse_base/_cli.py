@@ -53,6 +53,9 @@ def _guard(prog: str, body: Callable[[argparse.Namespace], int], args: argparse.
         format=f"{prog}: %(message)s",
         stream=sys.stderr,
     )
+    if not debug:
+        # granian's "Started worker-1" / "Stopping worker-1" say nothing a user acts on.
+        logging.getLogger("_granian").setLevel(logging.WARNING)
     try:
         return body(args)
     except Error as err:
