@@ -18,7 +18,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold='' plain=''; fi
+step() { printf '\n%s== %s%s\n' "$bold" "$*" "$plain"; }
 
 step "Package the Flask example (examples/flask) as the code tar"
 tar -C examples/flask -cf "$WORK/app.tar" app.py requirements.txt
