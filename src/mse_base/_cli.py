@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import platform
-import re
 import signal
 import socket
 import ssl
@@ -44,10 +43,6 @@ def _fail(prog: str, err: Error, debug: bool) -> NoReturn:
 
 def _guard(prog: str, body: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     debug = bool(getattr(args, "debug", False))
-    if not debug:
-        # Library warnings (cryptography's about odd certificate encodings, say) would print
-        # source lines around the one line a user should read; --debug shows them.
-        warnings.simplefilter("ignore")
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO,
         format=f"{prog}: %(message)s",
@@ -368,9 +363,6 @@ def _enclave_certificate(address: str, port: int, cert_path: Path) -> bytes | No
 
 def _check_running_enclave(prepared: Prepared, der: bytes) -> VerificationResult:
     """Verify the live server's certificate exactly as a client would, pinned to our MRENCLAVE."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
     from mse_base._internal.collateral import Collateral
     from mse_base._internal.simulation import ensure_simulation_pki
     from mse_base.verify import Policy, Verifier
@@ -387,10 +379,8 @@ def _check_running_enclave(prepared: Prepared, der: bytes) -> VerificationResult
         simulation=True,
     )
     result = verifier.verify_certificate(der)
-    cert = x509.load_der_x509_certificate(der)
-    (prepared.request.workdir / "cert.pem").write_bytes(
-        cert.public_bytes(serialization.Encoding.PEM)
-    )
+    # The certificate as served, byte for byte (as mse-verify --save-cert keeps it).
+    (prepared.request.workdir / "cert.pem").write_bytes(ssl.DER_cert_to_PEM_cert(der).encode())
     return result
 
 
@@ -657,14 +647,14 @@ def _presented_pem(presented: bytes) -> bytes:
     (A parsed certificate may have been normalised on loading, e.g. Gramine's mbedTLS ones; a
     re-encoded copy would be neither byte-exact evidence nor usable with curl --cacert.)
     """
-    # Only a leading block counts: an RA-TLS certificate's DER holds the quote, whose PCK chain
-    # is itself PEM text.
-    block = re.match(
-        rb"\s*(-----BEGIN CERTIFICATE-----\r?\n.+?-----END CERTIFICATE-----)", presented, re.DOTALL
-    )
-    if block is not None:
-        return block.group(1) + b"\n"
-    return ssl.DER_cert_to_PEM_cert(presented).encode("ascii")
+    from asn1crypto import pem
+
+    # Read as ratls.load_certificate reads it: only a leading armor means PEM (an RA-TLS
+    # certificate's DER holds the quote, whose PCK chain is itself PEM text).
+    der = presented
+    if presented.lstrip().startswith(b"-----BEGIN"):
+        _, _, der = pem.unarmor(presented)
+    return ssl.DER_cert_to_PEM_cert(der).encode("ascii")
 
 
 def _fetch_server_certificate(url: str) -> bytes:
@@ -722,6 +712,11 @@ def _verify(args: argparse.Namespace) -> int:
     from mse_base.errors import UsageError, VerificationError
     from mse_base.verify import TCB_STATUSES, Policy, Verifier
 
+    if not args.debug:
+        # cryptography warns about odd encodings in the certificates and CRLs it is handed
+        # (the verdict is the verifier's); those warnings would print source lines around the
+        # one line a user should read. Only mse-verify: an app's own warnings must stay visible.
+        warnings.simplefilter("ignore")
     mrenclaves = frozenset(_hex_option("--mrenclave", v, 32) for v in args.mrenclave)
     for status in args.allow_status:
         if status == "Revoked":

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -546,3 +546,24 @@ def test_library_warnings_do_not_reach_the_user(tmp_path: Path) -> None:
     args = ["--quote", REAL_QUOTE, "--collateral", collateral, "--at", "2025-07-01T00:00:00Z"]
     line = assert_one_line_error(run(*args), 1)
     assert "PCK CRL" in line
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        lambda pem: pem.replace(b"\n", b"\r"),  # old Mac line endings
+        lambda pem: pem.replace(b"-----BEGIN CERTIFICATE-----", b"-----BEGIN CERTIFICATE----- "),
+    ],
+    ids=["cr-line-endings", "space-after-begin"],
+)
+def test_save_cert_keeps_the_der_of_any_pem_it_accepts(
+    tmp_path: Path, variant: Callable[[bytes], bytes]
+) -> None:
+    odd = tmp_path / "odd.pem"
+    odd.write_bytes(variant(GRAMINE_CERT.read_bytes()))
+    saved = tmp_path / "saved.pem"
+    args = [a if a != GRAMINE_CERT else odd for a in GRAMINE_ARGS]
+    proc = run(*args, "--allow-status", "OutOfDate", "--save-cert", saved)
+    assert proc.returncode == 0, proc.stderr
+    original = ssl.PEM_cert_to_DER_cert(GRAMINE_CERT.read_text())
+    assert ssl.PEM_cert_to_DER_cert(saved.read_text()) == original

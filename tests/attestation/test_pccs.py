@@ -212,6 +212,17 @@ def test_fresh_items_come_from_the_disk_cache(
     assert len(sim.requests) == 8
 
 
+def test_cache_entries_belong_to_the_root_they_were_vetted_under(
+    sim_pki: SimulationPKI, sim: FakePCS, cache: Path
+) -> None:
+    _sim_fetch(_sim_source(sim_pki, sim.url))
+    assert len(list(cache.glob("*.json"))) == 4
+    # Same URL, Intel's root: the simulation-vetted entries are not served to it.
+    intel = PCCSCollateralSource(sim.url)
+    _sim_fetch(intel)
+    assert intel.requests_made == 4
+
+
 def test_items_not_under_the_trust_root_are_not_cached(sim: FakePCS, cache: Path) -> None:
     # The default root is Intel's: simulated collateral is returned but never stored.
     source = PCCSCollateralSource(sim.url)

@@ -220,3 +220,18 @@ def test_write_private_tightens_an_existing_file(tmp_path: Path) -> None:
     write_private(path, b"secret")
     assert path.read_bytes() == b"secret"
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_cli_guard_leaves_the_apps_warnings_alone() -> None:
+    """Only mse-verify silences library warnings: the bootstrap runs the user's app."""
+    import argparse
+    import warnings
+
+    from mse_base import _cli
+
+    def body(_args: argparse.Namespace) -> int:
+        warnings.warn("the app's own warning", UserWarning, stacklevel=1)
+        return 0
+
+    with pytest.warns(UserWarning, match="the app's own warning"):
+        assert _cli._guard("mse-bootstrap", body, argparse.Namespace(debug=False)) == 0

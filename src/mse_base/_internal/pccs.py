@@ -171,10 +171,10 @@ def _issuer_chain(pem: bytes, root: x509.Certificate, what: str) -> x509.Certifi
     return issuer
 
 
-def _vetted_json_next_update(
+def _vetted_signed_json(
     response: _Response, headers: tuple[str, ...], key: str, root: x509.Certificate
-) -> tuple[bytes, dt.datetime]:
-    """(signed text, nextUpdate) of a signed JSON body whose issuer chain leads to ``root``."""
+) -> bytes:
+    """The signed text of a JSON body whose signature verifies under an issuer chain to ``root``."""
     pem = next((response.headers[h] for h in headers if response.headers.get(h)), None)
     if pem is None:
         raise CollateralError(f"{key}: no issuer chain header")
@@ -184,27 +184,21 @@ def _vetted_json_next_update(
     text, signature = split_signed_json(response.body, key)
     if not chain.verify_raw_ecdsa(chain.ec_p256_key(signer, what), signature, text):
         raise CollateralError(f"{key}: signature does not verify with the TCB signing cert")
-    return text, _vetted_timestamp(text, key)
-
-
-def _vetted_timestamp(text: bytes, key: str) -> dt.datetime:
-    if key == "tcbInfo":
-        return parse_tcb_info(text).next_update
-    return parse_qe_identity(text).next_update
+    return text
 
 
 def _vetted_tcb_info(response: _Response, root: x509.Certificate, fmspc: str) -> dt.datetime:
     headers = (_TCB_CHAIN_HEADER, _TCB_CHAIN_HEADER_V3)
-    text, next_update = _vetted_json_next_update(response, headers, "tcbInfo", root)
+    info = parse_tcb_info(_vetted_signed_json(response, headers, "tcbInfo", root))
     # A well-signed TCB info for another platform would be rejected at every use.
-    if parse_tcb_info(text).fmspc.hex() != fmspc:
+    if info.fmspc.hex() != fmspc:
         raise CollateralError(f"tcbInfo: not for FMSPC {fmspc}")
-    return next_update
+    return info.next_update
 
 
 def _vetted_qe_identity(response: _Response, root: x509.Certificate) -> dt.datetime:
-    headers = (_QE_CHAIN_HEADER,)
-    return _vetted_json_next_update(response, headers, "enclaveIdentity", root)[1]
+    text = _vetted_signed_json(response, (_QE_CHAIN_HEADER,), "enclaveIdentity", root)
+    return parse_qe_identity(text).next_update
 
 
 def _vetted_pck_crl(response: _Response, root: x509.Certificate, pck_ca: str) -> dt.datetime:
@@ -443,9 +437,11 @@ class PCCSCollateralSource:
         finally:
             os.close(fd)
 
-    @staticmethod
-    def _entry_name(url: str) -> str:
-        return hashlib.sha256(url.encode()).hexdigest() + ".json"
+    def _entry_name(self, url: str) -> str:
+        # Keyed by the root the entry was vetted under too: a source trusting another root
+        # (the simulation CA, say) must not be served it, nor block it.
+        key = chain.spki_sha256(self._root) + " " + url
+        return hashlib.sha256(key.encode()).hexdigest() + ".json"
 
     def _cached(self, url: str, now: dt.datetime) -> _Response | None:
         with self._cache_dir(create=False) as directory:

@@ -77,7 +77,7 @@ class Policy:
         if unknown:
             raise UsageError(
                 f"policy allowed_tcb_statuses: unknown {sorted(unknown)}; "
-                f"known: {', '.join(sorted(TCB_STATUSES))}"
+                f"allowed ones: {', '.join(sorted(TCB_STATUSES - {'Revoked'}))}"
             )
         if not statuses:
             raise UsageError("policy allowed_tcb_statuses: empty; nothing could pass")

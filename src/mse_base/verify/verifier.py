@@ -72,7 +72,7 @@ class VerificationResult:
     ``collateral.crl_signatures``, ``collateral.platform``, ``collateral.freshness``,
     ``collateral.revocation``, ``qe.identity``, ``tcb.status``, ``enclave.identity``;
     :meth:`Verifier.verify_certificate` adds ``ratls.self_signature``, ``ratls.validity`` before
-    them and ``ratls.key_binding:<rule>`` after.
+    them and one ``ratls.key_binding:<rule>`` per quote-carrying extension after.
     """
 
     mrenclave: bytes
