@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from mse_base._internal import ratls
 from mse_base._internal.simulation import SimulationPKI, SimulationQuoteProvider
+from tests.certs import write_private_key
 
 from .conftest import SHARED
 
@@ -268,15 +269,7 @@ class _Hello(BaseHTTPRequestHandler):
 def _serve_tls(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey, tmp: Path) -> Any:
     cert_path, key_path = tmp / "server.pem", tmp / "server.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
+    write_private_key(key_path, key)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_path, key_path)
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Hello)

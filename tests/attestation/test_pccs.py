@@ -30,6 +30,7 @@ from mse_base._internal.simulation import (
     SimulationQuoteProvider,
 )
 from mse_base._internal.verify_errors import CollateralError
+from tests.certs import self_signed_pem
 
 AT = dt.datetime(2025, 7, 1, tzinfo=dt.timezone.utc)
 
@@ -594,38 +595,7 @@ def test_a_dripping_server_hits_the_overall_deadline(
 
 def _tls_context(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
     """A server context for 127.0.0.1 and the PEM file a client must trust for it."""
-    import ipaddress
-
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "test PCCS")])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "pccs.pem", tmp_path / "pccs.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    cert_path, key_path = self_signed_pem(tmp_path, "pccs", common_name="test PCCS", dns=())
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_path, key_path)
     return context, cert_path

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from mse_base._internal import ratls
 from mse_base._internal.simulation import SimulationPKI, SimulationQuoteProvider
 from mse_base.errors import UsageError, VerificationError
+from tests.certs import with_extensions
 
 DEPLOYMENT = uuid.UUID("533a2b83-4bc5-4a9c-955e-208c530bfd15")
 EXPIRY = dt.datetime(2031, 1, 1, tzinfo=dt.timezone.utc)
@@ -178,23 +179,7 @@ def test_build_rejects_bad_inputs() -> None:
 
 
 def _cert_with(extensions: list[tuple[str, bytes]]) -> x509.Certificate:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "t")])
-    now = dt.datetime.now(dt.timezone.utc)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=1))
-    )
-    for oid, value in extensions:
-        builder = builder.add_extension(
-            x509.UnrecognizedExtension(x509.ObjectIdentifier(oid), value), critical=False
-        )
-    return builder.sign(key, hashes.SHA256())
+    return with_extensions(ec.generate_private_key(ec.SECP256R1()), extensions)
 
 
 def test_extract_from_all_three_oids(shared: Path) -> None:

@@ -6,7 +6,6 @@ mse-run, and a stand-in enclave process whose certificate file is compared with 
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import subprocess
 import sys
@@ -18,12 +17,11 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from mse_base._cli import _served_certificate
 from mse_base.errors import Error
+from tests.certs import self_signed_pem
 
 from .conftest import FLASK_APP, free_port, make_tar, run_args, wait_port
 
@@ -40,32 +38,6 @@ while True:
     except OSError:
         pass
 """
-
-
-def _self_signed(tmp: Path, name: str) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp / f"{name}.pem", tmp / f"{name}-key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 def _processes_mentioning(text: str) -> list[str]:
@@ -93,7 +65,7 @@ def procs() -> Iterator[list[subprocess.Popen[Any]]]:
 
 
 def _tls_server(tmp: Path, port: int, procs: list[subprocess.Popen[Any]]) -> Path:
-    cert, key = _self_signed(tmp, "other")
+    cert, key = self_signed_pem(tmp, "other")
     proc = subprocess.Popen(
         [sys.executable, "-c", TLS_SERVER, str(cert), str(key), str(port)], text=True
     )
@@ -244,7 +216,7 @@ def test_certificate_other_than_the_enclaves_is_refused(
     port = free_port()
     served = _tls_server(tmp_path, port, procs)
     child = _stand_in(60, procs)
-    ours, _ = _self_signed(tmp_path, "ours")
+    ours, _ = self_signed_pem(tmp_path, "ours")
     with pytest.raises(Error) as caught:
         _served_certificate(child, "127.0.0.1", port, "localhost", ours)
     assert str(caught.value) == (
@@ -263,7 +235,7 @@ def test_non_tls_server_is_refused_with_the_cause(
     port = free_port()
     _http_server(port, procs)
     child = _stand_in(60, procs)
-    ours, _ = _self_signed(tmp_path, "ours")
+    ours, _ = self_signed_pem(tmp_path, "ours")
     with pytest.raises(Error, match=f"port {port} does not answer with this enclave's certificate"):
         _served_certificate(child, "127.0.0.1", port, "localhost", ours)
 

@@ -18,6 +18,7 @@ from mse_base._internal import ratls
 from mse_base._internal.simulation import SimulationQuoteProvider
 from mse_base.errors import VerificationError
 from mse_base.verify import CertificateChainError, Collateral, Policy, Verifier
+from tests.certs import with_extensions
 
 from .conftest import ANY_STATUS, CASES, SHARED, collateral_of, when
 
@@ -166,33 +167,6 @@ def _evidence(provider: SimulationQuoteProvider, claims: bytes) -> bytes:
     return cbor2.dumps(cbor2.CBORTag(ratls.TEE_QUOTE_CBOR_TAG, [quote, claims]))
 
 
-def _gramine_cert(
-    key: ec.EllipticCurvePrivateKey,
-    extensions: list[tuple[str, bytes]],
-    *,
-    critical: frozenset[str] = frozenset(),
-    hash_algorithm: hashes.HashAlgorithm | None = None,
-) -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "RATLS")])
-    now = dt.datetime.now(dt.timezone.utc)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-    )
-    for oid, value in extensions:
-        builder = builder.add_extension(
-            x509.UnrecognizedExtension(x509.ObjectIdentifier(oid), value),
-            critical=oid in critical,
-        )
-    return builder.sign(key, hash_algorithm or hashes.SHA256())
-
-
 def _sim_verifier(
     provider: SimulationQuoteProvider, collateral: Collateral | _NoCollateral | None = None
 ) -> Verifier:
@@ -218,7 +192,7 @@ def _dual(
 def test_gramine_1_8_certificate_with_both_evidences(
     provider: SimulationQuoteProvider, key: ec.EllipticCurvePrivateKey
 ) -> None:
-    result = _sim_verifier(provider).verify_certificate(_gramine_cert(key, _dual(provider, key)))
+    result = _sim_verifier(provider).verify_certificate(with_extensions(key, _dual(provider, key)))
     assert result.checks[-2:] == (
         "ratls.key_binding:dice-claims",
         "ratls.key_binding:spki-sha256",
@@ -233,7 +207,7 @@ def test_dice_only_certificate(
     provider: SimulationQuoteProvider, key: ec.EllipticCurvePrivateKey
 ) -> None:
     claims = _claims(key, nonce=b"n" * 16)  # an unknown claim is allowed
-    cert = _gramine_cert(key, [(ratls.TCG_DICE_TAGGED_EVIDENCE_OID, _evidence(provider, claims))])
+    cert = with_extensions(key, [(ratls.TCG_DICE_TAGGED_EVIDENCE_OID, _evidence(provider, claims))])
     result = _sim_verifier(provider).verify_certificate(cert)
     assert result.checks[-1] == "ratls.key_binding:dice-claims"
     assert "ratls.key_binding:spki-sha256" not in result.checks
@@ -301,7 +275,7 @@ def test_bad_dice_evidence_is_refused_before_collateral(
         ],
     ):
         with pytest.raises(VerificationError, match=message) as info:
-            verifier.verify_certificate(_gramine_cert(key, extensions))
+            verifier.verify_certificate(with_extensions(key, extensions))
         assert "\n" not in str(info.value)
     assert source.calls == 0
 
@@ -312,7 +286,7 @@ def test_evidences_disagreeing_on_mrenclave_are_refused(
     other = SimulationQuoteProvider(
         mrenclave=OTHER_MRENCLAVE, mrsigner=b"\x22" * 32, directory=sim_dir
     )
-    cert = _gramine_cert(key, _dual(provider, key, legacy_provider=other))
+    cert = with_extensions(key, _dual(provider, key, legacy_provider=other))
     with pytest.raises(VerificationError, match=f"disagree on the MRENCLAVE \\({MRENCLAVE.hex()}"):
         _sim_verifier(provider).verify_certificate(cert)
 
@@ -322,7 +296,7 @@ def test_critical_quote_extension_is_refused(
 ) -> None:
     verifier = _sim_verifier(provider, _NoCollateral())
     for oid in (ratls.QUOTE_OID_LEGACY, ratls.TCG_DICE_TAGGED_EVIDENCE_OID):
-        cert = _gramine_cert(key, _dual(provider, key), critical=frozenset({oid}))
+        cert = with_extensions(key, _dual(provider, key), critical=frozenset({oid}))
         with pytest.raises(VerificationError, match=f"{oid} is marked critical"):
             verifier.verify_certificate(cert)
 
@@ -331,22 +305,22 @@ def test_unknown_critical_extension_is_refused(
     provider: SimulationQuoteProvider, key: ec.EllipticCurvePrivateKey
 ) -> None:
     extensions = [*_dual(provider, key), ("1.2.3.4", b"\x05\x00")]
-    cert = _gramine_cert(key, extensions, critical=frozenset({"1.2.3.4"}))
+    cert = with_extensions(key, extensions, critical=frozenset({"1.2.3.4"}))
     with pytest.raises(VerificationError, match=r"unrecognised critical extension 1\.2\.3\.4"):
         _sim_verifier(provider, _NoCollateral()).verify_certificate(cert)
     # The same extension, non-critical, is ignored.
-    assert _sim_verifier(provider).verify_certificate(_gramine_cert(key, extensions))
+    assert _sim_verifier(provider).verify_certificate(with_extensions(key, extensions))
 
 
 def test_ec_point_binding_needs_a_zero_tail(provider: SimulationQuoteProvider) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     point = key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
     digest = hashlib.sha256(point).digest()
-    good = _gramine_cert(key, [(ratls.QUOTE_OID_LEGACY, provider.quote(digest + bytes(32)))])
+    good = with_extensions(key, [(ratls.QUOTE_OID_LEGACY, provider.quote(digest + bytes(32)))])
     result = _sim_verifier(provider).verify_certificate(good)
     assert result.checks[-1] == "ratls.key_binding:ec-point-sha256"
     tagged = provider.quote(digest + b"app-defined-tag: not a TLS key!!")
-    bad = _gramine_cert(key, [(ratls.QUOTE_OID_LEGACY, tagged)])
+    bad = with_extensions(key, [(ratls.QUOTE_OID_LEGACY, tagged)])
     with pytest.raises(VerificationError, match="last 32 bytes are not zero"):
         _sim_verifier(provider, _NoCollateral()).verify_certificate(bad)
 
@@ -354,7 +328,7 @@ def test_ec_point_binding_needs_a_zero_tail(provider: SimulationQuoteProvider) -
 def test_key_binding_is_checked_before_collateral(provider: SimulationQuoteProvider) -> None:
     # A genuine quote in a certificate whose key it does not bind: refused without fetching.
     quote = provider.quote(_over(b"some other key"))
-    cert = _gramine_cert(ec.generate_private_key(ec.SECP256R1()), [(ratls.QUOTE_OID, quote)])
+    cert = with_extensions(ec.generate_private_key(ec.SECP256R1()), [(ratls.QUOTE_OID, quote)])
     source = _NoCollateral()
     with pytest.raises(VerificationError, match="does not bind"):
         _sim_verifier(provider, source).verify_certificate(cert)
@@ -365,28 +339,13 @@ def test_only_ecdsa_sha256_or_sha384_self_signatures(
     provider: SimulationQuoteProvider, key: ec.EllipticCurvePrivateKey
 ) -> None:
     verifier = _sim_verifier(provider, _NoCollateral())
-    sha512 = _gramine_cert(key, _dual(provider, key), hash_algorithm=hashes.SHA512())
+    sha512 = with_extensions(key, _dual(provider, key), hash_algorithm=hashes.SHA512())
     with pytest.raises(VerificationError, match=r"signature algorithm .* is not supported"):
         verifier.verify_certificate(sha512)
     p521 = ec.generate_private_key(ec.SECP521R1())
     with pytest.raises(VerificationError, match="key \\(secp521r1\\) is not supported"):
-        verifier.verify_certificate(_gramine_cert(p521, _dual(provider, p521)))
+        verifier.verify_certificate(with_extensions(p521, _dual(provider, p521)))
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "RATLS")])
-    now = dt.datetime.now(dt.timezone.utc)
-    rsa_cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(rsa_key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.UnrecognizedExtension(x509.ObjectIdentifier(ratls.QUOTE_OID), b"q" * 200),
-            critical=False,
-        )
-        .sign(rsa_key, hashes.SHA256())
-    )
+    rsa_cert = with_extensions(rsa_key, [(ratls.QUOTE_OID, b"q" * 200)])
     with pytest.raises(VerificationError, match=r"signature algorithm .* is not supported"):
         verifier.verify_certificate(rsa_cert)
