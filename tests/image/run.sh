@@ -220,11 +220,29 @@ bud() {
         -v "$ca_bundle:$ca_bundle:ro" "$@"
 }
 
-log "building $toolkit_image (--target toolkit)"
-if bud --build-arg "BASE_IMAGE=$base_image" --target toolkit \
+build_toolkit() {
+    bud --build-arg "BASE_IMAGE=$base_image" --target toolkit \
         --build-arg "VERSION=$version" --build-arg "VCS_REF=$revision" \
         --build-arg "BUILD_DATE=$build_date" --build-arg "SOURCE_URL=$source_url" \
-        -f "$repo/Dockerfile" -t "$toolkit_image" "$repo" >"$work/build-toolkit.log" 2>&1; then
+        "$@" -f "$repo/Dockerfile" -t "$toolkit_image" "$repo" >>"$work/build-toolkit.log" 2>&1
+}
+
+log "building $toolkit_image (--target toolkit)"
+built=0
+if build_toolkit; then
+    built=1
+    # buildah (1.28) can take the LABEL layer from its cache although a build argument it uses
+    # changed, e.g. after a commit outside the build context; Docker would rebuild it. Rebuild
+    # without the cache then, so the labels checked below are the ones this commit asks for.
+    labelled="$(buildah inspect --type image \
+        --format '{{index .OCIv1.Config.Labels "org.opencontainers.image.revision"}}' \
+        "$toolkit_image" 2>/dev/null || true)"
+    if [ "$labelled" != "$revision" ]; then
+        log "buildah reused a label layer of another revision; rebuilding without its cache"
+        build_toolkit --no-cache || built=0
+    fi
+fi
+if [ "$built" = 1 ]; then
     pass "build: toolkit target on $base_image"
 else
     fail "build: toolkit target on $base_image" "$work/build-toolkit.log"
