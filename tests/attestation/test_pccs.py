@@ -407,6 +407,19 @@ def test_root_crl_as_der_and_404_fallback(shared: Path, phala: FakePCS, cache: P
     assert phala.requests[-1] == "/IntelSGXRootCA.der"
 
 
+def test_a_cached_fallback_root_crl_costs_no_request(
+    sim_pki: SimulationPKI, sim: FakePCS, cache: Path
+) -> None:
+    # Like Intel PCS: no /rootcacrl, the root CRL comes from the fallback URL.
+    sim.serve_root_crl = False
+    fallback = f"{sim.url}/IntelSGXRootCA.der"
+    _sim_fetch(_sim_source(sim_pki, sim.url, root_ca_crl_url=fallback))
+    assert "/IntelSGXRootCA.der" in sim.requests
+    again = _sim_source(sim_pki, sim.url, root_ca_crl_url=fallback)
+    _sim_fetch(again)
+    assert again.requests_made == 0
+
+
 def test_unknown_fmspc_is_a_collateral_error(phala: FakePCS, cache: Path) -> None:
     with pytest.raises(CollateralError, match="HTTP 404"):
         PCCSCollateralSource(phala.url).collateral_for(

@@ -43,7 +43,6 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import IO, Any
 
@@ -142,10 +141,8 @@ def _crl_der(body: bytes, url: str) -> bytes:
     raise CollateralError(f"{_printable(url)} did not return a CRL (neither DER, hex nor PEM)")
 
 
-def _intel_root_crl_url() -> str | None:
-    """The CRL distribution point of the Intel SGX Root CA shipped in the package."""
-    der = resources.files("mse_base").joinpath("_store/intel_sgx_root_ca.der").read_bytes()
-    root = x509.load_der_x509_certificate(der)
+def _crl_distribution_point(root: x509.Certificate) -> str | None:
+    """The first URI among the trust root's CRL distribution points."""
     try:
         points = root.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
     except x509.ExtensionNotFound:
@@ -586,10 +583,17 @@ class PCCSCollateralSource:
 
     def _root_ca_crl(self) -> bytes:
         url = self._url("/rootcacrl")
+        fallback = self._root_ca_crl_url or _crl_distribution_point(self._root)
+        # Intel PCS has no /rootcacrl (404): the CRL then came from the fallback, and asking
+        # /rootcacrl again on every verification would cost a request each time.
+        now = self._now()
+        for candidate in (url, fallback):
+            cached = self._cached(candidate, now) if candidate is not None else None
+            if cached is not None:
+                return cached.body
         try:
             return self._fetch(url, self._vet_root_crl, crl=True).body
         except _HTTPStatusError as err:
-            fallback = self._root_ca_crl_url or _intel_root_crl_url()
             if fallback is None or err.status != 404:
                 raise
             return self._fetch(fallback, self._vet_root_crl, crl=True).body
