@@ -51,6 +51,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtensionOID, NameOID
 
+from mse_base._internal import chain
 from mse_base.errors import UsageError, VerificationError
 
 __all__ = [
@@ -83,16 +84,12 @@ _CN_MAX = 64
 _CLOCK_SKEW = dt.timedelta(minutes=5)
 
 
-def _spki_der(public_key: ec.EllipticCurvePublicKey | x509.Certificate) -> bytes:
-    key = public_key.public_key() if isinstance(public_key, x509.Certificate) else public_key
-    return key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
 def report_data_for_key(public_key: ec.EllipticCurvePublicKey) -> bytes:
     """The 64 report-data bytes that bind ``public_key``: SHA-256(SPKI DER) || 32 zero bytes."""
-    return hashlib.sha256(_spki_der(public_key)).digest() + bytes(32)
+    spki = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(spki).digest() + bytes(32)
 
 
 def _subject_alt_name(host: str) -> x509.GeneralName:
@@ -309,10 +306,7 @@ def extract_evidence(cert: x509.Certificate) -> tuple[Evidence, ...]:
     critical (Gramine's ``find_oid_in_cert_extensions`` refuses that) or if an extension we do
     not recognise is critical (RFC 5280 section 4.2).
     """
-    try:
-        extensions = list(cert.extensions)
-    except ValueError as err:
-        raise VerificationError(f"the certificate's extensions cannot be parsed: {err}") from err
+    extensions = list(chain.extensions(cert, "the RA-TLS certificate"))
     dice: list[Evidence] = []
     legacy: list[Evidence] = []
     for ext in extensions:
@@ -366,7 +360,7 @@ def check_key_binding(cert: x509.Certificate, report_data: bytes) -> KeyBinding:
     digest, tail = report_data[:32], report_data[32:]
     public_key = cert.public_key()
     binding: KeyBinding | None = None
-    if hashlib.sha256(_spki_der(cert)).digest() == digest:
+    if hashlib.sha256(chain.spki_der(cert)).digest() == digest:
         binding = "spki-sha256"
     elif isinstance(public_key, ec.EllipticCurvePublicKey):
         point = public_key.public_bytes(
@@ -417,7 +411,7 @@ def _check_dice_claims(cert: x509.Certificate, claims: bytes) -> None:
             f"{what}: hash algorithm {algorithm_id!r} is not SHA-256 (1), SHA-384 (7) or "
             "SHA-512 (8)"
         )
-    expected = hashlib.new(name, _spki_der(cert)).digest()
+    expected = hashlib.new(name, chain.spki_der(cert)).digest()
     if type(digest) is not bytes or len(digest) != len(expected):
         raise VerificationError(f"{what}: the digest is not a {len(expected)}-byte string")
     if digest != expected:
@@ -505,19 +499,19 @@ def load_certificate(data: bytes) -> x509.Certificate:
             ) from first_error
 
 
-def _tbs_candidates(cert: x509.Certificate) -> list[bytes]:
-    """The TBS bytes as they are, and as mbedTLS signed them (NULL parameter restored)."""
-    candidates = [cert.tbs_certificate_bytes]
+def _tbs_as_mbedtls_signed(cert: x509.Certificate) -> bytes | None:
+    """The TBS bytes as mbedTLS signed them (NULL parameter restored), if they differ."""
     tbs = asn1_x509.TbsCertificate.load(cert.tbs_certificate_bytes)
     algorithm = tbs["signature"]
-    if algorithm["algorithm"].native.endswith("_ecdsa") and isinstance(
-        algorithm["parameters"], core.Void
+    if not (
+        algorithm["algorithm"].native.endswith("_ecdsa")
+        and isinstance(algorithm["parameters"], core.Void)
     ):
-        tbs["signature"] = algos.SignedDigestAlgorithm(
-            {"algorithm": algorithm["algorithm"].native, "parameters": core.Null()}
-        )
-        candidates.append(tbs.dump())
-    return candidates
+        return None
+    tbs["signature"] = algos.SignedDigestAlgorithm(
+        {"algorithm": algorithm["algorithm"].native, "parameters": core.Null()}
+    )
+    return bytes(tbs.dump())
 
 
 # RA-TLS keys are ECDSA P-256 (ours) or P-384 (Gramine's ``create_key_and_crt``), signed with
@@ -549,10 +543,21 @@ def check_self_signature(cert: x509.Certificate) -> None:
         raise VerificationError(
             f"the RA-TLS certificate's key ({kind}) is not supported (expected EC P-256 or P-384)"
         )
-    for tbs in _tbs_candidates(cert):
-        try:
-            key.verify(cert.signature, tbs, ec.ECDSA(hash_algorithm))
-        except InvalidSignature:
-            continue
+    signature = ec.ECDSA(hash_algorithm)
+    if _verifies(key, cert.signature, cert.tbs_certificate_bytes, signature):
+        return
+    # Only then the mbedTLS form, which costs an ASN.1 re-parse of the TBS.
+    mbedtls = _tbs_as_mbedtls_signed(cert)
+    if mbedtls is not None and _verifies(key, cert.signature, mbedtls, signature):
         return
     raise VerificationError("the RA-TLS certificate's self-signature does not verify")
+
+
+def _verifies(
+    key: ec.EllipticCurvePublicKey, signature: bytes, data: bytes, algorithm: ec.ECDSA
+) -> bool:
+    try:
+        key.verify(signature, data, algorithm)
+    except InvalidSignature:
+        return False
+    return True
