@@ -155,6 +155,8 @@ def _fails(args: list[str], env: dict[str, str], *needles: str, code: int | None
         ("--self-signed", "tomorrow", "--self-signed"),
         ("--host", "bad host", "--host"),
         ("--application", "app", "module:attribute"),
+        # Would be measured and signed, then fail only inside the enclave: refused up front.
+        ("--application", "app:a..b", "module:attribute"),
         ("--port", "70000", "--port"),
         ("--code", "/nonexistent/app.tar", "no such file"),
     ],

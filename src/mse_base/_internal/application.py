@@ -18,23 +18,19 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
-import re
 import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from mse_base._internal.deployment import APPLICATION_SPEC
 from mse_base.errors import Error, UsageError
 
 __all__ = ["Application", "ApplicationError", "load_application"]
 
 Interface = Literal["wsgi", "asgi"]
 
-_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
-_SPEC = re.compile(
-    rf"(?P<module>{_IDENTIFIER}(?:\.{_IDENTIFIER})*):(?P<attr>{_IDENTIFIER}(?:\.{_IDENTIFIER})*)"
-)
 
 _Scope = MutableMapping[str, Any]
 _Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -62,7 +58,7 @@ def load_application(spec: str, code_dir: Path) -> Application:
     ``code_dir`` goes first on ``sys.path`` so that the app's own modules win over any installed
     package of the same name, as they do when the app is run from its own directory.
     """
-    match = _SPEC.fullmatch(spec.strip())
+    match = APPLICATION_SPEC.fullmatch(spec.strip())
     if match is None:
         raise UsageError(
             f"--application {spec!r} is not of the form module:attribute (for example app:app or "
