@@ -9,11 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+from mse_base._internal.quote import HEADER_SIZE, REPORT_BODY_SIZE
 from mse_base.errors import EnvironmentMissing, Error
 
 REPORT_DATA_SIZE = 64
-# Quote v3: a 48-byte header, then the 384-byte report body whose last 64 bytes are report data.
-_REPORT_DATA_OFFSET = 48 + 320
+# The report data ends the report body, which follows the quote header.
+_REPORT_DATA_OFFSET = HEADER_SIZE + REPORT_BODY_SIZE - REPORT_DATA_SIZE
 
 # Gramine's attestation pseudo-filesystem (Gramine docs, "Attestation and Secret Provisioning",
 # "/dev/attestation" interface): write 64 bytes of user report data, then read the quote.

@@ -28,6 +28,7 @@ from typing import Any
 
 import tomli_w
 
+from mse_base._internal.size import format_size
 from mse_base.errors import EnvironmentMissing, Error
 
 # Fixed paths inside the enclave; the host paths behind them live in the work directory and are
@@ -333,7 +334,7 @@ def build_manifest(
             "enable_extra_runtime_domain_names_conf": True,
         },
         "sgx": {
-            "enclave_size": _gramine_size(spec.enclave_size),
+            "enclave_size": format_size(spec.enclave_size),
             "max_threads": spec.max_threads,
             "debug": spec.debug,
             "edmm_enable": False,
@@ -348,13 +349,6 @@ def build_manifest(
 
 def _under_any(path: str, others: Iterable[str]) -> bool:
     return any(path != o and path.startswith(o.rstrip("/") + "/") for o in others)
-
-
-def _gramine_size(value: int) -> str:
-    for unit, scale in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
-        if value % scale == 0:
-            return f"{value // scale}{unit}"
-    return str(value)
 
 
 def dumps(manifest: dict[str, Any]) -> str:
@@ -393,7 +387,7 @@ def validate(manifest: dict[str, Any], spec: EnclaveSpec) -> None:
         if not isinstance(node, kind):
             raise ManifestError(f"manifest {'.'.join(keys)} must be a {kind.__name__}")
     sgx = manifest["sgx"]
-    if sgx["enclave_size"] != _gramine_size(spec.enclave_size):
+    if sgx["enclave_size"] != format_size(spec.enclave_size):
         raise ManifestError("manifest enclave size differs from --size")
     if sgx["debug"] is not spec.debug:
         raise ManifestError("manifest sgx.debug differs from --debug")

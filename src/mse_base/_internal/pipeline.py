@@ -25,7 +25,13 @@ from .codetar import inspect_code, unpack_code
 from .deployment import Deployment
 from .measure import simulated_mrenclave
 from .requirements import check_requirements
-from .signer import SignerKey, default_key_path, load_signer_key, throwaway_signer_key
+from .signer import (
+    THROWAWAY_KEY_NAME,
+    SignerKey,
+    default_key_path,
+    load_signer_key,
+    throwaway_signer_key,
+)
 from .sigstruct import Sigstruct, build_sigstruct, parse_sigstruct
 
 Mode = Literal["sgx", "simulation"]
@@ -130,7 +136,7 @@ def require_gramine(mode: Mode, dry_run: bool) -> None:
 
 
 # Everything mse-run derives from the tar; sealed secrets (mf.HOST_SECRETS_DIR) are not in it.
-_DERIVED_FILES = ("cert.pem", SIMULATION_STATE, "throwaway-enclave-key.pem")
+_DERIVED_FILES = ("cert.pem", SIMULATION_STATE, THROWAWAY_KEY_NAME)
 
 
 def _prepare_workdir(request: RunRequest) -> WorkdirClaim:

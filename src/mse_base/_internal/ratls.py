@@ -52,6 +52,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtensionOID, NameOID
 
 from mse_base._internal import chain
+from mse_base._internal.attestation import REPORT_DATA_SIZE
 from mse_base.errors import UsageError, VerificationError
 
 __all__ = [
@@ -78,7 +79,6 @@ TEE_QUOTE_CBOR_TAG = 60000
 
 KeyBinding = Literal["spki-sha256", "ec-point-sha256", "dice-claims"]
 
-_REPORT_DATA_SIZE = 64
 # X.520 ub-common-name: a longer host cannot go in the CN; the SAN still carries it.
 _CN_MAX = 64
 _CLOCK_SKEW = dt.timedelta(minutes=5)
@@ -343,7 +343,7 @@ def extract_quote(cert: x509.Certificate) -> bytes:
 
 
 def _check_report_data(report_data: bytes) -> None:
-    if len(report_data) != _REPORT_DATA_SIZE:
+    if len(report_data) != REPORT_DATA_SIZE:
         raise VerificationError(f"report data is {len(report_data)} bytes, expected 64")
 
 

@@ -51,10 +51,14 @@ def load_signer_key(path: Path) -> SignerKey:
     return SignerKey(key, path, throwaway=False)
 
 
+#: File name of the key made for runs without one (a forced rerun removes it with the rest).
+THROWAWAY_KEY_NAME = "throwaway-enclave-key.pem"
+
+
 def throwaway_signer_key(directory: Path) -> SignerKey:
     """A fresh key for dry runs without a key: MRSIGNER is then meaningless, MRENCLAVE is not."""
     key = rsa.generate_private_key(public_exponent=3, key_size=3072)
-    path = directory / "throwaway-enclave-key.pem"
+    path = directory / THROWAWAY_KEY_NAME
     pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,

@@ -41,6 +41,14 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
 from mse_base._internal.attestation import REPORT_DATA_SIZE
+from mse_base._internal.pck import SGX_EXTENSIONS_OID
+from mse_base._internal.quote import (
+    ATTESTATION_KEY_ECDSA_P256,
+    CERT_DATA_PCK_CHAIN,
+    INTEL_QE_VENDOR_ID,
+    QUOTE_VERSION_3,
+)
+from mse_base._internal.sigstruct import FLAG_DEBUG, FLAG_INIT, FLAG_MODE64BIT
 from mse_base.errors import EnvironmentMissing
 
 __all__ = [
@@ -53,12 +61,6 @@ __all__ = [
 ]
 
 SIMULATION_MARK = "MSE SIMULATION — NOT SGX"
-
-# Intel's QE vendor id (Intel SGX ECDSA Quote Library Reference, "Quote Header").
-INTEL_QE_VENDOR_ID = bytes.fromhex("939a7233f79c4ca9940a0db3957f0607")
-QUOTE_VERSION = 3
-ATT_KEY_TYPE_ECDSA_P256 = 2
-CERT_DATA_PCK_CHAIN = 5
 
 # "MSESIM" in ASCII: an FMSPC no Intel platform uses, so simulation collateral can never be
 # mistaken for (or looked up as) a real platform's.
@@ -83,9 +85,7 @@ QE_IDENTITY_ATTRIBUTES_MASK = "FBFFFFFFFFFFFFFF0000000000000000"
 # binds it.
 QE_AUTH_DATA = bytes(range(32))
 
-# Enclave attributes: INIT | MODE64BIT, plus DEBUG when asked; xfrm as Gramine enclaves get it.
-_FLAG_INIT_MODE64 = 0x05
-_FLAG_DEBUG = 0x02
+# xfrm as Gramine enclaves get it.
 _XFRM = 0xE7
 
 COLLATERAL_LIFETIME = dt.timedelta(days=30)
@@ -94,8 +94,6 @@ COLLATERAL_REFRESH_MARGIN = dt.timedelta(days=7)
 CERT_LIFETIME = dt.timedelta(days=3650)
 # Back-date notBefore / issueDate a little so a verifier whose clock lags ours still accepts.
 _CLOCK_SKEW = dt.timedelta(minutes=5)
-
-SGX_EXTENSIONS_OID = "1.2.840.113741.1.13.1"
 
 _CA_KEY = "ca.key"
 _CA_CERT = "ca.pem"
@@ -281,7 +279,7 @@ def _sgx_entry(oid: str, value: core.Asn1Value) -> _SgxExtension:
     return _SgxExtension({"sgx_type": oid, "value": core.Any.load(value.dump())})
 
 
-def sgx_extensions_der(*, ppid: bytes, fmspc: str = SIMULATION_FMSPC) -> bytes:
+def sgx_extensions_der(*, ppid: bytes) -> bytes:
     """The DER value of the PCK leaf's SGX extension, with the simulated platform TCB.
 
     Structure (Intel SGX PCK Certificate and CRL Profile, "SGX Extensions"): a SEQUENCE of
@@ -303,7 +301,7 @@ def sgx_extensions_der(*, ppid: bytes, fmspc: str = SIMULATION_FMSPC) -> bytes:
             _sgx_entry(_sgx_oid(1), core.OctetString(ppid)),
             _sgx_entry(_sgx_oid(2), tcb),
             _sgx_entry(_sgx_oid(3), core.OctetString(bytes.fromhex(SIMULATION_PCE_ID))),
-            _sgx_entry(_sgx_oid(4), core.OctetString(bytes.fromhex(fmspc))),
+            _sgx_entry(_sgx_oid(4), core.OctetString(bytes.fromhex(SIMULATION_FMSPC))),
             _sgx_entry(_sgx_oid(5), _SgxType("standard")),
         ]
     )
@@ -414,10 +412,6 @@ class SimulationPKI:
         return b"".join(
             (self.directory / name).read_bytes() for name in (_PCK_CERT, _PCK_CA_CERT, _CA_CERT)
         )
-
-    @cached_property
-    def pck_certificate(self) -> x509.Certificate:
-        return x509.load_pem_x509_certificate((self.directory / _PCK_CERT).read_bytes())
 
     @cached_property
     def _pck_key(self) -> ec.EllipticCurvePrivateKey:
@@ -680,13 +674,13 @@ class SimulationQuoteProvider:
             raise ValueError(f"report data must be {REPORT_DATA_SIZE} bytes")
         pki = self._pki
         cpusvn = bytes(SIMULATION_TCB_COMPONENTS)
-        flags = _FLAG_INIT_MODE64 | (_FLAG_DEBUG if self._debug else 0)
+        flags = FLAG_INIT | FLAG_MODE64BIT | (FLAG_DEBUG if self._debug else 0)
         # user_data: the QE id (16 bytes, here derived from the PCK key) then 4 zero bytes.
         qe_id = hashlib.sha256(pki.pck_chain_pem).digest()[:16]
         header = struct.pack(
             "<HHIHH16s20s",
-            QUOTE_VERSION,
-            ATT_KEY_TYPE_ECDSA_P256,
+            QUOTE_VERSION_3,
+            ATTESTATION_KEY_ECDSA_P256,
             0,  # TEE type: SGX
             QE_ISV_SVN,
             SIMULATION_PCESVN,
