@@ -265,7 +265,9 @@ def test_cached_items_last_at_most_24_hours(
     _sim_fetch(source())
     assert len(sim.requests) == 4
     # The simulation signs for 30 days, so only the 24 h cap can expire the entries.
-    for path in cache.glob("*.json"):
+    paths = list(cache.glob("*.json"))
+    assert len(paths) == 4
+    for path in paths:
         next_update = dt.datetime.strptime(
             json.loads(path.read_text())["next_update"], "%Y-%m-%dT%H:%M:%SZ"
         ).replace(tzinfo=dt.timezone.utc)

@@ -12,7 +12,7 @@ from pathlib import Path
 import cbor2
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from mse_base._internal import ratls
@@ -254,19 +254,7 @@ def test_dice_evidence_cbor_must_be_strict(tail: bytes, message: str) -> None:
 
 def _key_and_cert() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "t")])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(2)
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
+    return key, with_extensions(key, [])
 
 
 def _dice_binding(cert: x509.Certificate, claims: bytes) -> str:

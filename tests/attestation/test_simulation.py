@@ -309,7 +309,15 @@ def test_private_keys_never_world_readable_during_creation(tmp_path: Path) -> No
         ensure_simulation_pki(tmp_path / "sim")
     finally:
         os.umask(old)
-    for key in (tmp_path / "sim").glob("*.key"):
+    keys = sorted((tmp_path / "sim").glob("*.key"))
+    assert [k.name for k in keys] == [
+        "attestation.key",
+        "ca.key",
+        "pck.key",
+        "pck_ca.key",
+        "tcb_signing.key",
+    ]
+    for key in keys:
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "sim").stat().st_mode) == 0o700
 

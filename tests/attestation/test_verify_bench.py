@@ -18,8 +18,9 @@ def test_benchmark_runs_and_reports_every_verifier() -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    for row in ("ours (fresh Verifier per call)", "dcap-qvl (Rust)", "intel-sgx-ra 2.3.3"):
-        assert row in proc.stdout
-    # Ours and dcap-qvl always run here; intel-sgx-ra runs when its separate venv exists.
-    assert "ours / dcap-qvl" in proc.stdout
+    # Every row is printed even for a verifier that failed ("failed: ..."); the ratio lines
+    # appear only for verifiers that ran. intel-sgx-ra runs from its own venv, which the
+    # benchmark creates from PyPI on first use.
     assert "failed:" not in proc.stdout
+    assert "ours / dcap-qvl" in proc.stdout
+    assert "intel-sgx-ra / ours" in proc.stdout

@@ -9,8 +9,6 @@ import subprocess
 import sys
 import tarfile
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -49,12 +47,6 @@ def make_tar(path: Path, files: dict[str, str], *, reverse: bool = False, mtime:
             info.mode = 0o644
             archive.addfile(info, io.BytesIO(data))
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_port(port: int, proc: subprocess.Popen[str], timeout: float = 60) -> None:
@@ -122,21 +114,3 @@ def flask_tar(tmp_path: Path) -> Path:
 @pytest.fixture
 def asgi_tar(tmp_path: Path) -> Path:
     return make_tar(tmp_path / "asgi.tar", {"app.py": ASGI_APP})
-
-
-@pytest.fixture
-def deployment_id() -> str:
-    return str(uuid.uuid4())
-
-
-@pytest.fixture
-def terminate() -> Iterator[list[subprocess.Popen[str]]]:
-    procs: list[subprocess.Popen[str]] = []
-    yield procs
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()

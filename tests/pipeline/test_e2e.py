@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 
 from mse_base._internal.quote import parse_quote
 from mse_base._internal.ratls import extract_quote
+from tests.net import free_port
 
 from .conftest import BIN, future_epoch, make_tar, run_args
 
@@ -62,8 +63,6 @@ def stop(enclave: Enclave) -> int:
 
 @pytest.fixture
 def flask_enclave(flask_tar: Path, tmp_path: Path, env: dict[str, str]) -> Iterator[Enclave]:
-    from .conftest import free_port
-
     enclave = start_enclave(flask_tar, tmp_path, env, free_port())
     yield enclave
     if enclave.proc.poll() is None:
@@ -181,8 +180,6 @@ def test_flask_app_over_ratls(flask_enclave: Enclave, tmp_path: Path) -> None:
 
 
 def test_asgi_app_over_ratls(asgi_tar: Path, tmp_path: Path, env: dict[str, str]) -> None:
-    from .conftest import free_port
-
     enclave = start_enclave(asgi_tar, tmp_path, env, free_port())
     try:
         cert = fetch_cert(enclave.port, tmp_path)
@@ -194,8 +191,6 @@ def test_asgi_app_over_ratls(asgi_tar: Path, tmp_path: Path, env: dict[str, str]
 
 
 def test_import_error_stops_the_run(tmp_path: Path, env: dict[str, str]) -> None:
-    from .conftest import free_port
-
     tar = make_tar(tmp_path / "broken.tar", {"app.py": "import does_not_exist_anywhere\n"})
     result = subprocess.run(
         [*run_args(tar, tmp_path / "wd", **{"--port": str(free_port())}), "--simulation"],
@@ -214,7 +209,7 @@ def test_import_error_stops_the_run(tmp_path: Path, env: dict[str, str]) -> None
 
 
 def test_mse_test_serves_plain_http(tmp_path: Path, env: dict[str, str]) -> None:
-    from .conftest import FLASK_APP, free_port, wait_port
+    from .conftest import FLASK_APP, wait_port
 
     code = tmp_path / "mse-app"
     code.mkdir()

@@ -22,8 +22,9 @@ from cryptography.hazmat.primitives import serialization
 from mse_base._cli import _served_certificate
 from mse_base.errors import Error
 from tests.certs import self_signed_pem
+from tests.net import free_port
 
-from .conftest import FLASK_APP, free_port, make_tar, run_args, wait_port
+from .conftest import FLASK_APP, make_tar, run_args, wait_port
 
 TLS_SERVER = """\
 import socket, ssl, sys

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import FLASK_APP, free_port, make_tar, run_args
+from tests.net import free_port
+
+from .conftest import FLASK_APP, make_tar, run_args
 
 
 def _args(tar: Path, workdir: Path | None, *extra: str, **options: str) -> list[str]:

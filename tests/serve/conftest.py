@@ -3,7 +3,6 @@ from __future__ import annotations
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.certs import self_signed_pem
+from tests.net import free_port
 
 HERE = Path(__file__).parent
 APPS = HERE / "apps"
@@ -48,12 +48,6 @@ class Server:
 def tls_pair(tmp_path_factory: pytest.TempPathFactory) -> TLSPair:
     cert, key = self_signed_pem(tmp_path_factory.mktemp("tls"), "server")
     return TLSPair(cert, key)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_server(

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 import pytest
 from asn1crypto import core
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from mse_base._internal.pck import SGX_EXTENSIONS_OID, parse_pck_extensions
 from mse_base.verify import CertificateChainError
+from tests.certs import with_extensions
 
 _KEY = ec.generate_private_key(ec.SECP256R1())
 
@@ -60,22 +58,7 @@ def _extension(*, drop: str = "", extra: bytes = b"", tcb_comp_1: bytes | None =
 
 
 def _cert(extension: bytes) -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "test PCK")])
-    now = dt.datetime.now(dt.timezone.utc)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(_KEY.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.UnrecognizedExtension(x509.ObjectIdentifier(SGX_EXTENSIONS_OID), extension),
-            critical=False,
-        )
-        .sign(_KEY, hashes.SHA256())
-    )
+    return with_extensions(_KEY, [(SGX_EXTENSIONS_OID, extension)])
 
 
 def test_well_formed_extension_decodes() -> None:
@@ -108,17 +91,6 @@ def test_malformed_extension_is_refused(extension: bytes, message: str) -> None:
 
 
 def test_certificate_without_the_extension_is_refused() -> None:
-    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "plain")])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(_KEY.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(_KEY, hashes.SHA256())
-    )
+    cert = with_extensions(_KEY, [])
     with pytest.raises(CertificateChainError, match="no SGX extension"):
         parse_pck_extensions(cert)
