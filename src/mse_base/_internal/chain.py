@@ -97,6 +97,19 @@ def check_root_copy(copy: x509.Certificate, root: x509.Certificate, what: str) -
     check_issued_by(copy, root, f"{what}: root certificate")
 
 
+def issuer_under_root(
+    pem: bytes, root: x509.Certificate, what: str, role: str, *, ca: bool
+) -> x509.Certificate:
+    """The first certificate of a PEM chain (issuer, copy of ``root``), issued by ``root`` and a
+    CA or not as ``ca`` says: the TCB signing chain, or the PCK CRL's PCK CA chain.
+    """
+    issuer, root_copy = load_pem_chain(pem, what, 2)
+    check_root_copy(root_copy, root, what)
+    check_issued_by(issuer, root, f"{what}: {role}")
+    check_ca(issuer, f"{what}: {role}", ca=ca)
+    return issuer
+
+
 def check_issued_by(child: x509.Certificate, parent: x509.Certificate, what: str) -> None:
     try:
         child.verify_directly_issued_by(parent)

@@ -22,6 +22,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
+from cryptography import x509
+
+from mse_base._internal import chain
 from mse_base._internal.verify_errors import CollateralError
 from mse_base.errors import UsageError
 
@@ -118,6 +121,21 @@ def split_signed_json(raw: bytes, key: str) -> tuple[bytes, bytes]:
             f'{key}: the document must end with ,"signature":"<128 hex digits>"}}'
         )
     return raw[len(prefix) : cut], bytes.fromhex(match.group(1).decode())
+
+
+_DOCUMENT_NAMES = {"tcbInfo": "TCB info", "enclaveIdentity": "QE identity"}
+
+
+def verified_signed_text(raw: bytes, key: str, signer: x509.Certificate) -> bytes:
+    """The signed text of a ``{"<key>":...,"signature":"..."}`` body whose signature verifies
+    with ``signer``'s key (the TCB signing certificate)."""
+    text, signature = split_signed_json(raw, key)
+    public_key = chain.ec_p256_key(signer, "TCB signing certificate")
+    if not chain.verify_raw_ecdsa(public_key, signature, text):
+        raise CollateralError(
+            f"{_DOCUMENT_NAMES.get(key, key)}: signature does not verify with the TCB signing cert"
+        )
+    return text
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

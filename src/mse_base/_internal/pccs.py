@@ -54,7 +54,7 @@ from mse_base._internal.collateral import (
     Collateral,
     parse_qe_identity,
     parse_tcb_info,
-    split_signed_json,
+    verified_signed_text,
 )
 from mse_base._internal.verify_errors import CollateralError
 from mse_base.errors import VerificationError
@@ -160,33 +160,28 @@ def _crl_distribution_point(root: x509.Certificate) -> str | None:
 # windows are left to the verifier, which knows the verification time.
 
 
-def _issuer_chain(pem: bytes, root: x509.Certificate, what: str) -> x509.Certificate:
-    """The issuer of a 2-certificate chain (issuer, root copy) directly under ``root``."""
-    issuer, root_copy = chain.load_pem_chain(pem, what, 2)
-    chain.check_root_copy(root_copy, root, what)
-    chain.check_issued_by(issuer, root, f"{what}: issuer")
-    return issuer
+def _issuer_chain_pem(response: _Response, what: str, *headers: str) -> bytes:
+    """The issuer chain the service sent in the first of ``headers`` present (URL-encoded PEM)."""
+    value = next((response.headers[h] for h in headers if response.headers.get(h)), None)
+    if not value:
+        raise CollateralError(f"{what}: the service sent no {headers[0]} header (the issuer chain)")
+    return urllib.parse.unquote(value).encode()
 
 
 def _vetted_signed_json(
-    response: _Response, headers: tuple[str, ...], key: str, root: x509.Certificate
+    response: _Response, key: str, root: x509.Certificate, *headers: str
 ) -> bytes:
     """The signed text of a JSON body whose signature verifies under an issuer chain to ``root``."""
-    pem = next((response.headers[h] for h in headers if response.headers.get(h)), None)
-    if pem is None:
-        raise CollateralError(f"{key}: no issuer chain header")
     what = f"{key} issuer chain"
-    signer = _issuer_chain(urllib.parse.unquote(pem).encode(), root, what)
-    chain.check_ca(signer, f"{what}: TCB signing certificate", ca=False)
-    text, signature = split_signed_json(response.body, key)
-    if not chain.verify_raw_ecdsa(chain.ec_p256_key(signer, what), signature, text):
-        raise CollateralError(f"{key}: signature does not verify with the TCB signing cert")
-    return text
+    signer = chain.issuer_under_root(
+        _issuer_chain_pem(response, key, *headers), root, what, "TCB signing certificate", ca=False
+    )
+    return verified_signed_text(response.body, key, signer)
 
 
 def _vetted_tcb_info(response: _Response, root: x509.Certificate, fmspc: str) -> dt.datetime:
-    headers = (_TCB_CHAIN_HEADER, _TCB_CHAIN_HEADER_V3)
-    info = parse_tcb_info(_vetted_signed_json(response, headers, "tcbInfo", root))
+    text = _vetted_signed_json(response, "tcbInfo", root, _TCB_CHAIN_HEADER, _TCB_CHAIN_HEADER_V3)
+    info = parse_tcb_info(text)
     # A well-signed TCB info for another platform would be rejected at every use.
     if info.fmspc.hex() != fmspc:
         raise CollateralError(f"tcbInfo: not for FMSPC {fmspc}")
@@ -194,17 +189,13 @@ def _vetted_tcb_info(response: _Response, root: x509.Certificate, fmspc: str) ->
 
 
 def _vetted_qe_identity(response: _Response, root: x509.Certificate) -> dt.datetime:
-    text = _vetted_signed_json(response, (_QE_CHAIN_HEADER,), "enclaveIdentity", root)
+    text = _vetted_signed_json(response, "enclaveIdentity", root, _QE_CHAIN_HEADER)
     return parse_qe_identity(text).next_update
 
 
 def _vetted_pck_crl(response: _Response, root: x509.Certificate, pck_ca: str) -> dt.datetime:
-    what = "PCK CRL issuer chain"
-    pem = response.headers.get(_PCK_CRL_CHAIN_HEADER)
-    if not pem:
-        raise CollateralError(f"PCK CRL: no {_PCK_CRL_CHAIN_HEADER} header")
-    ca = _issuer_chain(urllib.parse.unquote(pem).encode(), root, what)
-    chain.check_ca(ca, f"{what}: PCK CA", ca=True)
+    pem = _issuer_chain_pem(response, "PCK CRL", _PCK_CRL_CHAIN_HEADER)
+    ca = chain.issuer_under_root(pem, root, "PCK CRL issuer chain", "PCK CA", ca=True)
     names = ca.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
     if not any(pck_ca in str(name.value).lower() for name in names):
         raise CollateralError(
@@ -567,17 +558,6 @@ class PCCSCollateralSource:
         suffix = f"?{urllib.parse.urlencode(query)}" if query else ""
         return f"{self._base}{_API}{path}{suffix}"
 
-    @staticmethod
-    def _chain(response: _Response, header: str, url: str, *aliases: str) -> bytes:
-        value = next(
-            (response.headers[h] for h in (header, *aliases) if response.headers.get(h)), None
-        )
-        if not value:
-            raise CollateralError(
-                f"{_printable(url)} did not send the {header} header (the issuer chain)"
-            )
-        return urllib.parse.unquote(value).encode()
-
     def _vet_root_crl(self, response: _Response) -> dt.datetime:
         return _vetted_crl(response.body, self._root, "root CA CRL")
 
@@ -622,10 +602,10 @@ class PCCSCollateralSource:
         return Collateral(
             tcb_info=tcb.body,
             qe_identity=qe.body,
-            tcb_info_issuer_chain=self._chain(
-                tcb, _TCB_CHAIN_HEADER, tcb_url, _TCB_CHAIN_HEADER_V3
+            tcb_info_issuer_chain=_issuer_chain_pem(
+                tcb, "tcbInfo", _TCB_CHAIN_HEADER, _TCB_CHAIN_HEADER_V3
             ),
-            qe_identity_issuer_chain=self._chain(qe, _QE_CHAIN_HEADER, qe_url),
+            qe_identity_issuer_chain=_issuer_chain_pem(qe, "enclaveIdentity", _QE_CHAIN_HEADER),
             pck_crl=pck_crl.body,
             root_ca_crl=self._root_ca_crl(),
         )

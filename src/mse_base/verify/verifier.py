@@ -45,7 +45,7 @@ from mse_base._internal.collateral import (
     TcbInfo,
     parse_qe_identity,
     parse_tcb_info,
-    split_signed_json,
+    verified_signed_text,
 )
 from mse_base._internal.pck import PckExtensions, parse_pck_extensions
 from mse_base._internal.quote import Quote, parse_quote
@@ -510,14 +510,10 @@ def _checked_pck_chain(pem: bytes, root: x509.Certificate) -> _PckChain:
 
 
 def _signing_chain(pem: bytes, root: x509.Certificate, what: str) -> x509.Certificate:
-    signer, root_copy = chain.load_pem_chain(pem, what, 2)
     try:
-        chain.check_root_copy(root_copy, root, what)
-        chain.check_issued_by(signer, root, f"{what}: TCB signing certificate")
-        chain.check_ca(signer, f"{what}: TCB signing certificate", ca=False)
+        return chain.issuer_under_root(pem, root, what, "TCB signing certificate", ca=False)
     except CertificateChainError as exc:
         raise CollateralError(str(exc)) from None
-    return signer
 
 
 @functools.lru_cache(maxsize=_CACHE_LIMIT)
@@ -532,16 +528,8 @@ def _checked_collateral(documents: _SignedDocuments, root: x509.Certificate) -> 
     else:
         qe_signer = _signing_chain(qe_chain, root, "QE identity issuer chain")
 
-    tcb_text, tcb_sig = split_signed_json(tcb_info, "tcbInfo")
-    if not chain.verify_raw_ecdsa(
-        chain.ec_p256_key(tcb_signer, "TCB signing certificate"), tcb_sig, tcb_text
-    ):
-        raise CollateralError("TCB info: signature does not verify with the TCB signing cert")
-    qe_text, qe_sig = split_signed_json(qe_identity, "enclaveIdentity")
-    if not chain.verify_raw_ecdsa(
-        chain.ec_p256_key(qe_signer, "TCB signing certificate"), qe_sig, qe_text
-    ):
-        raise CollateralError("QE identity: signature does not verify with the TCB signing cert")
+    tcb_text = verified_signed_text(tcb_info, "tcbInfo", tcb_signer)
+    qe_text = verified_signed_text(qe_identity, "enclaveIdentity", qe_signer)
 
     root_crl = chain.load_crl(root_ca_crl, "root CA CRL")
     chain.check_crl_signed_by(root_crl, root, "root CA CRL")
