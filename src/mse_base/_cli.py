@@ -647,14 +647,9 @@ def _presented_pem(presented: bytes) -> bytes:
     (A parsed certificate may have been normalised on loading, e.g. Gramine's mbedTLS ones; a
     re-encoded copy would be neither byte-exact evidence nor usable with curl --cacert.)
     """
-    from asn1crypto import pem
+    from mse_base._internal.ratls import certificate_der
 
-    # Read as ratls.load_certificate reads it: only a leading armor means PEM (an RA-TLS
-    # certificate's DER holds the quote, whose PCK chain is itself PEM text).
-    der = presented
-    if presented.lstrip().startswith(b"-----BEGIN"):
-        _, _, der = pem.unarmor(presented)
-    return ssl.DER_cert_to_PEM_cert(der).encode("ascii")
+    return ssl.DER_cert_to_PEM_cert(certificate_der(presented)).encode("ascii")
 
 
 def _fetch_server_certificate(url: str) -> bytes:

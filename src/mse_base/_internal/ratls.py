@@ -465,20 +465,26 @@ def _without_null(algorithm: algos.SignedDigestAlgorithm) -> algos.SignedDigestA
     return algos.SignedDigestAlgorithm({"algorithm": algorithm["algorithm"].native})
 
 
+def certificate_der(data: bytes) -> bytes:
+    """The DER bytes of a PEM or DER certificate, exactly as given (never re-encoded)."""
+    # Only a leading armor means PEM: a DER RA-TLS certificate contains PEM text (the PCK chain
+    # inside its quote).
+    if not data.lstrip().startswith(b"-----BEGIN"):
+        return data
+    try:
+        _, _, der = pem.unarmor(data)
+    except ValueError as err:
+        raise VerificationError(f"the certificate PEM cannot be read: {err}") from err
+    return bytes(der)
+
+
 def load_certificate(data: bytes) -> x509.Certificate:
     """Read a PEM or DER certificate, also the ECDSA-with-NULL-parameter ones mbedTLS writes.
 
     Such a certificate comes back with the NULL removed from its AlgorithmIdentifiers; every other
     byte is unchanged, and :func:`check_self_signature` still verifies its original signature.
     """
-    der = data
-    # Only a leading armor means PEM: a DER RA-TLS certificate contains PEM text (the PCK chain
-    # inside its quote).
-    if data.lstrip().startswith(b"-----BEGIN"):
-        try:
-            _, _, der = pem.unarmor(data)
-        except ValueError as err:
-            raise VerificationError(f"the certificate PEM cannot be read: {err}") from err
+    der = certificate_der(data)
     try:
         return x509.load_der_x509_certificate(der)
     except ValueError as first_error:
