@@ -28,14 +28,13 @@ from . import ratls
 from .application import load_application
 from .attestation import GramineQuoteProvider, QuoteProvider
 from .deployment import Deployment
+from .pipeline import TLS_CERT_NAME, TLS_KEY_NAME
 from .serve import TLSFiles, serve
 from .signer import write_private
 
 log = logging.getLogger(__name__)
 
 SIMULATION_ENV = "MSE_SIMULATION"
-CERT_NAME = "cert.pem"
-KEY_NAME = "tls-key.pem"
 
 
 @dataclass(frozen=True)
@@ -98,8 +97,8 @@ def run(deployment: Deployment, platform: Platform | None = None) -> None:
     )
     mode = "SIMULATION" if platform.provider.simulated else "SGX"
     with _tls_dir(platform) as tls_dir:
-        key_path = tls_dir / KEY_NAME
-        cert_path = tls_dir / CERT_NAME
+        key_path = tls_dir / TLS_KEY_NAME
+        cert_path = tls_dir / TLS_CERT_NAME
         write_private(
             key_path,
             key.private_bytes(

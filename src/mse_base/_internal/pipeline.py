@@ -45,6 +45,9 @@ MAX_THREADS = 32
 SIMULATION_STATE = "simulation.json"
 # The simulated enclave's TLS key and certificate, removed when it stops.
 SIMULATION_TLS_DIR = "tls"
+# The files the bootstrap writes there (and, in SGX, in enclave memory).
+TLS_CERT_NAME = "cert.pem"
+TLS_KEY_NAME = "tls-key.pem"
 BOOTSTRAP_MODULE = "mse_base._bootstrap"
 
 
@@ -370,9 +373,7 @@ def simulation_environment(prepared: Prepared) -> dict[str, str]:
 
 def simulation_certificate(prepared: Prepared) -> Path:
     """Where the simulated enclave writes its certificate, before it binds its port."""
-    from .bootstrap import CERT_NAME
-
-    return prepared.request.workdir / SIMULATION_TLS_DIR / CERT_NAME
+    return prepared.request.workdir / SIMULATION_TLS_DIR / TLS_CERT_NAME
 
 
 def start_simulation(prepared: Prepared) -> subprocess.Popen[bytes]:
