@@ -5,7 +5,7 @@ loopback, with the same self-signed certificate, and is loaded with wrk (Debian 
 keep-alive, 32 connections, HTTP/1.1 over TLS, a fixed time per cell. Apps: a Flask hello world
 and a plain ASGI hello world. Servers:
 
-* ``mse-base``: ``mse_base._internal.serve.serve`` (granian's Rust core driven in-process).
+* ``mse-base``: ``mse_base._internal.runtime.serve.serve`` (granian's Rust core driven in-process).
 * ``original``: the original MSE bootstrap's serving path exactly as it runs: ``hypercorn.asyncio
   .serve`` awaited under a plain ``asyncio.run``, with its config mapping (one worker, ALPN h2,
   access and error log to stdout, ...) as in Cosmian/mse-lib-sgx ``src/mse_lib_sgx/cli.py``.
@@ -76,8 +76,8 @@ CELLS = [
 def child(server: str, app_name: str, app_dir: Path, port: int, cert: Path, key: Path) -> None:
     sys.path.insert(0, str(app_dir))
     if server == "mse-base":
-        from mse_base._internal.application import load_application
-        from mse_base._internal.serve import TLSFiles, serve
+        from mse_base._internal.runtime.application import load_application
+        from mse_base._internal.runtime.serve import TLSFiles, serve
 
         serve(
             load_application(f"{app_name}_hello:app", app_dir),
@@ -438,9 +438,9 @@ def main() -> int:
     if args.child:
         server, app, app_dir, port, cert, key, wsgi_threads = args.child
         if int(wsgi_threads):
-            import mse_base._internal.serve
+            import mse_base._internal.runtime.serve
 
-            mse_base._internal.serve.WSGI_THREADS = int(wsgi_threads)
+            mse_base._internal.runtime.serve.WSGI_THREADS = int(wsgi_threads)
         child(server, app, Path(app_dir), int(port), Path(cert), Path(key))
         return 0
 

@@ -12,7 +12,7 @@ Verifiers (all get the same files, read once into memory, and the case's pinned 
   ``cryptography<44``, so it runs in its own venv (``--isr-python``, default
   ``/tmp/venv-isr/bin/python``, created on first use with ``python3 -m venv`` and
   ``pip install intel-sgx-ra==2.3.3``), in a long-lived subprocess, with its clock pinned by
-  patching the ``datetime`` its ``attest`` module imported (as the shared README describes).
+  patching the ``datetime`` its ``attest`` module imported (see tests/data/sgx-quotes/README.md).
 
 Two figures per verifier:
 
@@ -65,7 +65,7 @@ from typing import IO
 
 SHARED = Path(
     os.environ.get(
-        "MSE_SGX_QUOTES", Path(__file__).resolve().parents[1].parent / "shared" / "sgx-quotes"
+        "MSE_SGX_QUOTES", Path(__file__).resolve().parents[1] / "tests" / "data" / "sgx-quotes"
     )
 )
 ISR_VERSION = "2.3.3"
@@ -144,7 +144,7 @@ def _memo_clears() -> list[Callable[[], None]]:
 
     import mse_base._internal
     import mse_base.verify
-    from mse_base._internal import chain
+    from mse_base._internal.dcap import chain
 
     clears = []
     for package in (mse_base._internal, mse_base.verify):
@@ -196,8 +196,8 @@ def _floor(files: dict[str, bytes]) -> Callable[[], object]:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-    from mse_base._internal.collateral import split_signed_json
-    from mse_base._internal.quote import parse_quote
+    from mse_base._internal.dcap.collateral import split_signed_json
+    from mse_base._internal.dcap.quote import parse_quote
 
     quote = parse_quote(files["quote.bin"])
     ecdsa = ec.ECDSA(hashes.SHA256())

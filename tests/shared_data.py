@@ -1,7 +1,8 @@
-"""Where the shared real-quote test data lives: ``../shared/sgx-quotes`` beside the clone.
+"""Where the real-quote test data lives: ``tests/data/sgx-quotes`` in this repository.
 
-CI clones the repository into another folder with a copy of ``shared/`` beside it, so the path is
-found relative to this file; ``MSE_SGX_QUOTES`` overrides it.
+The quotes, collateral and ``expected.json`` are data taken from permissively licensed public
+repositories; ``tests/data/sgx-quotes/README.md`` records where each file came from, its licence,
+and how the expected verdicts were established. ``MSE_SGX_QUOTES`` overrides the location.
 """
 
 from __future__ import annotations
@@ -10,7 +11,5 @@ import os
 from pathlib import Path
 
 SHARED_QUOTES = Path(
-    os.environ.get(
-        "MSE_SGX_QUOTES", Path(__file__).resolve().parents[1].parent / "shared" / "sgx-quotes"
-    )
+    os.environ.get("MSE_SGX_QUOTES", Path(__file__).resolve().parent / "data" / "sgx-quotes")
 )

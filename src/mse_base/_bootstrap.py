@@ -2,7 +2,7 @@
 
 import sys
 
-from mse_base._cli import bootstrap_main
+from mse_base._cli.bootstrap import main
 
 if __name__ == "__main__":
-    sys.exit(bootstrap_main())
+    sys.exit(main())

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from mse_base._internal.simulation import SimulationPKI, ensure_simulation_pki
+from mse_base._internal.simulation.pki import SimulationPKI, ensure_simulation_pki
 from tests.shared_data import SHARED_QUOTES
 
 SHARED = SHARED_QUOTES

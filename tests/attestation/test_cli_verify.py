@@ -21,8 +21,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from mse_base._internal import ratls
-from mse_base._internal.simulation import SimulationPKI, SimulationQuoteProvider
+from mse_base._internal.dcap import ratls
+from mse_base._internal.simulation.pki import SimulationPKI, SimulationQuoteProvider
 from tests.certs import write_private_key
 
 from .conftest import SHARED
@@ -381,7 +381,7 @@ def test_stale_simulation_collateral_is_refreshed_by_verify(tmp_path: Path) -> N
     """A simulation enclave started long ago still verifies: mse-verify refreshes the collateral."""
     import shutil as _shutil
 
-    from mse_base._internal.simulation import ensure_simulation_pki
+    from mse_base._internal.simulation.pki import ensure_simulation_pki
 
     pki = ensure_simulation_pki(tmp_path / "sim")
     quote_path = tmp_path / "quote.bin"

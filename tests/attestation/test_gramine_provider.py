@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from mse_base._internal.attestation import GramineQuoteProvider
-from mse_base._internal.simulation import SimulationPKI, SimulationQuoteProvider
+from mse_base._internal.runtime.attestation import GramineQuoteProvider
+from mse_base._internal.simulation.pki import SimulationPKI, SimulationQuoteProvider
 from mse_base.errors import EnvironmentMissing, Error
 
 MINE = bytes(range(64))

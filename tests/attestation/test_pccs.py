@@ -22,14 +22,14 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from mse_base._internal.collateral import Collateral
-from mse_base._internal.pccs import PCCSCollateralSource, collateral_cache_dir
-from mse_base._internal.simulation import (
+from mse_base._internal.dcap.collateral import Collateral
+from mse_base._internal.dcap.errors import CollateralError
+from mse_base._internal.dcap.pccs import PCCSCollateralSource, collateral_cache_dir
+from mse_base._internal.simulation.pki import (
     SIMULATION_FMSPC,
     SimulationPKI,
     SimulationQuoteProvider,
 )
-from mse_base._internal.verify_errors import CollateralError
 from tests.certs import self_signed_pem
 
 AT = dt.datetime(2025, 7, 1, tzinfo=dt.timezone.utc)
@@ -380,7 +380,7 @@ def test_a_cache_dir_others_can_write_is_not_used(
     _sim_fetch(_sim_source(sim_pki, sim.url))
     assert len(list(cache.glob("*.json"))) == 4
     cache.chmod(mode)
-    caplog.set_level(logging.WARNING, logger="mse_base._internal.pccs")
+    caplog.set_level(logging.WARNING, logger="mse_base._internal.dcap.pccs")
     caplog.clear()
     source = _sim_source(sim_pki, sim.url)
     _sim_fetch(source)
@@ -649,7 +649,7 @@ def test_https_to_http_redirect_is_refused(
 
 
 def test_plain_http_logs_one_warning(caplog: pytest.LogCaptureFixture, cache: Path) -> None:
-    caplog.set_level(logging.WARNING, logger="mse_base._internal.pccs")
+    caplog.set_level(logging.WARNING, logger="mse_base._internal.dcap.pccs")
     PCCSCollateralSource("https://pccs.example:8081")
     assert caplog.records == []
     PCCSCollateralSource("http://pccs.example:8081")

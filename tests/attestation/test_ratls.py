@@ -15,8 +15,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from mse_base._internal import ratls
-from mse_base._internal.simulation import SimulationPKI, SimulationQuoteProvider
+from mse_base._internal.dcap import ratls
+from mse_base._internal.simulation.pki import SimulationPKI, SimulationQuoteProvider
 from mse_base.errors import UsageError, VerificationError
 from tests.certs import with_extensions
 

@@ -18,10 +18,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from mse_base._internal import simulation
-from mse_base._internal.collateral import split_signed_json
-from mse_base._internal.pck import parse_pck_extensions
-from mse_base._internal.simulation import (
+from mse_base._internal.dcap.collateral import split_signed_json
+from mse_base._internal.dcap.pck import parse_pck_extensions
+from mse_base._internal.simulation import pki as simulation
+from mse_base._internal.simulation.pki import (
     SimulationPKI,
     SimulationQuoteProvider,
     ensure_simulation_pki,
@@ -266,7 +266,7 @@ def test_stale_collateral_is_reissued_with_same_keys(tmp_path: Path) -> None:
 _CREATE = """
 import sys
 from pathlib import Path
-from mse_base._internal.simulation import SimulationQuoteProvider
+from mse_base._internal.simulation.pki import SimulationQuoteProvider
 p = SimulationQuoteProvider(mrenclave=bytes(32), mrsigner=bytes(32), directory=Path(sys.argv[1]))
 sys.stdout.write(p.pki.ca_pem_path.read_text())
 p.quote(bytes(64))
@@ -323,7 +323,7 @@ def test_private_keys_never_world_readable_during_creation(tmp_path: Path) -> No
 
 
 def test_refresh_collateral_never_creates_keys(tmp_path: Path) -> None:
-    from mse_base._internal.simulation import refresh_collateral
+    from mse_base._internal.simulation.pki import refresh_collateral
 
     empty = tmp_path / "copied"
     empty.mkdir()
@@ -384,7 +384,7 @@ def test_independent_verifier_accepts_simulation_quotes(sim_pki: SimulationPKI) 
 
 
 def test_key_that_is_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
-    from mse_base._internal.simulation import _read_private_key
+    from mse_base._internal.simulation.pki import _read_private_key
 
     # A FIFO with no writer: a plain open would block forever.
     fifo = tmp_path / "attestation.key"

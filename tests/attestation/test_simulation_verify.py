@@ -9,8 +9,8 @@ import uuid
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from mse_base._internal import ratls
-from mse_base._internal.simulation import SimulationPKI, SimulationQuoteProvider
+from mse_base._internal.dcap import ratls
+from mse_base._internal.simulation.pki import SimulationPKI, SimulationQuoteProvider
 from mse_base.errors import UsageError, VerificationError
 from mse_base.verify import Collateral, Policy, Verifier
 

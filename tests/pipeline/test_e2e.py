@@ -15,8 +15,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from mse_base._internal.quote import parse_quote
-from mse_base._internal.ratls import extract_quote
+from mse_base._internal.dcap.quote import parse_quote
+from mse_base._internal.dcap.ratls import extract_quote
 from tests.net import free_port
 
 from .conftest import BIN, future_epoch, make_tar, run_args

@@ -19,7 +19,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from mse_base._cli import _served_certificate
+from mse_base._internal.enclave.supervise import _served_certificate
 from mse_base.errors import Error
 from tests.certs import self_signed_pem
 from tests.net import free_port

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mse_base._internal import codetar, deployment, sigstruct
-from mse_base._internal.size import parse_enclave_size
+from mse_base._internal.enclave import codetar, deployment, sigstruct
+from mse_base._internal.enclave.size import parse_enclave_size
 from mse_base.errors import UsageError
 
 
@@ -206,13 +206,14 @@ def test_old_python_without_tar_filters(tmp_path: Path, monkeypatch: pytest.Monk
 def test_manifest_thread_budget_covers_the_server() -> None:
     # Gramine needs four of its own threads (main, IPC, async, TLS handshake) on top of ours; the
     # manifest's constant must not depend on the machine, or MRENCLAVE would.
-    from mse_base._internal import pipeline, serve
+    from mse_base._internal.enclave import pipeline
+    from mse_base._internal.runtime import serve
 
     assert serve.MAX_THREADS + 4 <= pipeline.MAX_THREADS
 
 
 def test_write_private_tightens_an_existing_file(tmp_path: Path) -> None:
-    from mse_base._internal.signer import write_private
+    from mse_base._internal.enclave.signer import write_private
 
     path = tmp_path / "key.pem"
     path.write_bytes(b"old")
@@ -234,4 +235,4 @@ def test_cli_guard_leaves_the_apps_warnings_alone() -> None:
         return 0
 
     with pytest.warns(UserWarning, match="the app's own warning"):
-        assert _cli._guard("mse-bootstrap", body, argparse.Namespace(debug=False)) == 0
+        assert _cli.guard("mse-bootstrap", body, argparse.Namespace(debug=False)) == 0

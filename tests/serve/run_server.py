@@ -8,8 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
-from mse_base._internal.application import load_application
-from mse_base._internal.serve import TLSFiles, serve
+from mse_base._internal.runtime.application import load_application
+from mse_base._internal.runtime.serve import TLSFiles, serve
 from mse_base.errors import Error
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mse_base._internal.application import ApplicationError, load_application
+from mse_base._internal.runtime.application import ApplicationError, load_application
 from mse_base.errors import UsageError
 
 APPS = Path(__file__).parent / "apps"

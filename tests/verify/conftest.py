@@ -1,4 +1,4 @@
-"""Fixtures over the real Intel quotes and collateral in ../shared/sgx-quotes."""
+"""Fixtures over the real Intel quotes and collateral in tests/data/sgx-quotes."""
 
 from __future__ import annotations
 

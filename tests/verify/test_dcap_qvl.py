@@ -9,7 +9,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from mse_base._internal.collateral import split_signed_json
+from mse_base._internal.dcap.collateral import split_signed_json
 from mse_base.errors import VerificationError
 from mse_base.verify import Collateral, Verifier, parse_quote
 

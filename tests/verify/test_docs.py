@@ -16,7 +16,7 @@ def test_module_docstring_example_runs() -> None:
     assert doc is not None
     code = textwrap.dedent(doc.split("Example::")[1].split("\nEvery check")[0])
     # The example names the default location; $MSE_SGX_QUOTES may put the quotes elsewhere.
-    code = code.replace('"../shared/sgx-quotes/', f'"{SHARED_QUOTES}/')
+    code = code.replace('"tests/data/sgx-quotes/', f'"{SHARED_QUOTES}/')
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,

@@ -1,4 +1,4 @@
-"""Every verdict in ../shared/sgx-quotes/expected.json, at the pinned and the must-fail times."""
+"""Every verdict in tests/data/sgx-quotes/expected.json, at the pinned and the must-fail times."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from asn1crypto import core
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from mse_base._internal.pck import SGX_EXTENSIONS_OID, parse_pck_extensions
+from mse_base._internal.dcap.pck import SGX_EXTENSIONS_OID, parse_pck_extensions
 from mse_base.verify import CertificateChainError
 from tests.certs import with_extensions
 

@@ -7,8 +7,8 @@ import struct
 import pytest
 from cryptography import x509
 
-from mse_base._internal.pck import parse_pck_extensions
-from mse_base._internal.quote import CERT_DATA_QE_REPORT
+from mse_base._internal.dcap.pck import parse_pck_extensions
+from mse_base._internal.dcap.quote import CERT_DATA_QE_REPORT
 from mse_base.verify import QuoteFormatError, UnsupportedQuoteError, Verifier, parse_quote
 
 from .conftest import ANY_STATUS, CASES, collateral_of, quote_of, when

@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from mse_base._internal import ratls
-from mse_base._internal.simulation import SimulationQuoteProvider
+from mse_base._internal.dcap import ratls
+from mse_base._internal.simulation.pki import SimulationQuoteProvider
 from mse_base.errors import VerificationError
 from mse_base.verify import CertificateChainError, Collateral, Policy, Verifier
 from tests.certs import with_extensions

@@ -11,7 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from mse_base._internal.simulation import SimulationQuoteProvider
+from mse_base._internal.simulation.pki import SimulationQuoteProvider
 from mse_base.errors import UsageError, VerificationError
 from mse_base.verify import (
     CertificateChainError,

@@ -11,7 +11,7 @@ import struct
 
 import pytest
 
-from mse_base._internal.quote import MAX_QUOTE_SIZE
+from mse_base._internal.dcap.quote import MAX_QUOTE_SIZE
 from mse_base.errors import VerificationError
 from mse_base.verify import Collateral, QuoteFormatError, Verifier, parse_quote
 

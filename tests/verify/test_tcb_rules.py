@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from mse_base._internal.collateral import (
+from mse_base._internal.dcap.collateral import (
     QeIdentity,
     QeTcbLevel,
     TcbInfo,
@@ -26,8 +26,8 @@ from mse_base._internal.collateral import (
     parse_tcb_info,
     split_signed_json,
 )
-from mse_base._internal.quote import Quote, parse_quote
-from mse_base._internal.tcb import TcbVerdict, evaluate
+from mse_base._internal.dcap.quote import Quote, parse_quote
+from mse_base._internal.dcap.tcb import TcbVerdict, evaluate
 from mse_base.verify import CollateralError, TcbStatusError
 from mse_base.verify.verifier import Verifier
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from mse_base._internal import chain
-from mse_base._internal.collateral import split_signed_json
-from mse_base._internal.tcb import converge
+from mse_base._internal.dcap import chain
+from mse_base._internal.dcap.collateral import split_signed_json
+from mse_base._internal.dcap.tcb import converge
 from mse_base.errors import UsageError
 from mse_base.verify import (
     CertificateChainError,
@@ -77,7 +77,7 @@ def test_packaged_root_is_intels_and_pinned() -> None:
     assert root.public_bytes(Encoding.DER) == shared
     assert chain.spki_sha256(root) == chain.INTEL_SGX_ROOT_SPKI_SHA256
     assert hashlib.sha256(chain.spki_der(root)).hexdigest() == chain.INTEL_SGX_ROOT_SPKI_SHA256
-    assert Path(chain.__file__).parent.parent.joinpath("_store/intel_sgx_root_ca.der").is_file()
+    assert Path(chain.__file__).parents[2].joinpath("_store/intel_sgx_root_ca.der").is_file()
 
 
 def test_missing_collateral_file_names_the_file(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ Example::
     from mse_base.verify import Collateral, Policy, Verifier
 
     # A collateral directory and its quote (run from the repository root, ../shared beside it).
-    case = Path("../shared/sgx-quotes/automata_sgx_v3")
+    case = Path("tests/data/sgx-quotes/automata_sgx_v3")
     mrenclave = bytes.fromhex("a4f45c39dac622cb1dd32ddb35a52ec92db41d0fa88a1c911c49e59c534f61cd")
     policy = Policy(
         mrenclave=frozenset({mrenclave}),
@@ -28,9 +28,8 @@ TCB status passes.
 
 from __future__ import annotations
 
-from mse_base._internal.collateral import TCB_STATUSES, Collateral, CollateralSource
-from mse_base._internal.quote import Quote, ReportBody, parse_quote
-from mse_base._internal.verify_errors import (
+from mse_base._internal.dcap.collateral import TCB_STATUSES, Collateral, CollateralSource
+from mse_base._internal.dcap.errors import (
     CertificateChainError,
     CollateralError,
     PolicyError,
@@ -40,6 +39,7 @@ from mse_base._internal.verify_errors import (
     TcbStatusError,
     UnsupportedQuoteError,
 )
+from mse_base._internal.dcap.quote import Quote, ReportBody, parse_quote
 from mse_base.errors import VerificationError
 from mse_base.verify.policy import Policy
 from mse_base.verify.verifier import VerificationResult, Verifier

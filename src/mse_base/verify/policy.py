@@ -12,9 +12,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import cast
 
-from mse_base._internal.collateral import TCB_STATUSES
-from mse_base._internal.quote import ReportBody
-from mse_base._internal.verify_errors import PolicyError, TcbStatusError
+from mse_base._internal.dcap.collateral import TCB_STATUSES
+from mse_base._internal.dcap.errors import PolicyError, TcbStatusError
+from mse_base._internal.dcap.quote import ReportBody
 from mse_base.errors import UsageError
 
 __all__ = ["TCB_STATUSES", "Policy"]

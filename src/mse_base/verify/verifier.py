@@ -37,8 +37,8 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from mse_base._internal import chain, ratls
-from mse_base._internal.collateral import (
+from mse_base._internal.dcap import chain, ratls
+from mse_base._internal.dcap.collateral import (
     Collateral,
     CollateralSource,
     QeIdentity,
@@ -47,20 +47,20 @@ from mse_base._internal.collateral import (
     parse_tcb_info,
     verified_signed_text,
 )
-from mse_base._internal.pck import PckExtensions, parse_pck_extensions
-from mse_base._internal.quote import Quote, parse_quote
-from mse_base._internal.tcb import evaluate
-from mse_base._internal.verify_errors import (
+from mse_base._internal.dcap.errors import (
     CertificateChainError,
     CollateralError,
     RevokedCertificateError,
     SignatureError,
 )
+from mse_base._internal.dcap.pck import PckExtensions, parse_pck_extensions
+from mse_base._internal.dcap.quote import Quote, parse_quote
+from mse_base._internal.dcap.tcb import evaluate
+from mse_base._internal.utc import iso
 from mse_base.errors import UsageError, VerificationError
 from mse_base.verify.policy import Policy
 
 _CACHE_LIMIT = 64
-_TIME = "%Y-%m-%dT%H:%M:%SZ"
 
 
 @dataclass(frozen=True)
@@ -153,18 +153,12 @@ class _CheckedCollateral:
     root_crl: x509.CertificateRevocationList
 
 
-def _fmt(moment: datetime) -> str:
-    return moment.strftime(_TIME)
-
-
 def _check_window(start: datetime, end: datetime, at: datetime, what: str) -> None:
     if at < start:
-        raise CollateralError(
-            f"{what}: issued {_fmt(start)}, after the verification time {_fmt(at)}"
-        )
+        raise CollateralError(f"{what}: issued {iso(start)}, after the verification time {iso(at)}")
     if at > end:
         raise CollateralError(
-            f"{what}: expired at {_fmt(end)} (nextUpdate), before the verification time {_fmt(at)}"
+            f"{what}: expired at {iso(end)} (nextUpdate), before the verification time {iso(at)}"
         )
 
 
@@ -424,7 +418,7 @@ class Verifier:
             if entry is not None:
                 raise RevokedCertificateError(
                     f"revocation: the {what} (serial {cert.serial_number:x}) is revoked in the "
-                    f"{crl_name} since {_fmt(entry.revocation_date_utc)}"
+                    f"{crl_name} since {iso(entry.revocation_date_utc)}"
                 )
 
     @staticmethod

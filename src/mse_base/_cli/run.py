@@ -1,0 +1,173 @@
+"""``mse-run``: unpack, measure, sign and start an enclave (or only print its measurement)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import platform
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mse_base._cli import deployment, guard
+
+if TYPE_CHECKING:
+    from mse_base._internal.enclave.pipeline import RunRequest, WorkdirSource
+
+
+class _VersionAction(argparse.Action):
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print versions and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        from mse_base import __version__
+        from mse_base._internal.enclave.manifest import GramineLayout
+
+        layout = GramineLayout.detect()
+        gramine = "not installed" if layout is None else layout.version
+        print(f"mse-base {__version__}")
+        print(f"Gramine: {gramine}")
+        print(f"Python: {platform.python_version()}")
+        parser.exit()
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mse-run",
+        description="Unpack an app, measure and sign its enclave, serve it over RA-TLS.",
+    )
+    parser.add_argument("--version", action=_VersionAction)
+    parser.add_argument("--size", required=True, help="enclave size, a power of two (512M, 8G)")
+    parser.add_argument("--code", required=True, type=Path, help="tar (or .tar.gz) of the app")
+    parser.add_argument("--host", required=True, help="name or IP clients use (certificate SAN)")
+    parser.add_argument("--application", required=True, help="module:attribute, e.g. app:app")
+    parser.add_argument("--uuid", required=True, help="deployment UUID (measured)")
+    parser.add_argument(
+        "--self-signed", required=True, metavar="EPOCH", help="certificate expiry, Unix time"
+    )
+    parser.add_argument("--port", default="443", help="TCP port to serve on (default 443)")
+    parser.add_argument("--bind", default="0.0.0.0", help="address to bind (default 0.0.0.0)")  # noqa: S104
+    parser.add_argument("--workdir", type=Path, help="work directory (default: per deployment)")
+    parser.add_argument("--signer-key", type=Path, help="RSA-3072 e=3 enclave signing key")
+    parser.add_argument("--dry-run", action="store_true", help="print the measurement and stop")
+    parser.add_argument("--memory", action="store_true", help="print the memory budget")
+    parser.add_argument("--debug", action="store_true", help="debug enclave, logs, tracebacks")
+    parser.add_argument("--force", action="store_true", help="reuse a non-empty work directory")
+    parser.add_argument(
+        "--simulation", action="store_true", help="run without SGX: simulated quote and measure"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def _default_workdir(deployment_id: str) -> tuple[Path, WorkdirSource]:
+    state = os.environ.get("XDG_STATE_HOME")
+    if state:
+        return Path(state) / "mse" / deployment_id, "XDG_STATE_HOME"
+    return Path.home() / ".local" / "state" / "mse" / deployment_id, "HOME"
+
+
+def _progress() -> Callable[[int, int], None] | None:
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        end = "\n" if done == total else ""
+        print(f"\rhashing trusted files: {done}/{total}", end=end, file=sys.stderr, flush=True)
+
+    return show
+
+
+def _run(args: argparse.Namespace) -> int:
+    from mse_base._internal.enclave import pipeline, supervise
+    from mse_base._internal.enclave.size import parse_enclave_size
+
+    deployment_ = deployment(args)
+    enclave_size = parse_enclave_size(args.size)
+    if args.simulation and not args.dry_run:
+        # Before anything is written; the certificate check after the start still decides.
+        supervise.check_port_free(deployment_.bind, deployment_.port)
+
+    def request(workdir: Path, source: WorkdirSource) -> RunRequest:
+        return pipeline.RunRequest(
+            deployment=deployment_,
+            enclave_size=enclave_size,
+            code=args.code,
+            workdir=workdir,
+            signer_key=args.signer_key,
+            dry_run=args.dry_run,
+            force=args.force,
+            mode="simulation" if args.simulation else "sgx",
+            workdir_source=source,
+        )
+
+    if args.workdir is not None:
+        return _run_request(args, request(args.workdir, "--workdir"))
+    if args.dry_run:
+        # A dry run only prints the measurement: its files go to a directory removed afterwards,
+        # so it leaves nothing that would make the real run's default work directory "not empty".
+        with _temporary_directory() as workdir:
+            return _run_request(args, request(workdir, "temporary"))
+    return _run_request(args, request(*_default_workdir(str(deployment_.deployment_id))))
+
+
+@contextlib.contextmanager
+def _temporary_directory() -> Iterator[Path]:
+    import tempfile
+
+    from mse_base.errors import UsageError
+
+    try:
+        directory = tempfile.TemporaryDirectory(prefix="mse-dry-run-", ignore_cleanup_errors=True)
+    except OSError as err:
+        raise UsageError(
+            f"--dry-run: cannot create a temporary work directory ({err.strerror or err}): set "
+            "TMPDIR to a writable directory, or pass --workdir DIR"
+        ) from None
+    with directory as name:
+        yield Path(name)
+
+
+def _run_request(args: argparse.Namespace, request: RunRequest) -> int:
+    from mse_base._internal.enclave import pipeline, supervise
+    from mse_base._internal.enclave.size import format_size
+
+    prepared = pipeline.prepare(request, None if args.json else _progress())
+    summary = prepared.summary()
+    left = prepared.request.enclave_size - prepared.trusted_bytes
+    summary["memory_left_bytes"] = left
+    if args.json:
+        print(json.dumps(summary, sort_keys=True), flush=True)
+    else:
+        tag = " (simulated)" if prepared.simulated else ""
+        print(f"MRENCLAVE: {summary['mrenclave']}{tag}")
+        print(f"MRSIGNER: {summary['mrsigner']}{tag}", flush=True)
+        if args.memory:
+            print(f"enclave size: {format_size(prepared.request.enclave_size)}")
+            print(
+                f"trusted files: {prepared.trusted_files} files, "
+                f"{prepared.trusted_bytes / (1 << 20):.1f} MiB"
+            )
+            print(f"left for the app: {left / (1 << 20):.1f} MiB", flush=True)
+    if prepared.signer.throwaway:
+        logging.getLogger("mse").warning(
+            "no signing key: MRSIGNER comes from a throwaway key and is meaningless"
+        )
+    if prepared.simulated:
+        logging.getLogger("mse").warning(
+            "SIMULATION: no SGX enclave; the measurement and quote are simulated"
+        )
+    if args.dry_run:
+        return 0
+    if not prepared.simulated:
+        return pipeline.launch_sgx(prepared)
+    return supervise.run_simulation(prepared)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _run_parser().parse_args(argv)
+    return guard("mse-run", _run, args)

@@ -1,0 +1,380 @@
+"""mse-run's pipeline: unpack, manifest, sign, read the identity, launch.
+
+SGX and simulation share every step except two: who computes MRENCLAVE and signs the SIGSTRUCT
+(``gramine-sgx-sign``, or :mod:`measure` plus our own SIGSTRUCT writer) and what runs the
+bootstrap (``gramine-sgx``, or a plain child process with the simulation quote provider). Both
+read the identity back from the SIGSTRUCT file with the same parser.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, NoReturn
+
+from mse_base._internal.enclave import manifest as mf
+from mse_base._internal.enclave.codetar import inspect_code, unpack_code
+from mse_base._internal.enclave.deployment import Deployment
+from mse_base._internal.enclave.measure import simulated_mrenclave
+from mse_base._internal.enclave.requirements import check_requirements
+from mse_base._internal.enclave.signer import (
+    THROWAWAY_KEY_NAME,
+    SignerKey,
+    default_key_path,
+    load_signer_key,
+    throwaway_signer_key,
+)
+from mse_base._internal.enclave.sigstruct import Sigstruct, build_sigstruct, parse_sigstruct
+from mse_base.errors import EnvironmentMissing, Error, UsageError
+
+Mode = Literal["sgx", "simulation"]
+# Where the work directory came from, for messages: the option, the default under
+# $XDG_STATE_HOME or under ~/.local/state, or a temporary directory (a --dry-run without
+# --workdir).
+WorkdirSource = Literal["--workdir", "XDG_STATE_HOME", "HOME", "temporary"]
+MANIFEST_NAME = "mse"
+# Threads the serving runtime may start, plus Gramine's internal ones (IPC, async, TLS handshake).
+MAX_THREADS = 32
+SIMULATION_STATE = "simulation.json"
+# The simulated enclave's TLS key and certificate, removed when it stops.
+SIMULATION_TLS_DIR = "tls"
+BOOTSTRAP_MODULE = "mse_base._bootstrap"
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    deployment: Deployment
+    enclave_size: int
+    code: Path
+    workdir: Path
+    signer_key: Path | None
+    dry_run: bool
+    force: bool
+    mode: Mode
+    workdir_source: WorkdirSource = "--workdir"
+
+    def workdir_name(self) -> str:
+        """The work directory as the user knows it: by the option, or as the default one."""
+        if self.workdir_source == "--workdir":
+            return f"--workdir {self.workdir}"
+        if self.workdir_source == "temporary":
+            return f"the temporary work directory ({self.workdir})"
+        return f"the default work directory ({self.workdir})"
+
+
+@dataclass(frozen=True)
+class WorkdirClaim:
+    """What this run did to its work directory, so a failed run can undo it.
+
+    ``fresh``: it held nothing before this run (absent or empty), so nothing in it now is worth
+    keeping if the run fails before the enclave serves. ``created``: the directories this run
+    made, the work directory itself first, then the missing parents it needed.
+    """
+
+    fresh: bool
+    created: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    request: RunRequest
+    sigstruct: Sigstruct
+    signer: SignerKey
+    trusted_files: int
+    trusted_bytes: int
+    argv: tuple[str, ...]
+    claim: WorkdirClaim
+
+    @property
+    def simulated(self) -> bool:
+        return self.request.mode == "simulation"
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "mrenclave": self.sigstruct.mrenclave.hex(),
+            "mrsigner": self.sigstruct.mrsigner.hex(),
+            "isv_prod_id": self.sigstruct.isv_prod_id,
+            "isv_svn": self.sigstruct.isv_svn,
+            "debug": self.sigstruct.debug,
+            "enclave_size": self.request.enclave_size,
+            "trusted_files": self.trusted_files,
+            "trusted_bytes": self.trusted_bytes,
+            "mode": self.request.mode,
+            "simulated": self.simulated,
+            "mrsigner_meaningful": not self.signer.throwaway,
+            # A temporary work directory is gone by the time anyone reads this.
+            "workdir": (
+                None if self.request.workdir_source == "temporary" else str(self.request.workdir)
+            ),
+        }
+
+
+def require_gramine(mode: Mode, dry_run: bool) -> None:
+    """Fail before touching anything when SGX mode lacks Gramine or the SGX device."""
+    if mode == "simulation":
+        return
+    tools = ["gramine-sgx-sign"] + ([] if dry_run else ["gramine-sgx"])
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if missing:
+        raise EnvironmentMissing(
+            f"{', '.join(missing)} not found: run mse-run in the mse-base image, which ships "
+            "Gramine, or add --simulation to try the pipeline without SGX"
+        )
+    if not dry_run and not any(Path(p).exists() for p in ("/dev/sgx_enclave", "/dev/sgx/enclave")):
+        raise EnvironmentMissing(
+            "no SGX device (/dev/sgx_enclave): run on an SGX machine with "
+            "`docker run --device /dev/sgx_enclave --device /dev/sgx_provision "
+            "-v /var/run/aesmd:/var/run/aesmd ...`, or add --simulation"
+        )
+
+
+# Everything mse-run derives from the tar; sealed secrets (mf.HOST_SECRETS_DIR) are not in it.
+_DERIVED_FILES = ("cert.pem", SIMULATION_STATE, THROWAWAY_KEY_NAME)
+
+
+def _prepare_workdir(request: RunRequest) -> WorkdirClaim:
+    try:
+        return _claim_workdir(request)
+    except OSError as err:
+        raise UsageError(_unusable_workdir(request, err)) from None
+
+
+def _claim_workdir(request: RunRequest) -> WorkdirClaim:
+    workdir = request.workdir
+    if workdir.exists() and not workdir.is_dir():
+        raise UsageError(f"{request.workdir_name()} exists and is not a directory")
+    fresh = True
+    if workdir.is_dir() and any(workdir.iterdir()):
+        fresh = False
+        if not request.force:
+            if request.workdir_source == "--workdir":
+                earlier, other = "an earlier run?", "choose another --workdir"
+            else:
+                earlier, other = "an earlier run with this --uuid?", "pass --workdir DIR"
+            raise UsageError(
+                f"{request.workdir_name()} is not empty ({earlier}): add --force to replace "
+                f"its code and manifest, or {other}"
+            )
+        # Sealed secrets survive a forced restart; everything derived from the tar does not.
+        for name in (mf.HOST_CODE_DIR, f"{mf.HOST_CODE_DIR}.partial", SIMULATION_TLS_DIR):
+            shutil.rmtree(workdir / name, ignore_errors=True)
+        for name in _DERIVED_FILES:
+            (workdir / name).unlink(missing_ok=True)
+        for path in workdir.glob(f"{MANIFEST_NAME}.*"):
+            path.unlink()
+    missing: list[Path] = []
+    path = workdir
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return WorkdirClaim(fresh=fresh, created=tuple(missing))
+
+
+def _unusable_workdir(request: RunRequest, err: OSError) -> str:
+    reason = err.strerror or str(err)
+    if request.workdir_source == "--workdir":
+        return f"--workdir {request.workdir}: cannot use it ({reason}); choose a writable directory"
+    if request.workdir_source == "XDG_STATE_HOME":
+        state = os.environ.get("XDG_STATE_HOME", "")
+        return (
+            f"{request.workdir_name()} cannot be created ({reason}): set XDG_STATE_HOME "
+            f"(now {state}) to a writable directory, or pass --workdir DIR"
+        )
+    if request.workdir_source == "HOME":
+        return (
+            f"{request.workdir_name()} cannot be created ({reason}): set XDG_STATE_HOME to a "
+            "writable directory, or pass --workdir DIR"
+        )
+    return f"{request.workdir_name()} cannot be used ({reason}): set TMPDIR or pass --workdir DIR"
+
+
+def discard_workdir(workdir: Path, claim: WorkdirClaim) -> None:
+    """Undo what a failed run wrote, when the work directory held nothing before it.
+
+    So the next run (the same --uuid gives the same default directory) does not need --force.
+    A directory that held anything before (an earlier deployment's sealed secrets) is left as it
+    is; of the parents this run made, only those left empty are removed (another run may be
+    using them).
+    """
+    if not claim.fresh:
+        return
+    if workdir in claim.created:
+        shutil.rmtree(workdir, ignore_errors=True)
+    elif workdir.is_dir():
+        for entry in workdir.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+    for parent in claim.created:
+        if parent == workdir:
+            continue
+        try:
+            parent.rmdir()
+        except OSError:
+            break
+
+
+def _signer(request: RunRequest) -> SignerKey | None:
+    """The signing key, or None when a throwaway key is allowed and nothing else exists.
+
+    Runs before anything is written, so a bad key leaves no work directory behind.
+    """
+    path = request.signer_key or default_key_path()
+    if request.signer_key is None and not path.exists():
+        if request.dry_run or request.mode == "simulation":
+            return None
+        raise UsageError(
+            f"no enclave signing key at {path}: mount yours there (RSA-3072, e=3), "
+            "or pass --signer-key PATH"
+        )
+    return load_signer_key(path)
+
+
+def prepare(request: RunRequest, progress: Callable[[int, int], None] | None = None) -> Prepared:
+    """Everything up to (not including) launching: the enclave's identity is known after this."""
+    inspect_code(request.code)
+    require_gramine(request.mode, request.dry_run)
+    key = _signer(request)
+    python = mf.PythonLayout.current()
+    claim = _prepare_workdir(request)
+    try:
+        return _prepare_in(request, python, key, claim, progress)
+    except BaseException:
+        # Nothing ran yet: a fresh work directory left behind would only make the next run with
+        # the same --uuid fail for being "not empty".
+        discard_workdir(request.workdir, claim)
+        raise
+
+
+def _prepare_in(
+    request: RunRequest,
+    python: mf.PythonLayout,
+    key: SignerKey | None,
+    claim: WorkdirClaim,
+    progress: Callable[[int, int], None] | None,
+) -> Prepared:
+    code_dir = request.workdir / mf.HOST_CODE_DIR
+    unpack_code(request.code, code_dir)
+    check_requirements(code_dir)
+    secrets = request.workdir / mf.HOST_SECRETS_DIR
+    secrets.mkdir(mode=0o700, exist_ok=True)
+    signer = key or throwaway_signer_key(request.workdir)
+
+    argv = (
+        str(python.venv_python),
+        "-I",
+        "-B",
+        "-m",
+        BOOTSTRAP_MODULE,
+        *request.deployment.bootstrap_args(),
+    )
+    spec = mf.EnclaveSpec(
+        enclave_size=request.enclave_size,
+        max_threads=MAX_THREADS,
+        debug=request.deployment.debug,
+        isv_prod_id=0,
+        isv_svn=0,
+        argv=argv,
+    )
+    trusted = mf.collect_trusted_files(python, request.workdir, progress)
+    gramine = mf.GramineLayout.detect() or mf.GramineLayout.default()
+    manifest = mf.build_manifest(spec, python, gramine, trusted)
+    mf.validate(manifest, spec)
+    manifest_text = mf.dumps(manifest)
+    manifest_path = request.workdir / f"{MANIFEST_NAME}.manifest"
+    manifest_path.write_text(manifest_text, encoding="utf-8")
+    sig_path = request.workdir / f"{MANIFEST_NAME}.sig"
+    if request.mode == "sgx":
+        _gramine_sign(request.workdir, manifest_path, sig_path, signer)
+    else:
+        mrenclave = simulated_mrenclave(manifest_text, spec.enclave_size, spec.max_threads)
+        sig_path.write_bytes(
+            build_sigstruct(
+                key=signer.key,
+                mrenclave=mrenclave,
+                isv_prod_id=spec.isv_prod_id,
+                isv_svn=spec.isv_svn,
+                debug=spec.debug,
+            )
+        )
+    sigstruct = parse_sigstruct(sig_path.read_bytes())
+    return Prepared(
+        request, sigstruct, signer, len(trusted.files), trusted.total_bytes, argv, claim
+    )
+
+
+def _gramine_sign(workdir: Path, manifest: Path, sig: Path, signer: SignerKey) -> None:
+    # cwd=workdir: the app's trusted-file URIs are relative to it (see manifest.HOST_CODE_DIR).
+    result = subprocess.run(
+        [
+            "gramine-sgx-sign",
+            "--manifest",
+            manifest.name,
+            "--output",
+            f"{manifest.name}.sgx",
+            "--sigfile",
+            sig.name,
+            "--key",
+            str(signer.path),
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise Error(f"gramine-sgx-sign failed: {tail[0]}")
+
+
+def launch_sgx(prepared: Prepared) -> NoReturn:
+    """Become ``gramine-sgx``: signals and the exit status then belong to the enclave itself."""
+    # Relative trusted-file URIs (the app, the sealed secrets) resolve from the work directory.
+    os.chdir(prepared.request.workdir)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvp("gramine-sgx", ["gramine-sgx", MANIFEST_NAME])  # noqa: S606
+
+
+def simulation_environment(prepared: Prepared) -> dict[str, str]:
+    """Write the simulated platform's state and return the child's environment.
+
+    Inside SGX the bootstrap learns its identity from the CPU; in simulation it reads it from this
+    file, which is why only the simulation looks at ``MSE_SIMULATION``.
+    """
+    workdir = prepared.request.workdir
+    state = {
+        "mrenclave": prepared.sigstruct.mrenclave.hex(),
+        "mrsigner": prepared.sigstruct.mrsigner.hex(),
+        "isv_prod_id": prepared.sigstruct.isv_prod_id,
+        "isv_svn": prepared.sigstruct.isv_svn,
+        "debug": prepared.sigstruct.debug,
+        "code_dir": str((workdir / mf.HOST_CODE_DIR).resolve()),
+        "tls_dir": str((workdir / SIMULATION_TLS_DIR).resolve()),
+    }
+    path = workdir / SIMULATION_STATE
+    path.write_text(json.dumps(state, indent=2), encoding="utf-8")
+    env = dict(os.environ)
+    env["MSE_SIMULATION"] = str(path.resolve())
+    return env
+
+
+def simulation_certificate(prepared: Prepared) -> Path:
+    """Where the simulated enclave writes its certificate, before it binds its port."""
+    return prepared.request.workdir / SIMULATION_TLS_DIR / mf.TLS_CERT_NAME
+
+
+def start_simulation(prepared: Prepared) -> subprocess.Popen[bytes]:
+    # A certificate left by an enclave that was killed must not pass for the new one's.
+    shutil.rmtree(prepared.request.workdir / SIMULATION_TLS_DIR, ignore_errors=True)
+    env = simulation_environment(prepared)
+    # The measured argv, unchanged: the same interpreter, flags and arguments as in the enclave.
+    return subprocess.Popen(list(prepared.argv), cwd=prepared.request.workdir, env=env)

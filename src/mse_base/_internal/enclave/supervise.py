@@ -1,0 +1,178 @@
+"""Supervision of a running enclave process: start it, forward signals, prove it is ours.
+
+Launching is the pipeline's; this module watches what it launched. It owns the checks that a
+port is free before a start, that the server answering on the port is this enclave (its own
+certificate, byte for byte), and that its RA-TLS certificate verifies against the measurement the
+pipeline computed, before the enclave is reported ready. May import ``enclave``, ``dcap``,
+``simulation`` and :mod:`mse_base.verify`; never the runtime (that is the enclave's side).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import signal
+import socket
+import ssl
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mse_base._internal.dcap.ratls import fetch_certificate
+from mse_base._internal.enclave import pipeline
+from mse_base.errors import Error, VerificationError
+
+if TYPE_CHECKING:
+    from mse_base._internal.enclave.pipeline import Prepared
+    from mse_base.verify import VerificationResult
+
+
+def check_port_free(bind: str, port: int) -> None:
+    """Refuse a port something else already listens on, binding it as the server will."""
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # As the server does, so a port whose old connections sit in TIME_WAIT counts as free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((bind, port))
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise Error(
+                    f"port {port} on {bind} is already in use by another process; stop it or "
+                    "choose another --port"
+                ) from None
+            # Anything else (a privileged port, say) the enclave meets too and reports itself.
+
+
+_LISTEN_TIMEOUT = 120.0
+
+
+def run_simulation(prepared: Prepared) -> int:
+    log = logging.getLogger("mse")
+    child: subprocess.Popen[bytes] | None = None
+    try:
+        child = pipeline.start_simulation(prepared)
+        running = child
+
+        def forward(signum: int, _frame: object) -> None:
+            running.send_signal(signal.SIGTERM)
+
+        signal.signal(signal.SIGTERM, forward)
+        signal.signal(signal.SIGINT, forward)
+        result = _await_enclave(prepared, child)
+    except BaseException:
+        # Fail closed: an enclave we could not verify must not keep serving.
+        if child is not None:
+            _stop(child)
+        pipeline.discard_workdir(prepared.request.workdir, prepared.claim)
+        raise
+    if result is None:
+        # It exited before serving and said why on stderr; it never served, so its work
+        # directory holds nothing worth keeping.
+        pipeline.discard_workdir(prepared.request.workdir, prepared.claim)
+        return int(child.returncode)
+    log.info(
+        "RA-TLS check passed (SIMULATION): MRENCLAVE %s, TCB %s; certificate saved to %s",
+        result.mrenclave.hex(),
+        result.tcb_status,
+        prepared.request.workdir / "cert.pem",
+    )
+    return int(child.wait())
+
+
+def _stop(child: subprocess.Popen[bytes]) -> None:
+    if child.poll() is None:
+        child.terminate()
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def _await_enclave(prepared: Prepared, child: subprocess.Popen[bytes]) -> VerificationResult | None:
+    """Wait until this enclave serves its port, then verify it; None if it exited first.
+
+    Something else may hold the port (the enclave then fails to bind), so answering is not
+    enough: the certificate served must be the one the enclave wrote, which it does before it
+    binds. The file is read only once the port answers, so it is never read half-written.
+    """
+    deployment = prepared.request.deployment
+    address = "127.0.0.1" if deployment.bind in ("0.0.0.0", "::") else deployment.bind  # noqa: S104
+    served = _served_certificate(
+        child, address, deployment.port, deployment.host, pipeline.simulation_certificate(prepared)
+    )
+    return None if served is None else _check_running_enclave(prepared, served)
+
+
+def _served_certificate(
+    child: subprocess.Popen[bytes], address: str, port: int, server_name: str, cert_path: Path
+) -> bytes | None:
+    """The DER certificate served on ``port``, once it is known to be ``child``'s; None if
+    ``child`` exited first."""
+    deadline = time.monotonic() + _LISTEN_TIMEOUT
+    while True:
+        if child.poll() is not None:
+            return None
+        expected = _enclave_certificate(address, port, cert_path)
+        if expected is not None:
+            break
+        if time.monotonic() > deadline:
+            raise Error(f"the enclave did not listen on port {port} within {_LISTEN_TIMEOUT:.0f} s")
+        time.sleep(0.1)
+    try:
+        served = fetch_certificate(address, port, server_name)
+    except VerificationError as err:
+        raise Error(
+            f"port {port} does not answer with this enclave's certificate ({err}): another "
+            "process may be serving it; choose another --port"
+        ) from None
+    if served != expected:
+        raise Error(
+            f"port {port} is served by another process, not this enclave; choose another --port"
+        )
+    return served
+
+
+def _enclave_certificate(address: str, port: int, cert_path: Path) -> bytes | None:
+    """The DER certificate the enclave wrote, once something answers on its port; else None."""
+    try:
+        with socket.create_connection((address, port), timeout=1):
+            pass
+    except OSError:
+        return None
+    try:
+        pem = cert_path.read_text(encoding="ascii")
+    except FileNotFoundError:
+        # Something answers but the enclave has not written its certificate: not its port yet.
+        return None
+    except (OSError, UnicodeError) as err:
+        raise Error(f"cannot read the enclave's certificate {cert_path}: {err}") from None
+    try:
+        return ssl.PEM_cert_to_DER_cert(pem)
+    except ValueError:
+        return None  # not complete yet (or never: the deadline then applies)
+
+
+def _check_running_enclave(prepared: Prepared, der: bytes) -> VerificationResult:
+    """Verify the live server's certificate exactly as a client would, pinned to our MRENCLAVE."""
+    from mse_base._internal.dcap.collateral import Collateral
+    from mse_base._internal.simulation.pki import ensure_simulation_pki
+    from mse_base.verify import Policy, Verifier
+
+    pki = ensure_simulation_pki()
+    verifier = Verifier(
+        collateral=Collateral.from_directory(pki.collateral_dir),
+        policy=Policy(
+            mrenclave=frozenset({prepared.sigstruct.mrenclave}),
+            mrsigner=prepared.sigstruct.mrsigner,
+            allow_debug=prepared.sigstruct.debug,
+        ),
+        trust_root=pki.ca_certificate,
+        simulation=True,
+    )
+    result = verifier.verify_certificate(der)
+    # The certificate as served, byte for byte (as mse-verify --save-cert keeps it).
+    (prepared.request.workdir / "cert.pem").write_bytes(ssl.DER_cert_to_PEM_cert(der).encode())
+    return result

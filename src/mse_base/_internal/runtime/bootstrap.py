@@ -1,0 +1,123 @@
+"""The program that runs inside the enclave: make the TLS key, get it attested, serve the app.
+
+Order matters: the app is imported first so a broken app fails before any key exists; the TLS
+private key is generated here, inside the enclave, and written only where the server can load it
+and nothing outside can read it: Gramine's tmpfs (enclave memory) in SGX, a private temporary
+directory in the work directory, removed on exit, in simulation. It is new on every start, so it
+is never persisted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from mse_base._internal.dcap import ratls
+from mse_base._internal.enclave import manifest as mf
+from mse_base._internal.enclave.deployment import Deployment
+from mse_base._internal.files import private_key_pem, write_private
+from mse_base._internal.runtime.application import load_application
+from mse_base._internal.runtime.attestation import GramineQuoteProvider, QuoteProvider
+from mse_base._internal.runtime.serve import TLSFiles, serve
+from mse_base.errors import EnvironmentMissing, UsageError
+
+log = logging.getLogger(__name__)
+
+SIMULATION_ENV = "MSE_SIMULATION"
+
+
+@dataclass(frozen=True)
+class Platform:
+    provider: QuoteProvider
+    code_dir: Path
+    # Where the TLS key and certificate go, and whether to remove them when serving ends.
+    tls_dir: Path
+    remove_tls_dir: bool
+
+
+def detect_platform() -> Platform:
+    """Gramine's /dev/attestation when inside SGX; the simulation only when mse-run asked for it."""
+    if GramineQuoteProvider.available():
+        return Platform(
+            GramineQuoteProvider(),
+            Path(mf.ENCLAVE_CODE_DIR),
+            Path(mf.ENCLAVE_TMPFS_DIR) / "mse-tls",
+            remove_tls_dir=False,  # enclave memory: gone with the enclave
+        )
+    state_path = os.environ.get(SIMULATION_ENV)
+    if not state_path:
+        raise EnvironmentMissing(
+            "no /dev/attestation: mse-bootstrap runs inside Gramine; start it with mse-run "
+            "(or mse-run --simulation without SGX)"
+        )
+    from mse_base._internal.simulation.pki import SimulationQuoteProvider
+
+    try:
+        state = json.loads(Path(state_path).read_text(encoding="utf-8"))
+        provider = SimulationQuoteProvider(
+            mrenclave=bytes.fromhex(state["mrenclave"]),
+            mrsigner=bytes.fromhex(state["mrsigner"]),
+            isv_prod_id=int(state["isv_prod_id"]),
+            isv_svn=int(state["isv_svn"]),
+            debug=bool(state["debug"]),
+        )
+        return Platform(
+            provider, Path(state["code_dir"]), Path(state["tls_dir"]), remove_tls_dir=True
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        raise UsageError(
+            f"{SIMULATION_ENV}={state_path}: unreadable simulation state ({exc})"
+        ) from None
+
+
+def run(deployment: Deployment, platform: Platform | None = None) -> None:
+    platform = platform or detect_platform()
+    app = load_application(deployment.application, platform.code_dir)
+    log.info("loaded %s (%s)", app.spec, app.interface.upper())
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    quote = platform.provider.quote(ratls.report_data_for_key(key.public_key()))
+    cert = ratls.build_certificate(
+        key=key,
+        host=deployment.host,
+        deployment_id=deployment.deployment_id,
+        not_after=deployment.expiry,
+        quote=quote,
+    )
+    mode = "SIMULATION" if platform.provider.simulated else "SGX"
+    with _tls_dir(platform) as tls_dir:
+        key_path = tls_dir / mf.TLS_KEY_NAME
+        cert_path = tls_dir / mf.TLS_CERT_NAME
+        write_private(key_path, private_key_pem(key))
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        serve(
+            app,
+            bind=deployment.bind,
+            port=deployment.port,
+            tls=TLSFiles(cert_path, key_path),
+            access_log=deployment.debug,
+            on_ready=lambda: log.info(
+                "serving https://%s:%d/ (%s)", deployment.host, deployment.port, mode
+            ),
+        )
+
+
+@contextlib.contextmanager
+def _tls_dir(platform: Platform) -> Iterator[Path]:
+    directory = platform.tls_dir
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.chmod(0o700)  # mkdir's mode does not apply to a directory that already existed
+    try:
+        yield directory
+    finally:
+        if platform.remove_tls_dir:
+            shutil.rmtree(directory, ignore_errors=True)

@@ -1,0 +1,9 @@
+"""The simulation PKI: the stand-in for SGX hardware and Intel's PCS.
+
+Owns a local CA, PCK certificates, quotes and collateral in Intel's formats (``pki``), so that
+the whole pipeline and the verifier run without SGX. A verifier accepts these quotes only when
+told to trust the simulation CA.
+
+May import ``mse_base.errors``, ``dcap`` (the quote and PCK layouts it mimics) and
+``enclave.sigstruct`` (the attribute flags).
+"""
