@@ -1,7 +1,9 @@
 """The command-line interface: one module per console script, each a thin layer over library calls.
 
-``run`` (mse-run), ``test`` (mse-test), ``verify`` (mse-verify) and ``bootstrap`` (mse-bootstrap,
-inside the enclave) parse arguments and print; nothing else in the package does. Library code
+``run`` (mse-run), ``test`` (mse-test), ``verify`` (mse-verify), ``secrets`` (mse-secrets) and
+``bootstrap`` (mse-bootstrap, inside the enclave) parse arguments and print; nothing else in the
+package does. ``verifier_options`` holds the verifier's options, shared by mse-verify and
+mse-secrets. Library code
 raises :class:`mse_base.errors.Error`; :func:`guard` turns it into one line on stderr and the
 error's exit code, with a traceback only under ``--debug``.
 """
@@ -51,6 +53,7 @@ def deployment(args: argparse.Namespace) -> Deployment:
     """The measured parameters, checked the same way by mse-run and inside the enclave."""
     from mse_base._internal.enclave import deployment as dep
 
+    provision = dep.parse_provision(args.provision)
     return dep.Deployment(
         application=dep.parse_application(args.application),
         host=dep.parse_host(args.host),
@@ -59,4 +62,7 @@ def deployment(args: argparse.Namespace) -> Deployment:
         bind=dep.parse_bind(args.bind),
         port=dep.parse_port(args.port),
         debug=args.debug,
+        provision=provision,
+        provision_timeout=dep.parse_provision_timeout(args.provision_timeout, provision),
+        encrypted_code=args.encrypted_code,
     )

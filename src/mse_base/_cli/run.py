@@ -61,6 +61,16 @@ def _run_parser() -> argparse.ArgumentParser:
         "--simulation", action="store_true", help="run without SGX: simulated quote and measure"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--provision",
+        metavar="MODE",
+        help="push: serve only a provisioning endpoint until mse-secrets push (measured)",
+    )
+    parser.add_argument(
+        "--provision-timeout",
+        metavar="SECONDS",
+        help="give up when nothing is provisioned within this time (default 600; measured)",
+    )
     return parser
 
 
@@ -85,7 +95,11 @@ def _progress() -> Callable[[int, int], None] | None:
 def _run(args: argparse.Namespace) -> int:
     from mse_base._internal.enclave import pipeline, supervise
     from mse_base._internal.enclave.size import parse_enclave_size
+    from mse_base._internal.provision.codefile import is_encrypted
 
+    # An encrypted tar (mse-secrets encrypt-code) is told by its header; the bootstrap is told
+    # by its measured argv.
+    args.encrypted_code = is_encrypted(args.code)
     deployment_ = deployment(args)
     enclave_size = parse_enclave_size(args.size)
     if args.simulation and not args.dry_run:

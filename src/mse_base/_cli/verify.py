@@ -14,6 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from mse_base._cli import guard
+from mse_base._cli.verifier_options import (
+    add_verifier_options,
+    build_verifier,
+    https_address,
+    policy_options,
+    read_input,
+)
 
 _VERIFY_EPILOG = """\
 exit status: 0 verified, 1 rejected (the reason on stderr, or in the JSON), 2 usage error.
@@ -34,37 +41,7 @@ def _verify_parser() -> argparse.ArgumentParser:
     source.add_argument("url", nargs="?", help="https://HOST:PORT of an RA-TLS server")
     source.add_argument("--cert", type=Path, metavar="FILE", help="RA-TLS certificate (PEM/DER)")
     source.add_argument("--quote", type=Path, metavar="FILE", help="raw SGX quote")
-    expect = parser.add_argument_group("what the enclave must be")
-    expect.add_argument(
-        "--mrenclave", action="append", default=[], metavar="HEX", help="repeatable"
-    )
-    expect.add_argument("--mrsigner", metavar="HEX")
-    expect.add_argument("--isv-prod-id", type=int, metavar="N")
-    expect.add_argument("--min-isv-svn", type=int, metavar="N")
-    expect.add_argument(
-        "--allow-status",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="also accept this TCB status (UpToDate always passes); repeatable",
-    )
-    expect.add_argument("--allow-debug", action="store_true", help="accept a debug enclave")
-    trust = parser.add_argument_group("collateral and trust")
-    collateral = trust.add_mutually_exclusive_group()
-    collateral.add_argument("--collateral", type=Path, metavar="DIR")
-    collateral.add_argument("--pccs-url", metavar="URL", help="Intel PCS or PCCS base URL")
-    trust.add_argument("--at", metavar="ISO-8601", help="verification time (default: now)")
-    trust.add_argument(
-        "--simulation-ca",
-        type=Path,
-        metavar="PEM",
-        help="trust this simulation CA instead of Intel (simulation quotes only)",
-    )
-    trust.add_argument(
-        "--insecure-allow-stale-crl",
-        action="store_true",
-        help="accept CRLs past their nextUpdate (weakens revocation checking)",
-    )
+    add_verifier_options(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
         "--save-cert",
@@ -74,43 +51,6 @@ def _verify_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="tracebacks on errors")
     return parser
-
-
-def _hex_option(name: str, value: str, size: int) -> bytes:
-    from mse_base.errors import UsageError
-
-    try:
-        raw = bytes.fromhex(value)
-    except ValueError:
-        raw = b""
-    if len(raw) != size:
-        raise UsageError(f"{name} {value!r} must be {size} bytes of hex ({2 * size} digits)")
-    return raw
-
-
-def _verification_time(text: str | None) -> Any:
-    from datetime import datetime, timezone
-
-    from mse_base.errors import UsageError
-
-    if text is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise UsageError(
-            f"--at {text!r} is not an ISO-8601 time; use e.g. 2025-07-01T00:00:00Z"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
-def _read_input(path: Path, what: str) -> bytes:
-    from mse_base.errors import UsageError
-
-    try:
-        return path.read_bytes()
-    except OSError as err:
-        raise UsageError(f"{what} {path}: cannot read it ({err.strerror or err})") from None
 
 
 def _check_save_target(path: Path) -> None:
@@ -161,27 +101,6 @@ def _save_certificate(path: Path, pem: bytes) -> None:
         ) from None
 
 
-def _simulation_collateral_dir(ca_pem: Path) -> Path:
-    """The collateral of the simulation PKI ``ca_pem`` belongs to: the ``collateral/`` beside it.
-
-    The PKI's owner (keys readable) gets it re-issued first when stale, as ``mse-run`` would; a
-    copied ca.pem is used with whatever collateral was copied beside it.
-    """
-    from mse_base._internal.simulation.pki import refresh_collateral, simulation_dir
-    from mse_base.errors import UsageError
-
-    refresh_collateral(ca_pem.parent)
-    directory = ca_pem.parent / "collateral"
-    if not directory.is_dir():
-        raise UsageError(
-            f"--simulation-ca {ca_pem}: no simulation collateral beside it ({directory} is "
-            "missing); pass --collateral DIR with the simulation's collateral directory "
-            f"({simulation_dir() / 'collateral'}, beside its ca.pem) or copy that directory "
-            "beside this ca.pem"
-        )
-    return directory
-
-
 def _presented_pem(presented: bytes) -> bytes:
     """The certificate exactly as presented, as PEM: its DER is never re-encoded.
 
@@ -195,57 +114,26 @@ def _presented_pem(presented: bytes) -> bytes:
 
 def _fetch_server_certificate(url: str) -> bytes:
     """The DER certificate an RA-TLS server presents; its quote, not a CA, is the trust anchor."""
-    from urllib.parse import urlsplit
-
     from mse_base._internal.dcap.ratls import fetch_certificate
-    from mse_base.errors import UsageError
 
-    parts = urlsplit(url if "//" in url else f"https://{url}")
-    if parts.scheme != "https" or not parts.hostname:
-        raise UsageError(f"{url!r} is not an https://HOST[:PORT] URL")
-    try:
-        port = parts.port or 443
-    except ValueError:
-        raise UsageError(f"{url!r} has an invalid port") from None
-    try:
-        parts.hostname.encode("idna")
-    except UnicodeError:
-        raise UsageError(f"{url!r}: the host name is not a valid DNS name") from None
-    return fetch_certificate(parts.hostname, port, parts.hostname)
+    host, port = https_address(url)
+    return fetch_certificate(host, port, host)
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from cryptography import x509
-
     from mse_base._internal.dcap import ratls
-    from mse_base._internal.dcap.collateral import Collateral, CollateralSource
-    from mse_base._internal.dcap.pccs import INTEL_PCS_URL, PCCSCollateralSource
-    from mse_base._internal.simulation.pki import simulation_dir
     from mse_base.errors import UsageError, VerificationError
-    from mse_base.verify import TCB_STATUSES, Policy, Verifier
 
     if not args.debug:
         # cryptography warns about odd encodings in the certificates and CRLs it is handed
         # (the verdict is the verifier's); those warnings would print source lines around the
         # one line a user should read. Only mse-verify: an app's own warnings must stay visible.
         warnings.simplefilter("ignore")
-    mrenclaves = frozenset(_hex_option("--mrenclave", v, 32) for v in args.mrenclave)
-    for status in args.allow_status:
-        if status == "Revoked":
-            raise UsageError("--allow-status Revoked: a revoked TCB is never accepted")
-        if status not in TCB_STATUSES:
-            raise UsageError(
-                f"--allow-status {status!r} is not a TCB status; use one of "
-                f"{', '.join(sorted(TCB_STATUSES - {'Revoked'}))}"
-            )
-    mrsigner = _hex_option("--mrsigner", args.mrsigner, 32) if args.mrsigner else None
-    for name, value in (("--isv-prod-id", args.isv_prod_id), ("--min-isv-svn", args.min_isv_svn)):
-        if value is not None and not 0 <= value <= 0xFFFF:
-            raise UsageError(f"{name} {value} must be in 0..65535")
-    at = _verification_time(args.at)
+    options = policy_options(args)
+    at = options.at
     # Local inputs are read first: a typo in a path is reported before any network access.
-    quote_bytes = _read_input(args.quote, "--quote") if args.quote is not None else None
-    cert_bytes = _read_input(args.cert, "--cert") if args.cert is not None else None
+    quote_bytes = read_input(args.quote, "--quote") if args.quote is not None else None
+    cert_bytes = read_input(args.cert, "--cert") if args.cert is not None else None
     if args.save_cert is not None:
         if args.quote is not None:
             raise UsageError(
@@ -253,57 +141,8 @@ def _verify(args: argparse.Namespace) -> int:
                 "not --quote"
             )
         _check_save_target(args.save_cert)
-
-    trust_root = None
-    if args.simulation_ca is not None:
-        try:
-            trust_root = x509.load_pem_x509_certificate(
-                _read_input(args.simulation_ca, "--simulation-ca")
-            )
-        except ValueError:
-            raise UsageError(
-                f"--simulation-ca {args.simulation_ca}: not a PEM certificate; pass the ca.pem "
-                f"of the simulation ({simulation_dir() / 'ca.pem'})"
-            ) from None
-    collateral: Collateral | CollateralSource
-    if args.collateral is not None:
-        if not args.collateral.is_dir():
-            raise UsageError(
-                f"--collateral {args.collateral}: not a directory; pass the directory holding "
-                "tcb_info.json, qe_identity.json, the issuer chain and the CRLs"
-            )
-        collateral = Collateral.from_directory(args.collateral)
-    elif args.pccs_url is not None:
-        try:
-            # A simulation PCCS serves collateral signed under the simulation CA.
-            collateral = PCCSCollateralSource(args.pccs_url, trust_root=trust_root)
-        except ValueError as err:
-            raise UsageError(f"--pccs-url: {err}") from None
-    elif args.simulation_ca is not None:
-        collateral = Collateral.from_directory(_simulation_collateral_dir(args.simulation_ca))
-    else:
-        collateral = PCCSCollateralSource(INTEL_PCS_URL)
-
-    policy = Policy(
-        mrenclave=mrenclaves or None,
-        mrsigner=mrsigner,
-        isv_prod_id=args.isv_prod_id,
-        min_isv_svn=args.min_isv_svn,
-        allow_debug=args.allow_debug,
-        allowed_tcb_statuses=frozenset({"UpToDate", *args.allow_status}),
-        allow_stale_crls=args.insecure_allow_stale_crl,
-    )
-    verifier = Verifier(
-        collateral=collateral,
-        policy=policy,
-        trust_root=trust_root,
-        simulation=trust_root is not None,
-    )
-    if args.insecure_allow_stale_crl:
-        logging.getLogger(__name__).warning(
-            "warning: --insecure-allow-stale-crl: CRLs past their nextUpdate are accepted, so a "
-            "recent revocation may go unseen"
-        )
+    verifier = build_verifier(args, options)
+    simulation = args.simulation_ca is not None
     saved = False
     try:
         if quote_bytes is not None:
@@ -335,10 +174,10 @@ def _verify(args: argparse.Namespace) -> int:
                 ) from err
             raise
         rejected = _verify_json(None, [err.diagnostics()])
-        rejected["simulation"] = trust_root is not None
+        rejected["simulation"] = simulation
         print(json.dumps(rejected, indent=2))
         return err.exit_code
-    if not mrenclaves and mrsigner is None:
+    if not options.pinned:
         # Said after success only: it is then that "verified" could be read as "our enclave".
         logging.getLogger(__name__).warning(
             "warning: no --mrenclave or --mrsigner: any genuine enclave passes; pin the "

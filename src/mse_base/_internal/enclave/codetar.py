@@ -3,6 +3,10 @@
 Python's ``tarfile`` ``data`` filter is the floor: on top of it every member is checked before
 anything is written (absolute paths, ``..``, links leaving the tree, devices, set-id bits,
 duplicates, size and count caps), so a rejected tar leaves nothing behind.
+
+An encrypted code file (``mse-secrets encrypt-code``) is not unpacked on the host: only its
+header is checked, and it is staged as one file, the ciphertext the enclave measures and later
+decrypts in its own memory.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from mse_base._internal.provision import codefile
 from mse_base.errors import UsageError
 
 MAX_MEMBERS = 20_000
@@ -134,13 +139,48 @@ def _read_members(
 def inspect_code(tar_path: Path) -> None:
     """Check every member of the tar without writing anything (run before any directory exists)."""
     _check_path(tar_path)
+    if codefile.is_encrypted(tar_path):
+        _read_encrypted(tar_path)
+        return
     with _open(tar_path) as archive:
         _read_members(tar_path, archive)
 
 
+def _read_encrypted(path: Path) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"--code {path}: cannot read it ({exc.strerror or exc})") from None
+    codefile.check_header(data, f"--code {path}")
+    return data
+
+
+def _stage_encrypted(path: Path, destination: Path) -> UnpackedCode:
+    data = _read_encrypted(path)
+    staging = destination.with_name(destination.name + ".partial")
+    try:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(mode=0o755, parents=True)
+        target = staging / codefile.ENCRYPTED_NAME
+        target.write_bytes(data)
+        target.chmod(0o644)  # ciphertext: public like the code it hides, and measured
+        staging.rename(destination)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise UsageError(
+            f"--code {path}: cannot copy it into {destination.parent} ({exc.strerror or exc})"
+        ) from None
+    return UnpackedCode(destination, 1, len(data))
+
+
 def unpack_code(tar_path: Path, destination: Path) -> UnpackedCode:
-    """Unpack ``tar_path`` (plain or compressed) into ``destination``, which must not exist."""
+    """Unpack ``tar_path`` (plain or compressed) into ``destination``, which must not exist.
+
+    An encrypted code file is staged as it is (see the module docstring).
+    """
     _check_path(tar_path)
+    if codefile.is_encrypted(tar_path):
+        return _stage_encrypted(tar_path, destination)
     with _open(tar_path) as archive:
         members, files, total = _read_members(tar_path, archive)
         staging = destination.with_name(destination.name + ".partial")

@@ -97,6 +97,36 @@ def parse_bind(text: str) -> str:
         ) from None
 
 
+PROVISION_MODES = ("push",)
+DEFAULT_PROVISION_TIMEOUT = 600
+_MAX_PROVISION_TIMEOUT = 7 * 24 * 3600
+
+
+def parse_provision(text: str | None) -> str | None:
+    if text is not None and text not in PROVISION_MODES:
+        raise UsageError(
+            f"--provision {text!r}: the provisioning modes are {', '.join(PROVISION_MODES)}"
+        )
+    return text
+
+
+def parse_provision_timeout(text: str | None, provision: str | None) -> int:
+    if text is None:
+        return DEFAULT_PROVISION_TIMEOUT
+    if provision is None:
+        raise UsageError("--provision-timeout needs --provision push")
+    try:
+        seconds = int(text)
+    except ValueError:
+        seconds = 0
+    if not 1 <= seconds <= _MAX_PROVISION_TIMEOUT:
+        raise UsageError(
+            f"--provision-timeout {text!r} must be a whole number of seconds, "
+            f"1 to {_MAX_PROVISION_TIMEOUT}"
+        )
+    return seconds
+
+
 @dataclass(frozen=True)
 class Deployment:
     """The measured parameters of one enclave: they become its argv."""
@@ -108,6 +138,18 @@ class Deployment:
     bind: str
     port: int
     debug: bool
+    # Push provisioning: the app starts only after its owner's one valid request.
+    provision: str | None = None
+    provision_timeout: int = DEFAULT_PROVISION_TIMEOUT
+    # The code directory holds one AES-GCM file, decrypted with the pushed code key.
+    encrypted_code: bool = False
+
+    def __post_init__(self) -> None:
+        if self.encrypted_code and self.provision is None:
+            raise UsageError(
+                "--code is encrypted: add --provision push, so that its key can be pushed to "
+                "the attested enclave with mse-secrets push --code-key FILE"
+            )
 
     def bootstrap_args(self) -> list[str]:
         args = [
@@ -126,4 +168,14 @@ class Deployment:
         ]
         if self.debug:
             args.append("--debug")
+        # Only when used, so enclaves without provisioning keep the MRENCLAVE they had.
+        if self.provision is not None:
+            args += [
+                "--provision",
+                self.provision,
+                "--provision-timeout",
+                str(self.provision_timeout),
+            ]
+        if self.encrypted_code:
+            args.append("--encrypted-code")
         return args

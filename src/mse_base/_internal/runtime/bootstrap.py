@@ -5,6 +5,9 @@ private key is generated here, inside the enclave, and written only where the se
 and nothing outside can read it: Gramine's tmpfs (enclave memory) in SGX, a private temporary
 directory in the work directory, removed on exit, in simulation. It is new on every start, so it
 is never persisted.
+
+With ``--provision push`` the app is imported only after its owner's push (``provisioning``): it
+may read its secrets when imported, and encrypted code exists in the clear only then.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from mse_base._internal.dcap import ratls
 from mse_base._internal.enclave import manifest as mf
 from mse_base._internal.enclave.deployment import Deployment
 from mse_base._internal.files import private_key_pem, write_private
-from mse_base._internal.runtime.application import load_application
+from mse_base._internal.runtime.application import Application, load_application
 from mse_base._internal.runtime.attestation import GramineQuoteProvider, QuoteProvider
 from mse_base._internal.runtime.serve import TLSFiles, serve
 from mse_base.errors import EnvironmentMissing, UsageError
@@ -81,8 +84,9 @@ def detect_platform() -> Platform:
 
 def run(deployment: Deployment, platform: Platform | None = None) -> None:
     platform = platform or detect_platform()
-    app = load_application(deployment.application, platform.code_dir)
-    log.info("loaded %s (%s)", app.spec, app.interface.upper())
+    app: Application | None = None
+    if deployment.provision is None:
+        app = _load(deployment, platform.code_dir)
 
     key = ec.generate_private_key(ec.SECP256R1())
     quote = platform.provider.quote(ratls.report_data_for_key(key.public_key()))
@@ -99,6 +103,20 @@ def run(deployment: Deployment, platform: Platform | None = None) -> None:
         cert_path = tls_dir / mf.TLS_CERT_NAME
         write_private(key_path, private_key_pem(key))
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        if app is None:
+            from mse_base._internal.runtime import provisioning
+
+            # The private directory is enclave memory: the pushed secrets and code go there too.
+            provisioned = provisioning.receive(
+                deployment,
+                cert_path=cert_path,
+                key_path=key_path,
+                memory_dir=tls_dir,
+                code_dir=platform.code_dir,
+            )
+            if provisioned is None:
+                return
+            app = provisioning.refuse_second_push(_load(deployment, provisioned.code_dir))
         serve(
             app,
             bind=deployment.bind,
@@ -109,6 +127,12 @@ def run(deployment: Deployment, platform: Platform | None = None) -> None:
                 "serving https://%s:%d/ (%s)", deployment.host, deployment.port, mode
             ),
         )
+
+
+def _load(deployment: Deployment, code_dir: Path) -> Application:
+    app = load_application(deployment.application, code_dir)
+    log.info("loaded %s (%s)", app.spec, app.interface.upper())
+    return app
 
 
 @contextlib.contextmanager

@@ -1,0 +1,186 @@
+"""``mse-secrets``: hand an attested enclave what only it may see.
+
+``push`` verifies the enclave exactly as ``mse-verify`` does (the same options, the same
+verifier) and sends the secrets and code key over the TLS connection it verified. ``encrypt-code``
+seals a code tar so that only an enclave given its key can run it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mse_base._cli import guard
+from mse_base._cli.verifier_options import (
+    add_verifier_options,
+    build_verifier,
+    https_address,
+    policy_options,
+    read_input,
+)
+
+_PUSH_EPILOG = """\
+exit status: 0 provisioned, 1 the enclave was rejected (nothing was sent) or refused the push,
+2 usage error. The secrets file is a JSON object of name: value; the app reads the values with
+mse_base.secrets.get(name) or from the file named by $MSE_SECRETS."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mse-secrets",
+        description="Provision secrets and code keys to attested enclaves; encrypt code.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    push = commands.add_parser(
+        "push",
+        help="verify an enclave started with --provision push, then send it its secrets",
+        description="Verify an RA-TLS enclave, then send it secrets over that same connection.",
+        epilog=_PUSH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    push.add_argument("url", help="https://HOST:PORT of the waiting enclave")
+    push.add_argument("--uuid", required=True, help="the deployment UUID given to mse-run")
+    push.add_argument("--secrets", type=Path, metavar="FILE", help="JSON object of name: value")
+    push.add_argument(
+        "--code-key", type=Path, metavar="FILE", help="key from mse-secrets encrypt-code"
+    )
+    add_verifier_options(push)
+    push.add_argument("--debug", action="store_true", help="tracebacks on errors")
+    encrypt = commands.add_parser(
+        "encrypt-code",
+        help="encrypt a code tar for mse-run --code (AES-256-GCM)",
+        description="Encrypt a code tar; only an enclave pushed the key can run it.",
+    )
+    encrypt.add_argument("tar", type=Path, help="the app's tar, as mse-run --code takes it")
+    encrypt.add_argument(
+        "--key-out", type=Path, required=True, metavar="FILE", help="new key file (0600)"
+    )
+    encrypt.add_argument(
+        "-o", "--output", type=Path, required=True, metavar="FILE", help="encrypted file"
+    )
+    encrypt.add_argument("--debug", action="store_true", help="tracebacks on errors")
+    return parser
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    from mse_base.errors import UsageError
+
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise UsageError(f"a JSON object repeats the key {key[:40]!r}")
+        result[key] = value
+    return result
+
+
+def _read_secrets(path: Path | None) -> dict[str, Any]:
+    from mse_base.errors import UsageError
+
+    if path is None:
+        return {}
+    raw = read_input(path, "--secrets")
+    try:
+        data = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except UsageError as err:
+        raise UsageError(f"--secrets {path}: {err}") from None
+    except ValueError:
+        # The parser's message may quote the file, and the file holds secrets.
+        raise UsageError(f"--secrets {path}: not UTF-8 JSON") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"--secrets {path}: must be a JSON object of name: value")
+    return data
+
+
+def _push(args: argparse.Namespace) -> int:
+    from mse_base._internal.enclave.deployment import parse_uuid
+    from mse_base._internal.provision import client, codefile
+    from mse_base._internal.provision.protocol import MAX_BODY, Payload, Refused, parse_payload
+    from mse_base.errors import UsageError, VerificationError
+
+    if not args.debug:
+        warnings.simplefilter("ignore")  # as mse-verify: one line, not library warnings
+    options = policy_options(args)
+    if not options.pinned:
+        raise UsageError(
+            "pass --mrenclave HEX (or --mrsigner HEX): secrets are never sent to any genuine "
+            "enclave, only to the one you expect"
+        )
+    uuid = str(parse_uuid(args.uuid))
+    code_key = codefile.read_key(args.code_key, "--code-key") if args.code_key else None
+    payload = Payload(uuid=uuid, secrets=_read_secrets(args.secrets), code_key=code_key)
+    body = payload.encode()
+    if len(body) > MAX_BODY:
+        raise UsageError(f"--secrets {args.secrets}: over {MAX_BODY} bytes once encoded")
+    try:
+        parse_payload(body)  # what the enclave will check, checked first here
+    except Refused as refused:
+        raise UsageError(f"--secrets {args.secrets}: {refused}") from None
+    host, port = https_address(args.url)
+    verifier = build_verifier(args, options)
+    try:
+        answer = client.send(host, port, verifier, body, at=options.at)
+    except VerificationError as err:
+        raise VerificationError(f"{err.diagnostics()}; nothing was sent") from err
+    if answer.status != 200:
+        hint = ""
+        if answer.status == 404:
+            hint = " (is the enclave running with mse-run --provision push?)"
+        raise client.PushFailed(
+            f"the enclave refused the push: {answer.status} {answer.message}{hint}"
+        )
+    result = answer.verified
+    if result.simulation:
+        print("*** SIMULATION — NOT a real SGX enclave: signed by a local simulation CA ***")
+    simulated = " (simulated)" if result.simulation else ""
+    what = f"{len(payload.secrets)} secret(s)" + (" and the code key" if code_key else "")
+    print(f"provisioned: {what} to {args.url}")
+    print(f"  MRENCLAVE   {result.mrenclave.hex()}{simulated}")
+    print(f"  MRSIGNER    {result.mrsigner.hex()}")
+    print(f"  TCB status  {result.tcb_status}")
+    return 0
+
+
+def _encrypt(args: argparse.Namespace) -> int:
+    from mse_base._internal.enclave.codetar import inspect_code
+    from mse_base._internal.files import write_atomic
+    from mse_base._internal.provision import codefile
+    from mse_base.errors import UsageError
+
+    for option, path in (("--key-out", args.key_out), ("-o", args.output)):
+        if os.path.lexists(path):
+            # A key other ciphertexts may need, or a file someone else keeps: never replaced.
+            raise UsageError(f"{option} {path}: the file exists; remove it or choose another path")
+    if codefile.is_encrypted(args.tar):
+        raise UsageError(f"{args.tar} is already encrypted; give the plain tar")
+    inspect_code(args.tar)  # the checks mse-run applies, before the tar is sealed
+    plaintext = read_input(args.tar, "tar")
+    key = codefile.new_key()
+    sealed = codefile.encrypt(plaintext, key)
+    try:
+        codefile.write_key(args.key_out, key)
+        write_atomic(args.output, sealed, 0o644)
+    except OSError as err:
+        args.key_out.unlink(missing_ok=True)
+        raise UsageError(f"cannot write {err.filename}: {err.strerror or err}") from None
+    print(f"encrypted {args.tar} -> {args.output}; key in {args.key_out} (0600, keep it secret)")
+    logging.getLogger("mse-secrets").info(
+        "run it with mse-run --code %s --provision push, then mse-secrets push ... --code-key %s",
+        args.output,
+        args.key_out,
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    body = _push if args.command == "push" else _encrypt
+    result = guard("mse-secrets", body, args)
+    sys.stdout.flush()
+    return result

@@ -1,0 +1,230 @@
+"""What a verifier is told on the command line, shared by ``mse-verify`` and ``mse-secrets``.
+
+One set of options (what the enclave must be; where collateral and trust come from) and one way
+to turn them into a :class:`mse_base.verify.Verifier`, so a secret is released under exactly the
+checks ``mse-verify`` reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from mse_base.verify import Policy, Verifier
+
+
+def add_verifier_options(parser: argparse.ArgumentParser) -> None:
+    expect = parser.add_argument_group("what the enclave must be")
+    expect.add_argument(
+        "--mrenclave", action="append", default=[], metavar="HEX", help="repeatable"
+    )
+    expect.add_argument("--mrsigner", metavar="HEX")
+    expect.add_argument("--isv-prod-id", type=int, metavar="N")
+    expect.add_argument("--min-isv-svn", type=int, metavar="N")
+    expect.add_argument(
+        "--allow-status",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also accept this TCB status (UpToDate always passes); repeatable",
+    )
+    expect.add_argument("--allow-debug", action="store_true", help="accept a debug enclave")
+    trust = parser.add_argument_group("collateral and trust")
+    collateral = trust.add_mutually_exclusive_group()
+    collateral.add_argument("--collateral", type=Path, metavar="DIR")
+    collateral.add_argument("--pccs-url", metavar="URL", help="Intel PCS or PCCS base URL")
+    trust.add_argument("--at", metavar="ISO-8601", help="verification time (default: now)")
+    trust.add_argument(
+        "--simulation-ca",
+        type=Path,
+        metavar="PEM",
+        help="trust this simulation CA instead of Intel (simulation quotes only)",
+    )
+    trust.add_argument(
+        "--insecure-allow-stale-crl",
+        action="store_true",
+        help="accept CRLs past their nextUpdate (weakens revocation checking)",
+    )
+
+
+@dataclass(frozen=True)
+class PolicyOptions:
+    """The checked policy options: no file or network was touched to get them."""
+
+    policy: Policy
+    at: datetime | None
+
+    @property
+    def pinned(self) -> bool:
+        return bool(self.policy.mrenclave) or self.policy.mrsigner is not None
+
+
+def hex_option(name: str, value: str, size: int) -> bytes:
+    from mse_base.errors import UsageError
+
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        raw = b""
+    if len(raw) != size:
+        raise UsageError(f"{name} {value!r} must be {size} bytes of hex ({2 * size} digits)")
+    return raw
+
+
+def verification_time(text: str | None) -> datetime | None:
+    from datetime import timezone
+
+    from mse_base.errors import UsageError
+
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"--at {text!r} is not an ISO-8601 time; use e.g. 2025-07-01T00:00:00Z"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def read_input(path: Path, what: str) -> bytes:
+    from mse_base.errors import UsageError
+
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise UsageError(f"{what} {path}: cannot read it ({err.strerror or err})") from None
+
+
+def policy_options(args: argparse.Namespace) -> PolicyOptions:
+    from mse_base.errors import UsageError
+    from mse_base.verify import TCB_STATUSES, Policy
+
+    mrenclaves = frozenset(hex_option("--mrenclave", v, 32) for v in args.mrenclave)
+    for status in args.allow_status:
+        if status == "Revoked":
+            raise UsageError("--allow-status Revoked: a revoked TCB is never accepted")
+        if status not in TCB_STATUSES:
+            raise UsageError(
+                f"--allow-status {status!r} is not a TCB status; use one of "
+                f"{', '.join(sorted(TCB_STATUSES - {'Revoked'}))}"
+            )
+    mrsigner = hex_option("--mrsigner", args.mrsigner, 32) if args.mrsigner else None
+    for name, value in (("--isv-prod-id", args.isv_prod_id), ("--min-isv-svn", args.min_isv_svn)):
+        if value is not None and not 0 <= value <= 0xFFFF:
+            raise UsageError(f"{name} {value} must be in 0..65535")
+    at = verification_time(args.at)
+    policy = Policy(
+        mrenclave=mrenclaves or None,
+        mrsigner=mrsigner,
+        isv_prod_id=args.isv_prod_id,
+        min_isv_svn=args.min_isv_svn,
+        allow_debug=args.allow_debug,
+        allowed_tcb_statuses=frozenset({"UpToDate", *args.allow_status}),
+        allow_stale_crls=args.insecure_allow_stale_crl,
+    )
+    return PolicyOptions(policy, at)
+
+
+def simulation_collateral_dir(ca_pem: Path) -> Path:
+    """The collateral of the simulation PKI ``ca_pem`` belongs to: the ``collateral/`` beside it.
+
+    The PKI's owner (keys readable) gets it re-issued first when stale, as ``mse-run`` would; a
+    copied ca.pem is used with whatever collateral was copied beside it.
+    """
+    from mse_base._internal.simulation.pki import refresh_collateral, simulation_dir
+    from mse_base.errors import UsageError
+
+    refresh_collateral(ca_pem.parent)
+    directory = ca_pem.parent / "collateral"
+    if not directory.is_dir():
+        raise UsageError(
+            f"--simulation-ca {ca_pem}: no simulation collateral beside it ({directory} is "
+            "missing); pass --collateral DIR with the simulation's collateral directory "
+            f"({simulation_dir() / 'collateral'}, beside its ca.pem) or copy that directory "
+            "beside this ca.pem"
+        )
+    return directory
+
+
+def _trust_root(args: argparse.Namespace) -> x509.Certificate | None:
+    from cryptography import x509
+
+    from mse_base._internal.simulation.pki import simulation_dir
+    from mse_base.errors import UsageError
+
+    if args.simulation_ca is None:
+        return None
+    try:
+        return x509.load_pem_x509_certificate(read_input(args.simulation_ca, "--simulation-ca"))
+    except ValueError:
+        raise UsageError(
+            f"--simulation-ca {args.simulation_ca}: not a PEM certificate; pass the ca.pem "
+            f"of the simulation ({simulation_dir() / 'ca.pem'})"
+        ) from None
+
+
+def build_verifier(args: argparse.Namespace, options: PolicyOptions) -> Verifier:
+    """The verifier the options describe (reads the trust root and local collateral)."""
+    from mse_base._internal.dcap.collateral import Collateral, CollateralSource
+    from mse_base._internal.dcap.pccs import INTEL_PCS_URL, PCCSCollateralSource
+    from mse_base.errors import UsageError
+    from mse_base.verify import Verifier
+
+    trust_root = _trust_root(args)
+    collateral: Collateral | CollateralSource
+    if args.collateral is not None:
+        if not args.collateral.is_dir():
+            raise UsageError(
+                f"--collateral {args.collateral}: not a directory; pass the directory holding "
+                "tcb_info.json, qe_identity.json, the issuer chain and the CRLs"
+            )
+        collateral = Collateral.from_directory(args.collateral)
+    elif args.pccs_url is not None:
+        try:
+            # A simulation PCCS serves collateral signed under the simulation CA.
+            collateral = PCCSCollateralSource(args.pccs_url, trust_root=trust_root)
+        except ValueError as err:
+            raise UsageError(f"--pccs-url: {err}") from None
+    elif args.simulation_ca is not None:
+        collateral = Collateral.from_directory(simulation_collateral_dir(args.simulation_ca))
+    else:
+        collateral = PCCSCollateralSource(INTEL_PCS_URL)
+    if args.insecure_allow_stale_crl:
+        logging.getLogger(__name__).warning(
+            "warning: --insecure-allow-stale-crl: CRLs past their nextUpdate are accepted, so a "
+            "recent revocation may go unseen"
+        )
+    return Verifier(
+        collateral=collateral,
+        policy=options.policy,
+        trust_root=trust_root,
+        simulation=trust_root is not None,
+    )
+
+
+def https_address(url: str) -> tuple[str, int]:
+    """HOST and PORT of an ``https://HOST[:PORT]`` URL (a bare HOST[:PORT] is taken as https)."""
+    from urllib.parse import urlsplit
+
+    from mse_base.errors import UsageError
+
+    parts = urlsplit(url if "//" in url else f"https://{url}")
+    if parts.scheme != "https" or not parts.hostname:
+        raise UsageError(f"{url!r} is not an https://HOST[:PORT] URL")
+    try:
+        port = parts.port or 443
+    except ValueError:
+        raise UsageError(f"{url!r} has an invalid port") from None
+    try:
+        parts.hostname.encode("idna")
+    except UnicodeError:
+        raise UsageError(f"{url!r}: the host name is not a valid DNS name") from None
+    return parts.hostname, port

@@ -1,0 +1,368 @@
+"""Push provisioning inside the enclave: one valid request, then the app.
+
+With ``--provision push`` the bootstrap serves nothing but ``POST /mse/provision``
+(:mod:`mse_base._internal.provision.protocol`) on the app's port, over its RA-TLS certificate,
+until exactly one request passes every check: size, JSON shape, the deployment UUID, and for
+encrypted code a key that decrypts it. What it carries goes to enclave memory only (Gramine's
+tmpfs in SGX; the private 0700 directory in the work directory, removed on exit, in simulation):
+the secrets as one 0600 JSON file named by ``MSE_SECRETS``, the decrypted code as a tree the app
+is imported from. The listener is then closed and the app served on the same port; from then on
+the provisioning path answers 409.
+
+Requests are logged (method, path, client, status, reason), never their bodies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import http.server
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import socketserver
+import ssl
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from mse_base._internal.enclave.codetar import unpack_code
+from mse_base._internal.enclave.deployment import Deployment
+from mse_base._internal.files import write_private
+from mse_base._internal.provision import codefile
+from mse_base._internal.provision.protocol import MAX_BODY, PATH, Payload, Refused, parse_payload
+from mse_base._internal.runtime.application import Application
+from mse_base.errors import Error, UsageError
+
+log = logging.getLogger(__name__)
+
+#: The environment variable naming the provisioned secrets file (read by :mod:`mse_base.secrets`).
+SECRETS_ENV = "MSE_SECRETS"
+SECRETS_NAME = "secrets.json"
+DECRYPTED_CODE_DIR = "app"
+# A client gets this long per connection (handshake, headers, body): a slow one cannot hold the
+# endpoint, and the owner's request is small.
+_CONNECTION_TIMEOUT = 30.0
+# A body over the limit is read and dropped up to this much, so the client can read its 413.
+_MAX_DRAIN = 16 << 20
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    code_dir: Path
+    secrets_path: Path
+    secrets: int
+
+
+class _Installer:
+    """Applies one accepted payload; refuses (changing nothing) what cannot be applied."""
+
+    def __init__(self, deployment: Deployment, memory_dir: Path, code_dir: Path) -> None:
+        self.deployment = deployment
+        self.memory_dir = memory_dir
+        self.code_dir = code_dir
+
+    def install(self, payload: Payload) -> Provisioned:
+        code_dir = self._code(payload.code_key)
+        path = self.memory_dir / SECRETS_NAME
+        write_private(path, json.dumps(payload.secrets).encode("utf-8"))
+        return Provisioned(code_dir, path, len(payload.secrets))
+
+    def _code(self, key: bytes | None) -> Path:
+        if not self.deployment.encrypted_code:
+            if key is not None:
+                raise Refused(400, "this enclave's code is not encrypted: send no 'code_key'")
+            return self.code_dir
+        if key is None:
+            raise Refused(400, "this enclave's code is encrypted: the request needs 'code_key'")
+        source = self.code_dir / codefile.ENCRYPTED_NAME
+        try:
+            plaintext = codefile.decrypt(source.read_bytes(), key, "the enclave's code")
+        except codefile.WrongKey:
+            raise Refused(422, "'code_key' does not decrypt this enclave's code") from None
+        except (OSError, UsageError) as err:
+            raise Error(f"cannot read the encrypted code {source}: {err}") from None
+        tar = self.memory_dir / "code.tar"
+        target = self.memory_dir / DECRYPTED_CODE_DIR
+        write_private(tar, plaintext)
+        try:
+            unpack_code(tar, target)
+        except UsageError as err:
+            shutil.rmtree(target, ignore_errors=True)
+            raise Refused(422, f"the decrypted code is not a usable tar ({err})") from None
+        finally:
+            tar.unlink(missing_ok=True)
+        return target
+
+
+class _Endpoint:
+    """The one-shot state: the first request that installs wins, every later one gets 409."""
+
+    def __init__(self, expected_uuid: str, installer: _Installer) -> None:
+        self.expected_uuid = expected_uuid.encode()
+        self.installer = installer
+        self.lock = threading.Lock()
+        self.result: Provisioned | None = None
+        self.finished = threading.Event()
+
+    def taken(self) -> bool:
+        return self.result is not None
+
+    def post(self, headers: Any, rfile: Any) -> tuple[int, str]:
+        """The status and reason for one POST to the endpoint (the body is read here)."""
+        if headers.get("Transfer-Encoding") is not None or headers.get("Content-Length") is None:
+            return 411, "send the body with a Content-Length"
+        try:
+            length = int(headers["Content-Length"])
+        except ValueError:
+            length = -1
+        if length < 0:
+            return 400, "invalid Content-Length"
+        if length > MAX_BODY:
+            _drain(rfile, min(length, _MAX_DRAIN))
+            return 413, f"the body is over {MAX_BODY} bytes"
+        body = rfile.read(length)
+        if len(body) != length:
+            return 400, "the body is shorter than its Content-Length"
+        try:
+            payload = parse_payload(body)
+            if not hmac.compare_digest(payload.uuid.encode(), self.expected_uuid):
+                return 401, "wrong uuid: this enclave was deployed with another --uuid"
+            with self.lock:
+                if self.taken():
+                    return 409, "already provisioned"
+                self.result = self.installer.install(payload)
+        except Refused as refused:
+            return refused.status, str(refused)
+        return 200, "provisioned"
+
+
+def _drain(rfile: Any, size: int) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        while size > 0:
+            chunk = rfile.read(min(size, 1 << 16))
+            if not chunk:
+                return
+            size -= len(chunk)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: _Server
+    server_version = "mse-provision"
+    sys_version = ""
+
+    def handle(self) -> None:
+        tls = self.request
+        assert isinstance(tls, ssl.SSLSocket)
+        try:
+            tls.do_handshake()
+        except (OSError, ssl.SSLError) as err:
+            # Port probes and certificate fetches (mse-run's own check) end here.
+            log.debug(
+                "provisioning endpoint: handshake with %s ended: %s", self.client_address, err
+            )
+            return
+        super().handle()
+
+    def do_POST(self) -> None:
+        if self.path.split("?", 1)[0] != PATH:
+            self._answer(404, f"only POST {PATH} is served until the enclave is provisioned")
+            return
+        endpoint = self.server.endpoint
+        status, reason = 500, "internal error"
+        try:
+            status, reason = endpoint.post(self.headers, self.rfile)
+        except Error as err:
+            log.error("provisioning failed: %s", err.diagnostics())
+            self.server.failure = err
+        finally:
+            self._answer(status, reason)
+            if endpoint.result is not None or self.server.failure is not None:
+                endpoint.finished.set()
+
+    def _other(self) -> None:
+        if self.path.split("?", 1)[0] == PATH:
+            self._answer(405, f"use POST {PATH}")
+        else:
+            self._answer(404, f"only POST {PATH} is served until the enclave is provisioned")
+
+    do_GET = do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _other
+
+    def _answer(self, status: int, reason: str) -> None:
+        body = json.dumps({"status": reason} if status == 200 else {"error": reason}).encode()
+        log.info(
+            "provisioning request from %s: %s %s -> %d %s",
+            self.client_address[0],
+            self.command,
+            _printable(self.path),
+            status,
+            reason,
+        )
+        with contextlib.suppress(OSError):
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+            self.wfile.flush()
+        self.close_connection = True
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass  # _answer logs every request, without its body
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("provisioning endpoint: " + format, *args)
+
+
+def _printable(text: str) -> str:
+    return "".join(c for c in text if c.isprintable())[:100]
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, bind: str, port: int, context: ssl.SSLContext, endpoint: _Endpoint) -> None:
+        self.address_family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+        self.context = context
+        self.endpoint = endpoint
+        self.failure: Error | None = None
+        super().__init__((bind, port), _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer's own would resolve our host name (getfqdn): a DNS query for nothing.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = "mse", int(self.server_address[1])
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = self.socket.accept()
+        sock.settimeout(_CONNECTION_TIMEOUT)
+        # The handshake runs in the connection's thread, so a silent client blocks only itself.
+        return self.context.wrap_socket(
+            sock, server_side=True, do_handshake_on_connect=False
+        ), address
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("provisioning endpoint: connection from %s failed", client_address, exc_info=True)
+
+
+def receive(
+    deployment: Deployment,
+    *,
+    cert_path: Path,
+    key_path: Path,
+    memory_dir: Path,
+    code_dir: Path,
+) -> Provisioned | None:
+    """Serve the provisioning endpoint until one push is accepted; None if stopped first.
+
+    Raises :class:`Error` when ``--provision-timeout`` passes with nothing accepted.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_path, key_path)
+    endpoint = _Endpoint(
+        str(deployment.deployment_id), _Installer(deployment, memory_dir, code_dir)
+    )
+    try:
+        server = _Server(deployment.bind, deployment.port, context, endpoint)
+    except OSError as err:
+        raise Error(
+            f"cannot listen on {deployment.bind}:{deployment.port} for provisioning: "
+            f"{err.strerror or err}"
+        ) from None
+    stopped = threading.Event()
+    thread = threading.Thread(target=server.serve_forever, name="mse-provision", daemon=True)
+    with server, _stop_on_sigterm(stopped, endpoint.finished):
+        thread.start()
+        log.info(
+            "waiting for provisioning: mse-secrets push https://%s:%d (timeout %d s)",
+            deployment.host,
+            deployment.port,
+            deployment.provision_timeout,
+        )
+        try:
+            endpoint.finished.wait(deployment.provision_timeout)
+        finally:
+            server.shutdown()
+    if server.failure is not None:
+        raise server.failure
+    if endpoint.result is not None:
+        os.environ[SECRETS_ENV] = str(endpoint.result.secrets_path)
+        log.info(
+            "provisioned: %d secret(s)%s; starting the app",
+            endpoint.result.secrets,
+            ", code decrypted" if deployment.encrypted_code else "",
+        )
+        return endpoint.result
+    if stopped.is_set():
+        log.info("stopped before provisioning; the app was not started")
+        return None
+    raise Error(
+        f"no provisioning within {deployment.provision_timeout} s (--provision-timeout): the "
+        "app was not started; push with mse-secrets push while the enclave waits"
+    )
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm(stopped: threading.Event, wake: threading.Event) -> Iterator[None]:
+    def on_signal(_signum: int, _frame: object) -> None:
+        stopped.set()
+        wake.set()
+
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+_Scope = MutableMapping[str, Any]
+_CONFLICT = json.dumps({"error": "already provisioned"}).encode()
+
+
+def refuse_second_push(app: Application) -> Application:
+    """``app`` with the provisioning path answered 409, as the endpoint answered once it was used.
+
+    So a second push gets the same answer after the app started as during the switch.
+    """
+    inner: Any = app.target
+    if app.interface == "wsgi":
+
+        def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            if environ.get("PATH_INFO") == PATH:
+                start_response(
+                    "409 Conflict",
+                    [("Content-Type", "application/json"), ("Content-Length", str(len(_CONFLICT)))],
+                )
+                return [_CONFLICT]
+            result: Iterable[bytes] = inner(environ, start_response)
+            return result
+
+        return replace(app, target=wsgi)
+
+    async def asgi(
+        scope: _Scope,
+        receive: Callable[[], Awaitable[Any]],
+        send: Callable[[Any], Awaitable[None]],
+    ) -> None:
+        if scope.get("type") == "http" and scope.get("path") == PATH:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 409,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
+            await send({"type": "http.response.body", "body": _CONFLICT})
+            return
+        await inner(scope, receive, send)
+
+    return replace(app, target=asgi)

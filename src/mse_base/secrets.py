@@ -1,0 +1,77 @@
+"""The secrets the enclave's owner provisioned, for the app running inside the enclave.
+
+::
+
+    from mse_base import secrets
+
+    api_key = secrets.get("API_KEY")          # KeyError if no secret has that name
+    region = secrets.get("REGION", "eu")      # or a default
+    everything = secrets.all()                # a new dict of name: value on every call
+
+Values are whatever JSON the owner pushed (``mse-secrets push --secrets secrets.json``). They
+are read from the file the environment variable ``MSE_SECRETS`` names, a JSON object the
+bootstrap writes in enclave memory once a push is accepted (``mse-run --provision push``); apps
+in other languages can read that file directly. Outside such an enclave there are no secrets and
+:class:`SecretsUnavailable` says so.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import os
+from typing import Any
+
+from mse_base.errors import Error
+
+__all__ = ["ENV", "SecretsUnavailable", "all", "get"]
+
+#: The environment variable naming the secrets file.
+ENV = "MSE_SECRETS"
+_MISSING = object()
+
+
+class SecretsUnavailable(Error):
+    """No provisioned secrets here: the app does not run in a provisioned enclave."""
+
+
+@functools.lru_cache(maxsize=4)
+def _load(path: str) -> dict[str, Any]:
+    # Written once before the app is imported and never changed, so read once.
+    try:
+        with open(path, encoding="utf-8") as handle:  # noqa: PTH123 - a path from the environment
+            data = json.load(handle)
+    except (OSError, ValueError) as err:
+        # Never the content: it is the secrets.
+        raise SecretsUnavailable(
+            f"{ENV}={path}: cannot read the secrets file ({type(err).__name__})"
+        ) from None
+    if not isinstance(data, dict):
+        raise SecretsUnavailable(f"{ENV}={path}: the secrets file is not a JSON object")
+    return data
+
+
+def _secrets() -> dict[str, Any]:
+    path = os.environ.get(ENV)
+    if not path:
+        raise SecretsUnavailable(
+            f"no provisioned secrets: {ENV} is not set (secrets exist only in an enclave started "
+            "with mse-run --provision push, once mse-secrets push was accepted)"
+        )
+    return _load(path)
+
+
+def all() -> dict[str, Any]:  # shadows the builtin on purpose: secrets.all()
+    """Every provisioned secret, as a new ``{name: value}`` dict."""
+    return copy.deepcopy(_secrets())
+
+
+def get(name: str, default: Any = _MISSING) -> Any:
+    """The secret ``name``; ``default`` if given and there is none, else :class:`KeyError`."""
+    values = _secrets()
+    if name in values:
+        return copy.deepcopy(values[name])
+    if default is _MISSING:
+        raise KeyError(f"no secret named {name!r} was provisioned")
+    return default

@@ -1,0 +1,144 @@
+"""Enclaves started with ``mse-run --simulation --provision push`` as real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from mse_base._internal.dcap.collateral import Collateral
+from mse_base.verify import Policy, Verifier
+from tests.net import free_port
+from tests.pipeline import conftest as pipeline
+from tests.pipeline.conftest import BIN, make_tar, run_args
+
+# The isolated HOME / XDG tree of the pipeline tests, as fixtures here too.
+home = pipeline.home
+env = pipeline.env
+
+UUID = "533a2b83-4bc5-4a9c-955e-208c530bfd15"
+APP_SOURCE = (Path(__file__).parent / "secret_app.py").read_text()
+SECRET = "s3cr3t-7f1e9a-do-not-log"
+
+
+def read(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
+@dataclass
+class Enclave:
+    proc: subprocess.Popen[str]
+    port: int
+    mrenclave: str
+    workdir: Path
+    out: Path
+    err: Path
+    env: dict[str, str]
+    marker: Path
+
+    @property
+    def ca(self) -> Path:
+        return Path(self.env["XDG_CONFIG_HOME"]) / "mse" / "simulation" / "ca.pem"
+
+    @property
+    def url(self) -> str:
+        return f"https://localhost:{self.port}"
+
+    def log(self) -> str:
+        return read(self.out) + read(self.err)
+
+    def requests_seen(self) -> int:
+        """Provisioning requests the enclave logged (it logs every one it reads)."""
+        return read(self.err).count("provisioning request from")
+
+    def wait_for(self, text: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in read(self.err):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"no {text!r} from mse-run:\n{self.log()}")
+            time.sleep(0.1)
+
+    def verifier(self, mrenclave: str | None = None) -> Verifier:
+        return Verifier(
+            collateral=Collateral.from_directory(self.ca.parent / "collateral"),
+            policy=Policy(mrenclave=frozenset({bytes.fromhex(mrenclave or self.mrenclave)})),
+            trust_root=x509.load_pem_x509_certificate(self.ca.read_bytes()),
+            simulation=True,
+        )
+
+    def push(self, *extra: str, mrenclave: str | None = None) -> subprocess.CompletedProcess[str]:
+        args = [
+            str(BIN / "mse-secrets"),
+            "push",
+            self.url,
+            "--mrenclave",
+            mrenclave or self.mrenclave,
+            "--uuid",
+            UUID,
+            "--simulation-ca",
+            str(self.ca),
+            *extra,
+        ]
+        return subprocess.run(
+            args, capture_output=True, text=True, env=self.env, timeout=120, check=False
+        )
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=30)
+
+
+def start_enclave(
+    code: Path, tmp: Path, env: dict[str, str], *extra: str, ready: bool = True
+) -> Enclave:
+    port = free_port()
+    out, err, marker = tmp / "run.out", tmp / "run.err", tmp / "app-imported"
+    workdir = tmp / "wd"
+    args = [
+        *run_args(code, workdir, **{"--port": str(port), "--uuid": UUID}),
+        "--simulation",
+        "--provision",
+        "push",
+        *extra,
+    ]
+    proc = subprocess.Popen(
+        args,
+        stdout=out.open("w"),
+        stderr=err.open("w"),
+        env={**env, "MSE_TEST_MARKER": str(marker)},
+        text=True,
+    )
+    enclave = Enclave(proc, port, "", workdir, out, err, env, marker)
+    if ready:
+        enclave.wait_for("RA-TLS check passed")
+        enclave.mrenclave = read(out).splitlines()[0].split()[1]
+    return enclave
+
+
+@pytest.fixture
+def app_tar(tmp_path: Path) -> Path:
+    return make_tar(tmp_path / "app.tar", {"app.py": APP_SOURCE})
+
+
+@pytest.fixture
+def secrets_file(tmp_path: Path) -> Path:
+    path = tmp_path / "secrets.json"
+    path.write_text(json.dumps({"API_KEY": SECRET, "DB": {"user": "app", "port": 5432}}))
+    return path
+
+
+@pytest.fixture
+def enclave(app_tar: Path, tmp_path: Path, env: dict[str, str]) -> Iterator[Enclave]:
+    running = start_enclave(app_tar, tmp_path, env)
+    yield running
+    if running.proc.poll() is None:
+        running.proc.kill()
+        running.proc.wait()

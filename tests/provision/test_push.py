@@ -1,0 +1,144 @@
+"""Push provisioning end to end: mse-run --provision push, mse-secrets push, the app, curl.
+
+Each security test is written so that it fails without its check: the refused request is one the
+enclave would otherwise accept (the right UUID, valid JSON), and what it must not change is
+looked at afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+from pathlib import Path
+
+from mse_base._internal.provision import client
+from mse_base._internal.provision.protocol import MAX_BODY, PATH
+
+from .conftest import SECRET, UUID, Enclave, read, start_enclave
+
+
+def _curl(enclave: Enclave, path: str) -> str:
+    result = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "--fail",
+            "--cacert",
+            str(enclave.workdir / "cert.pem"),
+            f"{enclave.url}{path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def _send(enclave: Enclave, body: bytes, path: str = PATH) -> client.Answer:
+    return client.send("localhost", enclave.port, enclave.verifier(), body, path=path)
+
+
+def _payload(**fields: object) -> bytes:
+    return json.dumps({"uuid": UUID, **fields}).encode()
+
+
+def _files_under(root: Path, skip: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and skip not in p.parents]
+
+
+def test_push_delivers_secrets_the_app_serves(
+    enclave: Enclave, secrets_file: Path, tmp_path: Path
+) -> None:
+    assert not enclave.marker.exists(), "the app was imported before provisioning"
+    pushed = enclave.push("--secrets", str(secrets_file))
+    assert pushed.returncode == 0, pushed.stderr
+    assert "provisioned: 2 secret(s)" in pushed.stdout
+    assert enclave.mrenclave in pushed.stdout
+    enclave.wait_for("serving https://")
+    assert enclave.marker.exists()
+
+    assert _curl(enclave, "/secret/API_KEY") == SECRET
+    assert json.loads(_curl(enclave, "/secrets-file")) == {
+        "API_KEY": SECRET,
+        "DB": {"user": "app", "port": 5432},
+    }
+
+    # Enclave memory (simulated): a private directory, a private file.
+    memory = enclave.workdir / "tls"
+    secrets_path = memory / "secrets.json"
+    assert stat.S_IMODE(memory.stat().st_mode) == 0o700
+    assert stat.S_IMODE(secrets_path.stat().st_mode) == 0o600
+    # Nowhere else: not in the work directory, the logs or mse-secrets' output.
+    for path in _files_under(enclave.workdir, skip=memory):
+        assert SECRET.encode() not in path.read_bytes(), path
+    assert SECRET not in pushed.stdout + pushed.stderr
+
+    assert enclave.stop() == 0
+    assert SECRET not in enclave.log()
+    assert not memory.exists(), "the simulated enclave memory outlived the enclave"
+
+
+def test_wrong_mrenclave_sends_nothing(enclave: Enclave, secrets_file: Path) -> None:
+    wrong = "00" * 32
+    refused = enclave.push("--secrets", str(secrets_file), mrenclave=wrong)
+    assert refused.returncode == 1
+    assert "nothing was sent" in refused.stderr
+    assert "MRENCLAVE" in refused.stderr
+    # The enclave logs every request it reads; the right push is then the first and only one.
+    pushed = enclave.push("--secrets", str(secrets_file))
+    assert pushed.returncode == 0, pushed.stderr
+    enclave.wait_for("serving https://")
+    assert enclave.requests_seen() == 1, enclave.log()
+
+
+def test_refusals_change_nothing_then_one_push_wins(enclave: Enclave) -> None:
+    memory_secrets = enclave.workdir / "tls" / "secrets.json"
+
+    malformed = _send(enclave, b'{"uuid": "' + UUID.encode() + b'", ')
+    assert (malformed.status, malformed.message) == (400, "the body is not UTF-8 JSON")
+    duplicated = _send(enclave, b'{"uuid": "%s", "uuid": "%s"}' % (UUID.encode(), UUID.encode()))
+    assert duplicated.status == 400
+    unknown = _send(enclave, _payload(secret={"A": "b"}))
+    assert unknown.status == 400 and "'secret'" in unknown.message
+
+    # The right UUID and valid JSON: only the size stands between it and being accepted.
+    padding = "x" * MAX_BODY
+    oversized = _send(enclave, _payload(secrets={"BIG": padding}))
+    assert (oversized.status, oversized.message) == (413, f"the body is over {MAX_BODY} bytes")
+
+    other_uuid = json.dumps({"uuid": "00000000-0000-4000-8000-000000000000"}).encode()
+    wrong_uuid = _send(enclave, other_uuid)
+    assert wrong_uuid.status == 401
+
+    not_post = client.send("localhost", enclave.port, enclave.verifier(), b"", path="/")
+    assert not_post.status == 404  # the app has not started: only the endpoint answers
+    assert not memory_secrets.exists()
+    assert not enclave.marker.exists()
+    assert enclave.proc.poll() is None
+
+    accepted = _send(enclave, _payload(secrets={"API_KEY": "first"}))
+    assert (accepted.status, accepted.message) == (200, "provisioned")
+    enclave.wait_for("serving https://")
+    second = _send(enclave, _payload(secrets={"API_KEY": "second"}))
+    assert (second.status, second.message) == (409, "already provisioned")
+    assert _curl(enclave, "/secret/API_KEY") == "first"
+    again = enclave.push()
+    assert again.returncode == 1
+    assert "409 already provisioned" in again.stderr
+
+
+def test_no_push_before_the_timeout_never_starts_the_app(
+    app_tar: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
+    enclave = start_enclave(app_tar, tmp_path, env, "--provision-timeout", "2", ready=False)
+    code = enclave.proc.wait(timeout=120)
+    assert code != 0
+    assert "no provisioning within 2 s (--provision-timeout): the app was not started" in read(
+        enclave.err
+    )
+    assert "Traceback" not in read(enclave.err)
+    assert not enclave.marker.exists()
+    assert not (enclave.workdir / "tls").exists()

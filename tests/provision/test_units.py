@@ -1,0 +1,224 @@
+"""The provisioning pieces on their own: wire format, endpoint state, code file, secrets API."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.message
+import io
+import json
+import os
+import stat
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+import mse_base.secrets as app_secrets
+from mse_base._internal.enclave.deployment import Deployment
+from mse_base._internal.provision import codefile
+from mse_base._internal.provision.protocol import Payload, Refused, parse_payload
+from mse_base._internal.runtime import provisioning
+from mse_base.errors import UsageError
+from tests.pipeline.conftest import BIN
+
+UUID = "533a2b83-4bc5-4a9c-955e-208c530bfd15"
+
+
+def _deployment(**overrides: object) -> Deployment:
+    fields: dict[str, object] = {
+        "application": "app:app",
+        "host": "localhost",
+        "deployment_id": uuid.UUID(UUID),
+        "expiry": dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc),
+        "bind": "127.0.0.1",
+        "port": 8443,
+        "debug": False,
+    }
+    fields.update(overrides)
+    return Deployment(**fields)  # type: ignore[arg-type]
+
+
+# --- wire format ---------------------------------------------------------------------------
+
+
+def test_payload_round_trip() -> None:
+    payload = Payload(uuid=UUID, secrets={"A": [1, "two"]}, code_key=b"\x01" * 32)
+    assert parse_payload(payload.encode()) == payload
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"not json", "not UTF-8 JSON"),
+        (b"\xff\xfe", "not UTF-8 JSON"),
+        (b"[]", "must be a JSON object"),
+        (b'{"secrets": {}}', "'uuid' is required"),
+        (b'{"uuid": "u", "uuid": "u"}', "repeats a key"),
+        (b'{"uuid": "u", "secrets": {"A": NaN}}', "NaN"),
+        (b'{"uuid": "u", "secrets": []}', "'secrets' must be an object"),
+        (b'{"uuid": "u", "secrets": {"": 1}}', "secret names"),
+        (b'{"uuid": "u", "code_key": "abcd"}', "64 hex digits"),
+        (b'{"uuid": "u", "tls_key": "x"}', "unknown field(s) 'tls_key'"),
+    ],
+)
+def test_bad_bodies_are_400_and_never_echoed(body: bytes, reason: str) -> None:
+    with pytest.raises(Refused) as refused:
+        parse_payload(body)
+    assert refused.value.status == 400
+    assert reason in str(refused.value)
+    assert "abcd" not in str(refused.value)
+
+
+# --- endpoint state ------------------------------------------------------------------------
+
+
+class _CountingInstaller:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def install(self, payload: Payload) -> provisioning.Provisioned:
+        self.calls += 1
+        return provisioning.Provisioned(Path("code"), Path("secrets.json"), len(payload.secrets))
+
+
+def _post(endpoint: provisioning._Endpoint, body: bytes) -> tuple[int, str]:
+    headers = email.message.Message()
+    headers["Content-Length"] = str(len(body))
+    return endpoint.post(headers, io.BytesIO(body))
+
+
+def test_the_endpoint_accepts_one_request() -> None:
+    installer = _CountingInstaller()
+    endpoint = provisioning._Endpoint(UUID, installer)  # type: ignore[arg-type]
+    body = Payload(uuid=UUID, secrets={"A": "b"}).encode()
+    assert _post(endpoint, body) == (200, "provisioned")
+    assert _post(endpoint, body) == (409, "already provisioned")
+    assert installer.calls == 1
+
+
+def test_the_endpoint_wants_a_content_length() -> None:
+    endpoint = provisioning._Endpoint(UUID, _CountingInstaller())  # type: ignore[arg-type]
+    headers = email.message.Message()
+    headers["Transfer-Encoding"] = "chunked"
+    assert endpoint.post(headers, io.BytesIO(b""))[0] == 411
+
+
+# --- encrypted code ------------------------------------------------------------------------
+
+
+def test_code_file_round_trip_and_refusals(tmp_path: Path) -> None:
+    key = codefile.new_key()
+    sealed = codefile.encrypt(b"tar bytes", key)
+    assert sealed.startswith(codefile.MAGIC + b"\x01")
+    assert b"tar bytes" not in sealed
+    assert codefile.decrypt(sealed, key, "f") == b"tar bytes"
+    with pytest.raises(codefile.WrongKey, match="does not decrypt"):
+        codefile.decrypt(sealed, codefile.new_key(), "f")
+    # The header is authenticated: another nonce fails the tag like another key.
+    tampered = bytearray(sealed)
+    tampered[10] ^= 1
+    with pytest.raises(codefile.WrongKey):
+        codefile.decrypt(bytes(tampered), key, "f")
+    future = bytearray(sealed)
+    future[len(codefile.MAGIC)] = 2
+    with pytest.raises(UsageError, match="version 2"):
+        codefile.decrypt(bytes(future), key, "f")
+    with pytest.raises(UsageError, match="not an mse encrypted code file"):
+        codefile.decrypt(b"ustar" * 10, key, "f")
+
+
+def test_key_file_is_private_and_never_echoed(tmp_path: Path) -> None:
+    path = tmp_path / "code.key"
+    key = codefile.new_key()
+    codefile.write_key(path, key)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert codefile.read_key(path, "--code-key") == key
+    path.write_text("zz" + key.hex()[2:])
+    with pytest.raises(UsageError) as bad:
+        codefile.read_key(path, "--code-key")
+    assert key.hex()[2:] not in str(bad.value)
+
+
+# --- the app's API -------------------------------------------------------------------------
+
+
+def test_secrets_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(app_secrets.ENV, raising=False)
+    with pytest.raises(app_secrets.SecretsUnavailable, match="MSE_SECRETS is not set"):
+        app_secrets.get("A")
+    path = tmp_path / "secrets.json"
+    path.write_text(json.dumps({"A": "x", "B": {"n": 1}}))
+    monkeypatch.setenv(app_secrets.ENV, str(path))
+    assert app_secrets.get("A") == "x"
+    assert app_secrets.get("C", "default") == "default"
+    with pytest.raises(KeyError, match="'C'"):
+        app_secrets.get("C")
+    everything = app_secrets.all()
+    everything["B"]["n"] = 2  # a copy: the app cannot change what others read
+    assert app_secrets.all() == {"A": "x", "B": {"n": 1}}
+
+
+def test_secrets_api_never_shows_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "broken.json"
+    path.write_text('{"A": "hunter2"')
+    monkeypatch.setenv(app_secrets.ENV, str(path))
+    with pytest.raises(app_secrets.SecretsUnavailable) as err:
+        app_secrets.get("A")
+    assert "hunter2" not in str(err.value)
+
+
+# --- measured parameters -------------------------------------------------------------------
+
+
+def test_no_provisioning_keeps_the_argv_and_so_the_measurement() -> None:
+    assert not any("provision" in a or "encrypted" in a for a in _deployment().bootstrap_args())
+    args = _deployment(provision="push", provision_timeout=30, encrypted_code=True).bootstrap_args()
+    assert args[-5:] == ["--provision", "push", "--provision-timeout", "30", "--encrypted-code"]
+
+
+def test_encrypted_code_needs_push() -> None:
+    with pytest.raises(UsageError, match="add --provision push"):
+        _deployment(encrypted_code=True)
+
+
+# --- mse-secrets usage errors (no network) -------------------------------------------------
+
+
+def _secrets_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "mse-secrets"), *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_push_needs_a_pinned_enclave() -> None:
+    result = _secrets_cli("push", "https://localhost:1", "--uuid", UUID)
+    assert result.returncode == 2
+    assert "pass --mrenclave HEX (or --mrsigner HEX)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_push_refuses_a_bad_secrets_file_without_showing_it(tmp_path: Path) -> None:
+    bad = tmp_path / "secrets.json"
+    bad.write_text('{"API_KEY": "hunter2",}')
+    result = _secrets_cli(
+        "push", "https://localhost:1", "--uuid", UUID, "--mrenclave", "00" * 32,
+        "--secrets", str(bad),
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert f"--secrets {bad}: not UTF-8 JSON" in result.stderr
+    assert "hunter2" not in result.stderr
+
+
+def test_encrypt_code_never_replaces_files(tmp_path: Path) -> None:
+    key = tmp_path / "code.key"
+    key.write_text("keep me")
+    tar = tmp_path / "app.tar"
+    tar.write_bytes(b"")
+    result = _secrets_cli(
+        "encrypt-code", str(tar), "--key-out", str(key), "-o", str(tmp_path / "o")
+    )
+    assert result.returncode == 2
+    assert "the file exists" in result.stderr
+    assert key.read_text() == "keep me"
+    assert not os.path.exists(tmp_path / "o")
