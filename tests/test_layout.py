@@ -43,6 +43,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "mse_base._internal.dcap.ratls",
         "mse_base._internal.simulation",
         "mse_base._internal.enclave.codetar",
+        "mse_base._internal.enclave.requirements",
         "mse_base._internal.provision.protocol",
         "mse_base._internal.provision.codefile",
     ),

@@ -97,9 +97,14 @@ class Enclave:
 
 
 def start_enclave(
-    code: Path, tmp: Path, env: dict[str, str], *extra: str, ready: bool = True
+    code: Path,
+    tmp: Path,
+    env: dict[str, str],
+    *extra: str,
+    ready: bool = True,
+    port: int | None = None,
 ) -> Enclave:
-    port = free_port()
+    port = port or free_port()
     out, err, marker = tmp / "run.out", tmp / "run.err", tmp / "app-imported"
     workdir = tmp / "wd"
     args = [

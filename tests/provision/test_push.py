@@ -12,10 +12,11 @@ import stat
 import subprocess
 from pathlib import Path
 
-from mse_base._internal.provision import client
+from mse_base._internal.provision import client, codefile
 from mse_base._internal.provision.protocol import MAX_BODY, PATH
+from tests.net import free_port
 
-from .conftest import SECRET, UUID, Enclave, read, start_enclave
+from .conftest import BIN, SECRET, UUID, Enclave, read, run_args, start_enclave
 
 
 def _curl(enclave: Enclave, path: str) -> str:
@@ -142,3 +143,84 @@ def test_no_push_before_the_timeout_never_starts_the_app(
     assert "Traceback" not in read(enclave.err)
     assert not enclave.marker.exists()
     assert not (enclave.workdir / "tls").exists()
+
+
+# --- encrypted code ------------------------------------------------------------------------
+
+
+def _encrypt(tar: Path, tmp: Path) -> tuple[Path, Path]:
+    key, sealed = tmp / "code.key", tmp / "app.tar.enc"
+    result = subprocess.run(
+        [
+            str(BIN / "mse-secrets"),
+            "encrypt-code",
+            str(tar),
+            "--key-out",
+            str(key),
+            "-o",
+            str(sealed),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return key, sealed
+
+
+def test_encrypted_code_runs_only_with_its_key(
+    app_tar: Path, secrets_file: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
+    key, sealed = _encrypt(app_tar, tmp_path)
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert b"secrets.get" not in sealed.read_bytes()
+
+    # An auditor without the key recomputes the measurement from the ciphertext.
+    port = free_port()
+    dry = subprocess.run(
+        [*run_args(sealed, tmp_path / "dry", **{"--uuid": UUID, "--port": str(port)}),
+         "--simulation", "--provision",
+         "push", "--dry-run", "--json"],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    assert dry.returncode == 0, dry.stderr
+    # The ciphertext is not runnable without provisioning.
+    unprovisioned = subprocess.run(
+        [*run_args(sealed, tmp_path / "np"), "--simulation", "--dry-run"],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    assert unprovisioned.returncode == 2
+    assert "add --provision push" in unprovisioned.stderr
+
+    enclave = start_enclave(sealed, tmp_path, env, port=port)
+    try:
+        assert enclave.mrenclave == json.loads(dry.stdout)["mrenclave"]
+        # The host holds the ciphertext only.
+        assert [p.name for p in (enclave.workdir / "code").iterdir()] == ["code.tar.enc"]
+
+        other_key = tmp_path / "other.key"
+        codefile.write_key(other_key, codefile.new_key())
+        wrong = enclave.push("--secrets", str(secrets_file), "--code-key", str(other_key))
+        assert wrong.returncode == 1
+        assert "422 'code_key' does not decrypt this enclave's code" in wrong.stderr
+        no_key = enclave.push("--secrets", str(secrets_file))
+        assert no_key.returncode == 1
+        assert "400 this enclave's code is encrypted" in no_key.stderr
+        assert not enclave.marker.exists()
+        assert not (enclave.workdir / "tls" / "secrets.json").exists()
+        assert not (enclave.workdir / "tls" / "app").exists()
+
+        pushed = enclave.push("--secrets", str(secrets_file), "--code-key", str(key))
+        assert pushed.returncode == 0, pushed.stderr
+        assert "and the code key" in pushed.stdout
+        enclave.wait_for("serving https://")
+        assert _curl(enclave, "/secret/API_KEY") == SECRET
+        for path in _files_under(enclave.workdir, skip=enclave.workdir / "tls"):
+            assert b"secrets.get" not in path.read_bytes(), f"plaintext code in {path}"
+        assert enclave.stop() == 0
+        assert not (enclave.workdir / "tls").exists()
+    finally:
+        if enclave.proc.poll() is None:
+            enclave.proc.kill()
+            enclave.proc.wait()

@@ -33,6 +33,7 @@ from typing import Any
 
 from mse_base._internal.enclave.codetar import unpack_code
 from mse_base._internal.enclave.deployment import Deployment
+from mse_base._internal.enclave.requirements import check_requirements
 from mse_base._internal.files import write_private
 from mse_base._internal.provision import codefile
 from mse_base._internal.provision.protocol import MAX_BODY, PATH, Payload, Refused, parse_payload
@@ -92,9 +93,11 @@ class _Installer:
         write_private(tar, plaintext)
         try:
             unpack_code(tar, target)
+            # mse-run could not read it on the host: its requirements are checked here.
+            check_requirements(target)
         except UsageError as err:
             shutil.rmtree(target, ignore_errors=True)
-            raise Refused(422, f"the decrypted code is not a usable tar ({err})") from None
+            raise Refused(422, f"the decrypted code cannot run here ({err})") from None
         finally:
             tar.unlink(missing_ok=True)
         return target
