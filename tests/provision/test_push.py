@@ -8,6 +8,7 @@ looked at afterwards.
 from __future__ import annotations
 
 import json
+import socket
 import stat
 import subprocess
 from pathlib import Path
@@ -224,3 +225,17 @@ def test_encrypted_code_runs_only_with_its_key(
         if enclave.proc.poll() is None:
             enclave.proc.kill()
             enclave.proc.wait()
+
+
+def test_a_silent_connection_does_not_block_the_owner(enclave: Enclave) -> None:
+    # Connected, never says a word (no TLS handshake): it holds its own thread, not the endpoint.
+    with socket.create_connection(("127.0.0.1", enclave.port)):
+        pushed = enclave.push()
+    assert pushed.returncode == 0, pushed.stderr + enclave.log()
+
+
+def test_stopped_while_waiting_the_app_never_starts(enclave: Enclave) -> None:
+    assert enclave.stop() == 0
+    assert "stopped before provisioning; the app was not started" in read(enclave.err)
+    assert not enclave.marker.exists()
+    assert not (enclave.workdir / "tls").exists()

@@ -17,7 +17,7 @@ import pytest
 import mse_base.secrets as app_secrets
 from mse_base._internal.enclave.deployment import Deployment
 from mse_base._internal.provision import codefile
-from mse_base._internal.provision.protocol import Payload, Refused, parse_payload
+from mse_base._internal.provision.protocol import PATH, Payload, Refused, parse_payload
 from mse_base._internal.runtime import provisioning
 from mse_base.errors import UsageError
 from tests.pipeline.conftest import BIN
@@ -222,3 +222,29 @@ def test_encrypt_code_never_replaces_files(tmp_path: Path) -> None:
     assert "the file exists" in result.stderr
     assert key.read_text() == "keep me"
     assert not os.path.exists(tmp_path / "o")
+
+
+def test_after_the_push_an_asgi_app_answers_409_on_the_provisioning_path() -> None:
+    import asyncio
+
+    from mse_base._internal.runtime.application import Application
+
+    seen: list[str] = []
+
+    async def inner(scope: dict[str, object], receive: object, send: object) -> None:
+        seen.append(str(scope["path"]))
+
+    guarded = provisioning.refuse_second_push(Application("app:app", "asgi", inner))
+    sent: list[dict[str, object]] = []
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request"}
+
+    target = guarded.target
+    asyncio.run(target({"type": "http", "path": PATH}, receive, send))  # type: ignore[operator]
+    asyncio.run(target({"type": "http", "path": "/"}, receive, send))  # type: ignore[operator]
+    assert sent[0]["status"] == 409
+    assert seen == ["/"]

@@ -46,9 +46,12 @@ log = logging.getLogger(__name__)
 SECRETS_ENV = "MSE_SECRETS"
 SECRETS_NAME = "secrets.json"
 DECRYPTED_CODE_DIR = "app"
-# A client gets this long per connection (handshake, headers, body): a slow one cannot hold the
-# endpoint, and the owner's request is small.
-_CONNECTION_TIMEOUT = 30.0
+# A client gets this long per connection (handshake, headers, body; the owner verifies between
+# handshake and request, which may fetch collateral): a silent one holds only its own thread.
+_CONNECTION_TIMEOUT = 60.0
+# Connections served at once, each on its own thread: within the enclave's thread budget
+# (sgx.max_threads), whatever the number of clients. Others are closed at once and may retry.
+_MAX_CONNECTIONS = 16
 # A body over the limit is read and dropped up to this much, so the client can read its 413.
 _MAX_DRAIN = 16 << 20
 
@@ -237,7 +240,27 @@ class _Server(http.server.ThreadingHTTPServer):
         self.context = context
         self.endpoint = endpoint
         self.failure: Error | None = None
+        self.slots = threading.BoundedSemaphore(_MAX_CONNECTIONS)
         super().__init__((bind, port), _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            log.info(
+                "provisioning endpoint: %s connections open, closing a new one", _MAX_CONNECTIONS
+            )
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()  # no thread started, so none will release it
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
     def server_bind(self) -> None:
         # HTTPServer's own would resolve our host name (getfqdn): a DNS query for nothing.
