@@ -248,3 +248,18 @@ def test_after_the_push_an_asgi_app_answers_409_on_the_provisioning_path() -> No
     asyncio.run(target({"type": "http", "path": "/"}, receive, send))  # type: ignore[operator]
     assert sent[0]["status"] == 409
     assert seen == ["/"]
+
+
+def test_provision_options_are_checked() -> None:
+    from mse_base._internal.enclave import deployment as dep
+
+    assert dep.parse_provision(None) is None
+    with pytest.raises(UsageError, match="the provisioning modes are push"):
+        dep.parse_provision("pull")
+    assert dep.parse_provision_timeout(None, None) == dep.DEFAULT_PROVISION_TIMEOUT
+    assert dep.parse_provision_timeout("5", "push") == 5
+    with pytest.raises(UsageError, match="needs --provision push"):
+        dep.parse_provision_timeout("5", None)
+    for bad in ("0", "-1", "1.5", "forever"):
+        with pytest.raises(UsageError, match="whole number of seconds"):
+            dep.parse_provision_timeout(bad, "push")
