@@ -65,4 +65,8 @@ def deployment(args: argparse.Namespace) -> Deployment:
         provision=provision,
         provision_timeout=dep.parse_provision_timeout(args.provision_timeout, provision),
         encrypted_code=args.encrypted_code,
+        secrets_server=(
+            dep.parse_secrets_server(args.secrets_server) if args.secrets_server else None
+        ),
+        secrets_server_ca=args.secrets_server_ca_pem,
     )

@@ -27,7 +27,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bind", default="0.0.0.0")  # noqa: S104
     parser.add_argument("--port", default="443")
     parser.add_argument("--debug", action="store_true")
-    parser.add_argument("--provision", choices=["push"])
+    parser.add_argument("--provision", choices=["push", "pull"])
+    parser.add_argument("--secrets-server")
+    parser.add_argument("--secrets-server-ca-pem")
     parser.add_argument("--provision-timeout")
     parser.add_argument("--encrypted-code", action="store_true")
     return guard("mse-bootstrap", _bootstrap, parser.parse_args(argv))

@@ -64,7 +64,14 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--provision",
         metavar="MODE",
-        help="push: serve only a provisioning endpoint until mse-secrets push (measured)",
+        help="push: serve only a provisioning endpoint until mse-secrets push; pull: fetch "
+        "from --secrets-server at start (measured)",
+    )
+    parser.add_argument(
+        "--secrets-server", metavar="URL", help="https://HOST:PORT of mse-secrets serve (measured)"
+    )
+    parser.add_argument(
+        "--secrets-server-ca", type=Path, metavar="PEM", help="CA of that server (measured)"
     )
     parser.add_argument(
         "--provision-timeout",
@@ -72,6 +79,19 @@ def _run_parser() -> argparse.ArgumentParser:
         help="give up when nothing is provisioned within this time (default 600; measured)",
     )
     return parser
+
+
+def _secrets_server_ca(path: Path | None) -> str | None:
+    from mse_base._internal.enclave.deployment import parse_secrets_server_ca
+    from mse_base.errors import UsageError
+
+    if path is None:
+        return None
+    try:
+        pem = path.read_bytes()
+    except OSError as err:
+        raise UsageError(f"--secrets-server-ca {path}: cannot read it ({err.strerror})") from None
+    return parse_secrets_server_ca(pem, str(path))
 
 
 def _default_workdir(deployment_id: str) -> tuple[Path, WorkdirSource]:
@@ -100,6 +120,7 @@ def _run(args: argparse.Namespace) -> int:
     # An encrypted tar (mse-secrets encrypt-code) is told by its header; the bootstrap is told
     # by its measured argv.
     args.encrypted_code = is_encrypted(args.code)
+    args.secrets_server_ca_pem = _secrets_server_ca(args.secrets_server_ca)
     deployment_ = deployment(args)
     enclave_size = parse_enclave_size(args.size)
     if args.simulation and not args.dry_run:

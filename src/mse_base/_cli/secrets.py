@@ -1,8 +1,10 @@
 """``mse-secrets``: hand an attested enclave what only it may see.
 
 ``push`` verifies the enclave exactly as ``mse-verify`` does (the same options, the same
-verifier) and sends the secrets and code key over the TLS connection it verified. ``encrypt-code``
-seals a code tar so that only an enclave given its key can run it.
+verifier) and sends the secrets and code key over the TLS connection it verified. ``serve`` is the
+pull side: it releases them to every enclave whose client certificate passes the same verifier
+under a policy file. ``encrypt-code`` seals a code tar so that only an enclave given its key can
+run it.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from typing import Any
 
 from mse_base._cli import guard
 from mse_base._cli.verifier_options import (
+    add_trust_options,
     add_verifier_options,
     build_verifier,
     https_address,
+    policy_from_file,
     policy_options,
     read_input,
 )
@@ -53,6 +57,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_verifier_options(push)
     push.add_argument("--debug", action="store_true", help="tracebacks on errors")
+    serve = commands.add_parser(
+        "serve",
+        help="release secrets to enclaves started with --provision pull that pass a policy",
+        description="Serve GET /mse/secrets over HTTPS to RA-TLS clients that pass the policy.",
+    )
+    serve.add_argument("--policy", type=Path, required=True, metavar="TOML", help="policy file")
+    serve.add_argument("--secrets", type=Path, metavar="FILE", help="JSON object of name: value")
+    serve.add_argument("--code-key", type=Path, metavar="FILE", help="key of encrypted code")
+    serve.add_argument("--cert", type=Path, required=True, metavar="PEM", help="server chain")
+    serve.add_argument("--key", type=Path, required=True, metavar="PEM", help="server key")
+    serve.add_argument("--bind", default="0.0.0.0", help="address (default 0.0.0.0)")  # noqa: S104
+    serve.add_argument("--port", default="8443", help="port (default 8443)")
+    add_trust_options(serve)
+    serve.add_argument("--debug", action="store_true", help="tracebacks on errors")
     encrypt = commands.add_parser(
         "encrypt-code",
         help="encrypt a code tar for mse-run --code (AES-256-GCM)",
@@ -147,6 +165,54 @@ def _push(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from mse_base._internal.enclave.deployment import parse_bind, parse_port
+    from mse_base._internal.provision import codefile, server
+    from mse_base._internal.provision.protocol import MAX_BODY, Payload, Refused, parse_release
+    from mse_base.errors import UsageError
+
+    if not args.debug:
+        warnings.simplefilter("ignore")
+    options = policy_from_file(args.policy, args)
+    if not options.pinned:
+        raise UsageError(
+            f"--policy {args.policy}: set mrenclave (or mrsigner): secrets are never released to "
+            "any genuine enclave, only to the ones you expect"
+        )
+    code_key = codefile.read_key(args.code_key, "--code-key") if args.code_key else None
+    release = Payload(uuid="", secrets=_read_secrets(args.secrets), code_key=code_key)
+    body = release.encode_release()
+    if len(body) > MAX_BODY:
+        raise UsageError(f"--secrets {args.secrets}: over {MAX_BODY} bytes once encoded")
+    try:
+        parse_release(body)  # what the enclave will check, checked first here
+    except Refused as refused:
+        raise UsageError(f"--secrets {args.secrets}: {refused}") from None
+    bind, port = parse_bind(args.bind), parse_port(args.port)
+    context = server.server_context(args.cert, args.key)
+    verifier = build_verifier(args, options)
+    try:
+        httpd = server.SecretsServer((bind, port), context, verifier, body, options.at)
+    except OSError as err:
+        raise UsageError(f"cannot listen on {bind}:{port} ({err.strerror or err})") from None
+
+    def stop(_signum: int, _frame: object) -> None:
+        threading.Thread(target=httpd.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    what = f"{len(release.secrets)} secret(s)" + (" and the code key" if code_key else "")
+    log = logging.getLogger("mse-secrets")
+    log.info("serving %s on https://%s:%d/mse/secrets to enclaves passing %s", what, bind, port,
+             args.policy)  # fmt: skip
+    with httpd:
+        httpd.serve_forever()
+    log.info("stopped")
+    return 0
+
+
 def _encrypt(args: argparse.Namespace) -> int:
     from mse_base._internal.enclave.codetar import inspect_code
     from mse_base._internal.files import write_atomic
@@ -180,7 +246,7 @@ def _encrypt(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    body = _push if args.command == "push" else _encrypt
+    body = {"push": _push, "serve": _serve}.get(args.command, _encrypt)
     result = guard("mse-secrets", body, args)
     sys.stdout.flush()
     return result

@@ -21,6 +21,11 @@ if TYPE_CHECKING:
 
 
 def add_verifier_options(parser: argparse.ArgumentParser) -> None:
+    add_policy_options(parser)
+    add_trust_options(parser)
+
+
+def add_policy_options(parser: argparse.ArgumentParser) -> None:
     expect = parser.add_argument_group("what the enclave must be")
     expect.add_argument(
         "--mrenclave", action="append", default=[], metavar="HEX", help="repeatable"
@@ -36,6 +41,9 @@ def add_verifier_options(parser: argparse.ArgumentParser) -> None:
         help="also accept this TCB status (UpToDate always passes); repeatable",
     )
     expect.add_argument("--allow-debug", action="store_true", help="accept a debug enclave")
+
+
+def add_trust_options(parser: argparse.ArgumentParser) -> None:
     trust = parser.add_argument_group("collateral and trust")
     collateral = trust.add_mutually_exclusive_group()
     collateral.add_argument("--collateral", type=Path, metavar="DIR")
@@ -131,6 +139,58 @@ def policy_options(args: argparse.Namespace) -> PolicyOptions:
         allow_stale_crls=args.insecure_allow_stale_crl,
     )
     return PolicyOptions(policy, at)
+
+
+# policy.toml key -> (the option it stands for, its type, its default).
+_POLICY_KEYS: dict[str, tuple[str, type, object]] = {
+    "mrenclave": ("mrenclave", list, []),
+    "mrsigner": ("mrsigner", str, None),
+    "isv_prod_id": ("isv_prod_id", int, None),
+    "min_isv_svn": ("min_isv_svn", int, None),
+    "allow_status": ("allow_status", list, []),
+    "allow_debug": ("allow_debug", bool, False),
+}
+
+
+def policy_from_file(path: Path, args: argparse.Namespace) -> PolicyOptions:
+    """The policy in a TOML file, with the keys named like mse-verify's options, e.g.::
+
+        mrenclave = ["<64 hex>", "<64 hex>"]   # or mrsigner = "<64 hex>"
+        allow_status = ["SWHardeningNeeded"]
+        allow_debug = false                     # isv_prod_id, min_isv_svn also
+
+    checked exactly as those options are (``args`` gives ``--at`` and the CRL option).
+    """
+    import tomllib
+
+    from mse_base.errors import UsageError
+
+    try:
+        data = tomllib.loads(read_input(path, "--policy").decode("utf-8"))
+    except (UnicodeError, tomllib.TOMLDecodeError) as err:
+        raise UsageError(f"--policy {path}: not TOML ({err})") from None
+    unknown = sorted(set(data) - set(_POLICY_KEYS))
+    if unknown:
+        raise UsageError(
+            f"--policy {path}: unknown key(s) {', '.join(unknown)}; the keys are "
+            f"{', '.join(_POLICY_KEYS)}"
+        )
+    values = vars(args).copy()
+    for key, (name, kind, default) in _POLICY_KEYS.items():
+        value = data.get(key, default)
+        if key == "mrenclave" and isinstance(value, str):
+            value = [value]
+        if value is not None and (
+            not isinstance(value, kind) or (kind is int and isinstance(value, bool))
+        ):
+            raise UsageError(f"--policy {path}: {key} must be a {kind.__name__}")
+        if isinstance(value, list) and not all(isinstance(v, str) for v in value):
+            raise UsageError(f"--policy {path}: {key} must be a list of strings")
+        values[name] = value
+    try:
+        return policy_options(argparse.Namespace(**values))
+    except UsageError as err:
+        raise UsageError(f"--policy {path}: {err}") from None
 
 
 def simulation_collateral_dir(ca_pem: Path) -> Path:

@@ -97,7 +97,7 @@ def parse_bind(text: str) -> str:
         ) from None
 
 
-PROVISION_MODES = ("push",)
+PROVISION_MODES = ("push", "pull")
 DEFAULT_PROVISION_TIMEOUT = 600
 _MAX_PROVISION_TIMEOUT = 7 * 24 * 3600
 
@@ -108,6 +108,37 @@ def parse_provision(text: str | None) -> str | None:
             f"--provision {text!r}: the provisioning modes are {', '.join(PROVISION_MODES)}"
         )
     return text
+
+
+def parse_secrets_server(text: str) -> str:
+    """``https://HOST[:PORT]`` of the owner's secrets server, in one canonical form."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(text)
+    try:
+        port = parts.port or 443
+    except ValueError:
+        port = 0
+    if parts.scheme != "https" or not parts.hostname or not port or parts.path not in ("", "/"):
+        raise UsageError(
+            f"--secrets-server {text!r} is not an https://HOST[:PORT] URL of mse-secrets serve"
+        )
+    return f"https://{parse_host(parts.hostname)}:{port}"
+
+
+def parse_secrets_server_ca(pem: bytes, where: str) -> str:
+    """The CA certificates the enclave trusts for its secrets server, as canonical PEM text."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        certificates = x509.load_pem_x509_certificates(pem)
+    except ValueError:
+        raise UsageError(
+            f"--secrets-server-ca {where}: not PEM certificates; give the CA that issued the "
+            "certificate of mse-secrets serve"
+        ) from None
+    return "".join(c.public_bytes(serialization.Encoding.PEM).decode("ascii") for c in certificates)
 
 
 def parse_provision_timeout(text: str | None, provision: str | None) -> int:
@@ -141,15 +172,26 @@ class Deployment:
     # Push provisioning: the app starts only after its owner's one valid request.
     provision: str | None = None
     provision_timeout: int = DEFAULT_PROVISION_TIMEOUT
-    # The code directory holds one AES-GCM file, decrypted with the pushed code key.
+    # The code directory holds one AES-GCM file, decrypted with the provisioned code key.
     encrypted_code: bool = False
+    # Pull provisioning: where the enclave fetches its secrets, and the CA it trusts for it.
+    secrets_server: str | None = None
+    secrets_server_ca: str | None = None
 
     def __post_init__(self) -> None:
         if self.encrypted_code and self.provision is None:
             raise UsageError(
-                "--code is encrypted: add --provision push, so that its key can be pushed to "
-                "the attested enclave with mse-secrets push --code-key FILE"
+                "--code is encrypted: add --provision push (or pull), so that its key can be "
+                "provisioned to the attested enclave (mse-secrets push/serve --code-key FILE)"
             )
+        pulling = self.provision == "pull"
+        if pulling and (self.secrets_server is None or self.secrets_server_ca is None):
+            raise UsageError(
+                "--provision pull needs --secrets-server https://HOST:PORT and "
+                "--secrets-server-ca ca.pem"
+            )
+        if not pulling and (self.secrets_server is not None or self.secrets_server_ca is not None):
+            raise UsageError("--secrets-server and --secrets-server-ca go with --provision pull")
 
     def bootstrap_args(self) -> list[str]:
         args = [
@@ -175,6 +217,14 @@ class Deployment:
                 self.provision,
                 "--provision-timeout",
                 str(self.provision_timeout),
+            ]
+        if self.secrets_server is not None and self.secrets_server_ca is not None:
+            # The server and the CA it must chain to are measured: no host can redirect the pull.
+            args += [
+                "--secrets-server",
+                self.secrets_server,
+                "--secrets-server-ca-pem",
+                self.secrets_server_ca,
             ]
         if self.encrypted_code:
             args.append("--encrypted-code")

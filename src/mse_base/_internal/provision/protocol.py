@@ -10,6 +10,11 @@ Answers are JSON objects: ``{"status": "provisioned"}`` with 200, else ``{"error
 400 (not JSON, not this shape), 401 (another UUID), 404 / 405 (another path or method), 409
 (already provisioned), 411 (no Content-Length), 413 (body over :data:`MAX_BODY`) or 422 (the
 code key does not decrypt the code). Error texts name fields, never their values.
+
+Pull is the other direction: the enclave asks ``GET /mse/secrets`` of the owner's
+``mse-secrets serve`` with its RA-TLS certificate as TLS client certificate, and gets 200 with
+``{"secrets": {...}, "code_key": "..."}`` (no uuid: the server answers every enclave its policy
+accepts the same) or 403 ``{"error": "..."}``.
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ from typing import Any
 from mse_base.errors import Error
 
 PATH = "/mse/provision"
+PULL_PATH = "/mse/secrets"
 MAX_BODY = 1 << 20
 _FIELDS = frozenset({"uuid", "secrets", "code_key"})
+_RELEASE_FIELDS = frozenset({"secrets", "code_key"})
 _HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
 _MAX_NAME = 256
 
@@ -43,7 +50,14 @@ class Payload:
     code_key: bytes | None = field(default=None, repr=False)  # repr=False: never in a traceback
 
     def encode(self) -> bytes:
-        body: dict[str, Any] = {"uuid": self.uuid, "secrets": self.secrets}
+        return self._encode({"uuid": self.uuid})
+
+    def encode_release(self) -> bytes:
+        """The answer of a secrets server (pull): no uuid."""
+        return self._encode({})
+
+    def _encode(self, body: dict[str, Any]) -> bytes:
+        body["secrets"] = self.secrets
         if self.code_key is not None:
             body["code_key"] = self.code_key.hex()
         return json.dumps(body, separators=(",", ":")).encode("utf-8")
@@ -65,6 +79,15 @@ def _no_constant(name: str) -> Any:
 
 def parse_payload(body: bytes) -> Payload:
     """The request body checked field by field; :class:`Refused` (400) names what is wrong."""
+    return _parse(body, _FIELDS)
+
+
+def parse_release(body: bytes) -> Payload:
+    """A secrets server's answer (pull), checked as a push body is; its ``uuid`` is empty."""
+    return _parse(body, _RELEASE_FIELDS)
+
+
+def _parse(body: bytes, fields: frozenset[str]) -> Payload:
     try:
         data = json.loads(
             body.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant
@@ -74,11 +97,11 @@ def parse_payload(body: bytes) -> Payload:
         raise Refused(400, "the body is not UTF-8 JSON") from None
     if not isinstance(data, dict):
         raise Refused(400, "the body must be a JSON object")
-    unknown = sorted(set(data) - _FIELDS)
+    unknown = sorted(set(data) - fields)
     if unknown:
         names = ", ".join(repr(name[:40]) for name in unknown[:5])
-        raise Refused(400, f"unknown field(s) {names}; the fields are {', '.join(sorted(_FIELDS))}")
-    uuid = data.get("uuid")
+        raise Refused(400, f"unknown field(s) {names}; the fields are {', '.join(sorted(fields))}")
+    uuid = data.get("uuid", "" if "uuid" not in fields else None)
     if not isinstance(uuid, str):
         raise Refused(400, "field 'uuid' is required and must be a string")
     secrets = data.get("secrets", {})

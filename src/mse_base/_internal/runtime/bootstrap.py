@@ -107,7 +107,10 @@ def run(deployment: Deployment, platform: Platform | None = None) -> None:
             from mse_base._internal.runtime import provisioning
 
             # The private directory is enclave memory: the pushed secrets and code go there too.
-            provisioned = provisioning.receive(
+            provision = (
+                provisioning.pull if deployment.provision == "pull" else provisioning.receive
+            )
+            provisioned = provision(
                 deployment,
                 cert_path=cert_path,
                 key_path=key_path,
@@ -116,7 +119,9 @@ def run(deployment: Deployment, platform: Platform | None = None) -> None:
             )
             if provisioned is None:
                 return
-            app = provisioning.refuse_second_push(_load(deployment, provisioned.code_dir))
+            app = _load(deployment, provisioned.code_dir)
+            if deployment.provision == "push":
+                app = provisioning.refuse_second_push(app)
         serve(
             app,
             bind=deployment.bind,

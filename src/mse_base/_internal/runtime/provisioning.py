@@ -10,12 +10,18 @@ is imported from. The listener is then closed and the app served on the same por
 the provisioning path answers 409.
 
 Requests are logged (method, path, client, status, reason), never their bodies.
+
+With ``--provision pull`` the enclave asks instead (:func:`pull`): it connects to the measured
+``--secrets-server`` with its RA-TLS certificate as TLS client certificate, trusts only the
+measured CA for the server, and installs the answer the same way. An untrusted server ends the
+enclave at once; an unreachable one is retried until ``--provision-timeout``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hmac
+import http.client
 import http.server
 import json
 import logging
@@ -26,6 +32,7 @@ import socket
 import socketserver
 import ssl
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,7 +43,15 @@ from mse_base._internal.enclave.deployment import Deployment
 from mse_base._internal.enclave.requirements import check_requirements
 from mse_base._internal.files import write_private
 from mse_base._internal.provision import codefile
-from mse_base._internal.provision.protocol import MAX_BODY, PATH, Payload, Refused, parse_payload
+from mse_base._internal.provision.protocol import (
+    MAX_BODY,
+    PATH,
+    PULL_PATH,
+    Payload,
+    Refused,
+    parse_payload,
+    parse_release,
+)
 from mse_base._internal.runtime.application import Application
 from mse_base.errors import Error, UsageError
 
@@ -321,13 +336,7 @@ def receive(
     if server.failure is not None:
         raise server.failure
     if endpoint.result is not None:
-        os.environ[SECRETS_ENV] = str(endpoint.result.secrets_path)
-        log.info(
-            "provisioned: %d secret(s)%s; starting the app",
-            endpoint.result.secrets,
-            ", code decrypted" if deployment.encrypted_code else "",
-        )
-        return endpoint.result
+        return _provisioned(deployment, endpoint.result)
     if stopped.is_set():
         log.info("stopped before provisioning; the app was not started")
         return None
@@ -335,6 +344,103 @@ def receive(
         f"no provisioning within {deployment.provision_timeout} s (--provision-timeout): the "
         "app was not started; push with mse-secrets push while the enclave waits"
     )
+
+
+def _provisioned(deployment: Deployment, result: Provisioned) -> Provisioned:
+    os.environ[SECRETS_ENV] = str(result.secrets_path)
+    log.info(
+        "provisioned: %d secret(s)%s; starting the app",
+        result.secrets,
+        ", code decrypted" if deployment.encrypted_code else "",
+    )
+    return result
+
+
+_PULL_RETRY = 2.0
+
+
+def pull(
+    deployment: Deployment,
+    *,
+    cert_path: Path,
+    key_path: Path,
+    memory_dir: Path,
+    code_dir: Path,
+) -> Provisioned | None:
+    """Fetch the secrets from the measured secrets server; None if stopped first.
+
+    Raises :class:`Error` (the app is then never started) when the server is not trusted,
+    refuses this enclave, answers something unusable, or stays unreachable until the timeout.
+    """
+    assert deployment.secrets_server is not None and deployment.secrets_server_ca is not None
+    server = deployment.secrets_server
+    host, _, port = server.removeprefix("https://").rpartition(":")
+    host = host.strip("[]")
+    context = ssl.create_default_context(cadata=deployment.secrets_server_ca)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_path, key_path)
+    stopped = threading.Event()
+    deadline = time.monotonic() + deployment.provision_timeout
+    log.info("fetching secrets from %s (timeout %d s)", server, deployment.provision_timeout)
+    with _stop_on_sigterm(stopped, stopped):
+        while True:
+            try:
+                status, body = _fetch(host, int(port), context)
+                break
+            except ssl.SSLCertVerificationError as err:
+                raise Error(
+                    f"the secrets server {server} is not trusted ({err.verify_message}): its "
+                    "certificate must chain to --secrets-server-ca and name its host; the app "
+                    "was not started"
+                ) from None
+            except (OSError, http.client.HTTPException) as err:
+                if time.monotonic() >= deadline:
+                    raise Error(
+                        f"the secrets server {server} did not answer within "
+                        f"{deployment.provision_timeout} s (--provision-timeout; last: {err}); "
+                        "the app was not started"
+                    ) from None
+                log.info("secrets server %s: %s; retrying", server, err)
+            if stopped.wait(_PULL_RETRY):
+                log.info("stopped before provisioning; the app was not started")
+                return None
+    if status != 200:
+        raise Error(
+            f"the secrets server {server} refused this enclave: {status} {_reason(body)}; the "
+            "app was not started"
+        )
+    installer = _Installer(deployment, memory_dir, code_dir)
+    try:
+        result = installer.install(parse_release(body))
+    except Refused as refused:
+        raise Error(
+            f"the secrets server {server} answered what this enclave cannot use: {refused}; the "
+            "app was not started"
+        ) from None
+    return _provisioned(deployment, result)
+
+
+def _fetch(host: str, port: int, context: ssl.SSLContext) -> tuple[int, bytes]:
+    connection = http.client.HTTPSConnection(
+        host, port, context=context, timeout=_CONNECTION_TIMEOUT
+    )
+    try:
+        connection.request("GET", PULL_PATH, headers={"Accept": "application/json"})
+        response = connection.getresponse()
+        body = response.read(MAX_BODY + 1)
+    finally:
+        connection.close()
+    if len(body) > MAX_BODY:
+        raise http.client.HTTPException(f"an answer over {MAX_BODY} bytes")
+    return response.status, body
+
+
+def _reason(body: bytes) -> str:
+    try:
+        text = str(json.loads(body).get("error", ""))
+    except (ValueError, AttributeError):
+        text = ""
+    return _printable(text)[:300] or "(no reason given)"
 
 
 @contextlib.contextmanager
