@@ -254,8 +254,9 @@ def test_provision_options_are_checked() -> None:
     from mse_base._internal.enclave import deployment as dep
 
     assert dep.parse_provision(None) is None
-    with pytest.raises(UsageError, match="the provisioning modes are push"):
-        dep.parse_provision("pull")
+    assert dep.parse_provision("pull") == "pull"
+    with pytest.raises(UsageError, match="the provisioning modes are push, pull"):
+        dep.parse_provision("sealed")
     assert dep.parse_provision_timeout(None, None) == dep.DEFAULT_PROVISION_TIMEOUT
     assert dep.parse_provision_timeout("5", "push") == 5
     with pytest.raises(UsageError, match="needs --provision push"):
@@ -263,3 +264,50 @@ def test_provision_options_are_checked() -> None:
     for bad in ("0", "-1", "1.5", "forever"):
         with pytest.raises(UsageError, match="whole number of seconds"):
             dep.parse_provision_timeout(bad, "push")
+
+
+def test_pull_options_are_checked(tmp_path: Path) -> None:
+    from mse_base._internal.enclave import deployment as dep
+
+    assert dep.parse_secrets_server("https://Owner.example:8443") == "https://owner.example:8443"
+    assert dep.parse_secrets_server("https://10.0.0.1") == "https://10.0.0.1:443"
+    for bad in ("http://owner:80", "https://owner:8443/path", "owner:8443", "https://:1"):
+        with pytest.raises(UsageError, match="--secrets-server"):
+            dep.parse_secrets_server(bad)
+    with pytest.raises(UsageError, match="not PEM certificates"):
+        dep.parse_secrets_server_ca(b"nope", "ca.pem")
+    with pytest.raises(UsageError, match="needs --secrets-server"):
+        _deployment(provision="pull")
+    with pytest.raises(UsageError, match="go with --provision pull"):
+        _deployment(provision="push", secrets_server="https://owner:1", secrets_server_ca="x")
+    args = _deployment(
+        provision="pull", secrets_server="https://owner:1", secrets_server_ca="PEM"
+    ).bootstrap_args()
+    assert args[-4:] == ["--secrets-server", "https://owner:1", "--secrets-server-ca-pem", "PEM"]
+
+
+def _serve_cli(tmp_path: Path, policy: str) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "policy.toml"
+    path.write_text(policy)
+    return _secrets_cli(
+        "serve", "--policy", str(path), "--cert", str(tmp_path / "c.pem"), "--key",
+        str(tmp_path / "k.pem"), "--port", "1",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("policy", "message"),
+    [
+        ("allow_debug = true\n", "set mrenclave (or mrsigner)"),
+        ('mrenclave = ["abcd"]\n', "--policy"),
+        ('mrenclave = ["abcd"]\n', "--mrenclave 'abcd' must be 32 bytes"),
+        ("mrenclaves = []\n", "unknown key(s) mrenclaves"),
+        ('mrenclave = "%s"\nallow_status = "SWHardeningNeeded"\n' % ("00" * 32), "must be a list"),
+        ("mrenclave = [", "not TOML"),
+    ],
+)
+def test_serve_checks_its_policy_file(tmp_path: Path, policy: str, message: str) -> None:
+    result = _serve_cli(tmp_path, policy)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
