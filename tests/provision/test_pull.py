@@ -50,6 +50,7 @@ def _serve(
     *,
     port: int | None = None,
     pair: tuple[Path, Path] | None = None,
+    code_key: Path | None = None,
 ) -> SecretsServer:
     pki = Path(env["XDG_CONFIG_HOME"]) / "mse" / "simulation"
     SimulationQuoteProvider(mrenclave=b"\0" * 32, mrsigner=b"\0" * 32, directory=pki)  # the PKI
@@ -61,7 +62,8 @@ def _serve(
     proc = subprocess.Popen(
         [str(BIN / "mse-secrets"), "serve", "--policy", str(policy), "--secrets",
          str(secrets_file), "--cert", str(cert), "--key", str(key), "--bind", "127.0.0.1",
-         "--port", str(port), "--simulation-ca", str(pki / "ca.pem")],
+         "--port", str(port), "--simulation-ca", str(pki / "ca.pem"),
+         *(["--code-key", str(code_key)] if code_key else [])],
         stdout=subprocess.DEVNULL, stderr=err.open("w"), env=env, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 60
@@ -160,9 +162,16 @@ def _pull_args(
     ]  # fmt: skip
 
 
-def test_pull_delivers_secrets_the_app_serves(
+def test_pull_delivers_the_code_key_and_secrets_the_app_serves(
     app_tar: Path, tmp_path: Path, env: dict[str, str], secrets_file: Path
 ) -> None:
+    code_key, sealed = tmp_path / "code.key", tmp_path / "app.tar.enc"
+    subprocess.run(
+        [str(BIN / "mse-secrets"), "encrypt-code", str(app_tar), "--key-out", str(code_key),
+         "-o", str(sealed)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    app_tar = sealed
     app_port, server_port = free_port(), free_port()
     pair = self_signed_pem(tmp_path, "owner")
     # The enclave's identity covers the server and its CA: measure first, then serve under it.
@@ -173,7 +182,9 @@ def test_pull_delivers_secrets_the_app_serves(
     )  # fmt: skip
     assert dry.returncode == 0, dry.stderr
     mrenclave = json.loads(dry.stdout)["mrenclave"]
-    server = _serve(tmp_path, env, secrets_file, mrenclave, port=server_port, pair=pair)
+    server = _serve(
+        tmp_path, env, secrets_file, mrenclave, port=server_port, pair=pair, code_key=code_key
+    )
     marker, err = tmp_path / "app-imported", tmp_path / "run.err"
     workdir = tmp_path / "wd"
     enclave = subprocess.Popen(
@@ -193,6 +204,7 @@ def test_pull_delivers_secrets_the_app_serves(
         )  # fmt: skip
         assert served.stdout == SECRET, served.stderr
         assert f"200 released to MRENCLAVE {mrenclave}" in read(server.err)
+        assert "provisioned: 2 secret(s), code decrypted" in read(err)
         enclave.terminate()
         assert enclave.wait(timeout=30) == 0
         assert SECRET not in read(err) + read(server.err)
