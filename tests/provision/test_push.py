@@ -17,7 +17,17 @@ from mse_base._internal.provision import client, codefile
 from mse_base._internal.provision.protocol import MAX_BODY, PATH
 from tests.net import free_port
 
-from .conftest import BIN, SECRET, UUID, Enclave, read, run_args, start_enclave
+from .conftest import (
+    APP_SOURCE,
+    BIN,
+    SECRET,
+    UUID,
+    Enclave,
+    make_tar,
+    read,
+    run_args,
+    start_enclave,
+)
 
 
 def _curl(enclave: Enclave, path: str) -> str:
@@ -239,3 +249,24 @@ def test_stopped_while_waiting_the_app_never_starts(enclave: Enclave) -> None:
     assert "stopped before provisioning; the app was not started" in read(enclave.err)
     assert not enclave.marker.exists()
     assert not (enclave.workdir / "tls").exists()
+
+
+def test_what_the_encrypted_code_holds_is_told_to_the_owner_only(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    tar = make_tar(
+        tmp_path / "app.tar",
+        {"app.py": APP_SOURCE, "requirements.txt": "confidential-dependency-xyz==1.0\n"},
+    )
+    key, sealed = _encrypt(tar, tmp_path)
+    enclave = start_enclave(sealed, tmp_path, env)
+    try:
+        refused = enclave.push("--code-key", str(key))
+        assert refused.returncode == 1
+        assert "422 the decrypted code cannot run here" in refused.stderr
+        assert "confidential-dependency-xyz" in refused.stderr  # the owner learns why
+        assert "confidential-dependency-xyz" not in enclave.log()  # the host does not
+        assert not enclave.marker.exists()
+        assert not (enclave.workdir / "tls" / "app").exists()
+    finally:
+        enclave.stop()

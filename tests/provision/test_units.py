@@ -82,7 +82,7 @@ class _CountingInstaller:
         return provisioning.Provisioned(Path("code"), Path("secrets.json"), len(payload.secrets))
 
 
-def _post(endpoint: provisioning._Endpoint, body: bytes) -> tuple[int, str]:
+def _post(endpoint: provisioning._Endpoint, body: bytes) -> tuple[int, str, str]:
     headers = email.message.Message()
     headers["Content-Length"] = str(len(body))
     return endpoint.post(headers, io.BytesIO(body))
@@ -92,8 +92,8 @@ def test_the_endpoint_accepts_one_request() -> None:
     installer = _CountingInstaller()
     endpoint = provisioning._Endpoint(UUID, installer)  # type: ignore[arg-type]
     body = Payload(uuid=UUID, secrets={"A": "b"}).encode()
-    assert _post(endpoint, body) == (200, "provisioned")
-    assert _post(endpoint, body) == (409, "already provisioned")
+    assert _post(endpoint, body) == (200, "provisioned", "")
+    assert _post(endpoint, body) == (409, "already provisioned", "")
     assert installer.calls == 1
 
 

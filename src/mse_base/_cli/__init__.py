@@ -3,9 +3,8 @@
 ``run`` (mse-run), ``test`` (mse-test), ``verify`` (mse-verify), ``secrets`` (mse-secrets) and
 ``bootstrap`` (mse-bootstrap, inside the enclave) parse arguments and print; nothing else in the
 package does. ``verifier_options`` holds the verifier's options, shared by mse-verify and
-mse-secrets. Library code
-raises :class:`mse_base.errors.Error`; :func:`guard` turns it into one line on stderr and the
-error's exit code, with a traceback only under ``--debug``.
+mse-secrets. Library code raises :class:`mse_base.errors.Error`; :func:`guard` turns it into one
+line on stderr and the error's exit code, with a traceback only under ``--debug``.
 """
 
 from __future__ import annotations

@@ -38,9 +38,11 @@ _MAX_NAME = 256
 class Refused(Error):
     """A provisioning request the enclave turns down; ``status`` is the HTTP answer."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, detail: str = "") -> None:
         super().__init__(message)
         self.status = status
+        # Told to the owner only, never logged: it may name what the encrypted code holds.
+        self.detail = detail
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,9 @@ and nothing outside can read it: Gramine's tmpfs (enclave memory) in SGX, a priv
 directory in the work directory, removed on exit, in simulation. It is new on every start, so it
 is never persisted.
 
-With ``--provision push`` the app is imported only after its owner's push (``provisioning``): it
-may read its secrets when imported, and encrypted code exists in the clear only then.
+With ``--provision push`` or ``pull`` the app is imported only once it is provisioned
+(``provisioning``): it may read its secrets when imported, and encrypted code exists in the clear
+only then.
 """
 
 from __future__ import annotations
@@ -104,24 +105,9 @@ def run(deployment: Deployment, platform: Platform | None = None) -> None:
         write_private(key_path, private_key_pem(key))
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         if app is None:
-            from mse_base._internal.runtime import provisioning
-
-            # The private directory is enclave memory: the pushed secrets and code go there too.
-            provision = (
-                provisioning.pull if deployment.provision == "pull" else provisioning.receive
-            )
-            provisioned = provision(
-                deployment,
-                cert_path=cert_path,
-                key_path=key_path,
-                memory_dir=tls_dir,
-                code_dir=platform.code_dir,
-            )
-            if provisioned is None:
-                return
-            app = _load(deployment, provisioned.code_dir)
-            if deployment.provision == "push":
-                app = provisioning.refuse_second_push(app)
+            app = _provisioned_app(deployment, platform, tls_dir, cert_path, key_path)
+            if app is None:
+                return  # stopped before provisioning
         serve(
             app,
             bind=deployment.bind,
@@ -132,6 +118,29 @@ def run(deployment: Deployment, platform: Platform | None = None) -> None:
                 "serving https://%s:%d/ (%s)", deployment.host, deployment.port, mode
             ),
         )
+
+
+def _provisioned_app(
+    deployment: Deployment, platform: Platform, memory_dir: Path, cert_path: Path, key_path: Path
+) -> Application | None:
+    """Provision (push or pull), then load the app from where its code now is."""
+    from mse_base._internal.runtime import provisioning
+
+    provision = provisioning.pull if deployment.provision == "pull" else provisioning.receive
+    # The TLS directory is enclave memory: the secrets and decrypted code go there too.
+    provisioned = provision(
+        deployment,
+        cert_path=cert_path,
+        key_path=key_path,
+        memory_dir=memory_dir,
+        code_dir=platform.code_dir,
+    )
+    if provisioned is None:
+        return None
+    app = _load(deployment, provisioned.code_dir)
+    if deployment.provision == "push":
+        app = provisioning.refuse_second_push(app)
+    return app
 
 
 def _load(deployment: Deployment, code_dir: Path) -> Application:

@@ -109,13 +109,16 @@ class _Installer:
         tar = self.memory_dir / "code.tar"
         target = self.memory_dir / DECRYPTED_CODE_DIR
         write_private(tar, plaintext)
+        shutil.rmtree(target, ignore_errors=True)  # left by an attempt that failed later
         try:
             unpack_code(tar, target)
             # mse-run could not read it on the host: its requirements are checked here.
             check_requirements(target)
-        except UsageError as err:
+        except Error as err:  # a bad tar, unmet requirements: the code, not the enclave
             shutil.rmtree(target, ignore_errors=True)
-            raise Refused(422, f"the decrypted code cannot run here ({err})") from None
+            raise Refused(
+                422, "the decrypted code cannot run here", detail=err.diagnostics()
+            ) from None
         finally:
             tar.unlink(missing_ok=True)
         return target
@@ -134,33 +137,36 @@ class _Endpoint:
     def taken(self) -> bool:
         return self.result is not None
 
-    def post(self, headers: Any, rfile: Any) -> tuple[int, str]:
-        """The status and reason for one POST to the endpoint (the body is read here)."""
+    def post(self, headers: Any, rfile: Any) -> tuple[int, str, str]:
+        """The status, reason (logged) and detail (for the client only) of one POST.
+
+        The body is read here.
+        """
         if headers.get("Transfer-Encoding") is not None or headers.get("Content-Length") is None:
-            return 411, "send the body with a Content-Length"
+            return 411, "send the body with a Content-Length", ""
         try:
             length = int(headers["Content-Length"])
         except ValueError:
             length = -1
         if length < 0:
-            return 400, "invalid Content-Length"
+            return 400, "invalid Content-Length", ""
         if length > MAX_BODY:
             _drain(rfile, min(length, _MAX_DRAIN))
-            return 413, f"the body is over {MAX_BODY} bytes"
+            return 413, f"the body is over {MAX_BODY} bytes", ""
         body = rfile.read(length)
         if len(body) != length:
-            return 400, "the body is shorter than its Content-Length"
+            return 400, "the body is shorter than its Content-Length", ""
         try:
             payload = parse_payload(body)
             if not hmac.compare_digest(payload.uuid.encode(), self.expected_uuid):
-                return 401, "wrong uuid: this enclave was deployed with another --uuid"
+                return 401, "wrong uuid: this enclave was deployed with another --uuid", ""
             with self.lock:
                 if self.taken():
-                    return 409, "already provisioned"
+                    return 409, "already provisioned", ""
                 self.result = self.installer.install(payload)
         except Refused as refused:
-            return refused.status, str(refused)
-        return 200, "provisioned"
+            return refused.status, str(refused), refused.detail
+        return 200, "provisioned", ""
 
 
 def _drain(rfile: Any, size: int) -> None:
@@ -195,14 +201,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._answer(404, f"only POST {PATH} is served until the enclave is provisioned")
             return
         endpoint = self.server.endpoint
-        status, reason = 500, "internal error"
+        status, reason, detail = 500, "internal error", ""
         try:
-            status, reason = endpoint.post(self.headers, self.rfile)
+            status, reason, detail = endpoint.post(self.headers, self.rfile)
         except Error as err:
             log.error("provisioning failed: %s", err.diagnostics())
             self.server.failure = err
         finally:
-            self._answer(status, reason)
+            self._answer(status, reason, detail)
             if endpoint.result is not None or self.server.failure is not None:
                 endpoint.finished.set()
 
@@ -214,8 +220,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     do_GET = do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _other
 
-    def _answer(self, status: int, reason: str) -> None:
-        body = json.dumps({"status": reason} if status == 200 else {"error": reason}).encode()
+    def _answer(self, status: int, reason: str, detail: str = "") -> None:
+        told = f"{reason}: {detail}" if detail else reason
+        body = json.dumps({"status": told} if status == 200 else {"error": told}).encode()
         log.info(
             "provisioning request from %s: %s %s -> %d %s",
             self.client_address[0],
