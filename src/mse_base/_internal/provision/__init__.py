@@ -7,7 +7,7 @@ certificate, then send over that same TLS connection) and ``server`` (pull: ``ms
 serve``, which verifies each enclave's client certificate before releasing anything).
 
 May import ``mse_base.errors``, :mod:`mse_base.verify` and ``dcap`` (``client`` and ``server``
-only: the owner verifies). ``protocol`` and ``codefile`` import nothing of the package but ``errors`` and
-``files``: the enclave's runtime and the host's pipeline use them, and must not pull in the
-verifier.
+only: the owner verifies). ``protocol`` and ``codefile`` import nothing of the package but
+``errors`` and ``files``: the enclave's runtime and the host's pipeline use them, and must not
+pull in the verifier.
 """
