@@ -12,7 +12,8 @@ Values are whatever JSON the owner pushed (``mse-secrets push --secrets secrets.
 are read from the file the environment variable ``MSE_SECRETS`` names, a JSON object the
 bootstrap writes in enclave memory once a push is accepted (``mse-run --provision push``); apps
 in other languages can read that file directly. Outside such an enclave there are no secrets and
-:class:`SecretsUnavailable` says so.
+:class:`SecretsUnavailable` says so; to try an app with ``mse-test``, set ``MSE_SECRETS`` to a
+JSON file of test values.
 """
 
 from __future__ import annotations
