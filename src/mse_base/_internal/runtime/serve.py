@@ -264,61 +264,47 @@ def _serve_asgi(
     on_ready: Callable[[], None] | None,
 ) -> None:
     loop = _new_loop()
+
+    async def run() -> None:
+        done = loop.create_future()
+        # Registered before the lifespan startup so that a SIGTERM during it is not lost; granian
+        # may run this callback from one of its own threads.
+        stop.add_cb(lambda: loop.call_soon_threadsafe(_set_done, done))
+        lifespan = _Lifespan(target)
+        await lifespan.startup()
+        if lifespan.interrupt:
+            # granian logs the app's own failure message; an exception, if any, is named here.
+            reason = f": {type(lifespan.exc).__name__}: {lifespan.exc}" if lifespan.exc else ""
+            raise ServeError(f"the application's ASGI lifespan startup failed{reason}")
+        callback = _watcher_wrapper(_asgi_wrapper(target, {}, lifespan.state, access_fmt))
+        worker = _ASGIWorker(
+            1,
+            (None, _hand_over(listener)),
+            None,
+            *_worker_args(_ASGI_THREADS),
+            True,  # websockets
+            None,  # static files
+            *ssl_args,
+            (None, None),  # metrics
+        )
+        worker.serve_mtr(_scheduler(loop, callback, impl_asyncio=True), loop, stop)
+        _ready(on_ready)
+        if received:
+            # Arrived before the loop's own handlers were in place.
+            request_stop(received[0])
+        await done
+        await lifespan.shutdown()
+
     asyncio.set_event_loop(loop)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, request_stop, sig)
     try:
-        loop.run_until_complete(
-            _run_asgi(
-                loop, target, listener, ssl_args, access_fmt, stop, received, request_stop, on_ready
-            )
-        )
+        loop.run_until_complete(run())
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         asyncio.set_event_loop(None)
         loop.close()
-
-
-async def _run_asgi(
-    loop: asyncio.AbstractEventLoop,
-    target: object,
-    listener: socket.socket,
-    ssl_args: tuple[Any, ...],
-    access_fmt: str | None,
-    stop: WorkerSignal,
-    received: list[int],
-    request_stop: Callable[[int], None],
-    on_ready: Callable[[], None] | None,
-) -> None:
-    done = loop.create_future()
-    # Registered before the lifespan startup so that a SIGTERM during it is not lost; granian
-    # may run this callback from one of its own threads.
-    stop.add_cb(lambda: loop.call_soon_threadsafe(_set_done, done))
-    lifespan = _Lifespan(target)
-    await lifespan.startup()
-    if lifespan.interrupt:
-        # granian logs the app's own failure message; an exception, if any, is named here.
-        reason = f": {type(lifespan.exc).__name__}: {lifespan.exc}" if lifespan.exc else ""
-        raise ServeError(f"the application's ASGI lifespan startup failed{reason}")
-    callback = _watcher_wrapper(_asgi_wrapper(target, {}, lifespan.state, access_fmt))
-    worker = _ASGIWorker(
-        1,
-        (None, _hand_over(listener)),
-        None,
-        *_worker_args(_ASGI_THREADS),
-        True,  # websockets
-        None,  # static files
-        *ssl_args,
-        (None, None),  # metrics
-    )
-    worker.serve_mtr(_scheduler(loop, callback, impl_asyncio=True), loop, stop)
-    _ready(on_ready)
-    if received:
-        # Arrived before the loop's own handlers were in place.
-        request_stop(received[0])
-    await done
-    await lifespan.shutdown()
 
 
 def _hand_over(listener: socket.socket) -> SocketHolder:
