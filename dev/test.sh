@@ -13,6 +13,8 @@ ruff check src tests bench
 ruff format --check src tests bench
 echo "== mypy"
 mypy
+echo "== actionlint (the release workflow; shellcheck checks its scripts where installed)"
+actionlint .github/workflows/*.yml
 if [ "$image" = 1 ]; then
   echo "== image build (buildah) and checks inside it"
   bash tests/image/run.sh

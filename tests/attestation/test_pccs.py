@@ -519,22 +519,29 @@ Reply = Callable[[socket.socket], None]
 
 
 @pytest.fixture
-def raw_server() -> Iterator[Callable[[Reply], str]]:
-    """A TCP server answering every connection with ``reply`` (after reading the request)."""
+def raw_server() -> Iterator[Callable[..., str]]:
+    """A TCP server answering every connection with ``reply`` (after reading the request).
+
+    With ``tls``, the server handshakes first and the URL is https://.
+    """
     servers: list[socketserver.ThreadingTCPServer] = []
 
-    def start(reply: Reply) -> str:
+    def start(reply: Reply, tls: ssl.SSLContext | None = None) -> str:
         class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
-                self.request.recv(65536)
                 with contextlib.suppress(OSError):  # the client gave up
-                    reply(self.request)
+                    sock = self.request
+                    if tls is not None:
+                        sock = tls.wrap_socket(sock, server_side=True)
+                    sock.recv(65536)
+                    reply(sock)
 
         server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}"
+        scheme = "https" if tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{server.server_address[1]}"
 
     yield start
     for server in servers:
@@ -592,16 +599,30 @@ def test_control_characters_of_the_reason_phrase_are_not_shown(
     assert not any(ord(c) < 0x20 or ord(c) == 0x7F for c in message)
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
 def test_a_dripping_server_hits_the_overall_deadline(
-    raw_server: Callable[[Reply], str], cache: Path
+    raw_server: Callable[..., str],
+    cache: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tls: bool,
 ) -> None:
+    # Over TLS too: https:// must go through the watched handler, not urllib's default one,
+    # which only the per-read timeout would bound (10 s here).
+    context = None
+    if tls:
+        context, cert = _tls_context(tmp_path)
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+
     def drip(sock: socket.socket) -> None:
         sock.sendall(b"HTTP/1.1 200 OK\r\n")
         for _ in range(100):  # a header byte every 0.1 s: each read is quick, the whole is not
             sock.sendall(b"X")
             time.sleep(0.1)
 
-    source = PCCSCollateralSource(raw_server(drip), timeout=1.0)
+    url = raw_server(drip, context)
+    assert url.startswith("https://" if tls else "http://")
+    source = PCCSCollateralSource(url, timeout=1.0)
     started = time.monotonic()
     with pytest.raises(CollateralError, match=r"did not answer within 1 s"):
         source.collateral_for(fmspc="00a067110000", pck_ca="processor", at=AT)

@@ -285,16 +285,13 @@ def _watched(http_class: Any, deadline: _Deadline) -> Callable[..., http.client.
     return make
 
 
-class _HTTPHandler(urllib.request.HTTPHandler):
-    def __init__(self, deadline: _Deadline) -> None:
-        super().__init__()
-        self._deadline = deadline
+class _WatchedHandler(urllib.request.HTTPHandler, urllib.request.HTTPSHandler):
+    """urllib's http:// and https:// handlers in one, every connection watched by ``deadline``.
 
-    def do_open(self, http_class: Any, req: Any, **kwargs: Any) -> http.client.HTTPResponse:
-        return super().do_open(_watched(http_class, self._deadline), req, **kwargs)
+    Both http_open and https_open end in do_open, so one override serves both schemes. Being an
+    instance of both classes is what makes build_opener leave out its own unwatched defaults.
+    """
 
-
-class _HTTPSHandler(urllib.request.HTTPSHandler):
     def __init__(self, deadline: _Deadline) -> None:
         super().__init__()
         self._deadline = deadline
@@ -483,9 +480,7 @@ class PCCSCollateralSource:
         self.requests_made += 1
         shown = _printable(url)
         with _Deadline(self._timeout) as deadline:
-            opener = urllib.request.build_opener(
-                _HTTPHandler(deadline), _HTTPSHandler(deadline), _RedirectHandler()
-            )
+            opener = urllib.request.build_opener(_WatchedHandler(deadline), _RedirectHandler())
             try:
                 with opener.open(request, timeout=self._timeout) as reply:
                     body = _read_body(reply)

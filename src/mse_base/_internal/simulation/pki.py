@@ -186,18 +186,28 @@ def _name(common_name: str) -> x509.Name:
     )
 
 
+@dataclass(frozen=True)
+class _Issued:
+    cert: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+
+
 def _issue(
+    role: str,
     *,
-    subject: x509.Name,
-    public_key: ec.EllipticCurvePublicKey,
-    issuer: x509.Certificate | None,
-    issuer_key: ec.EllipticCurvePrivateKey,
+    issuer: _Issued | None,
     ca: bool,
     path_length: int | None = None,
     extra: list[x509.ExtensionType] | None = None,
     now: dt.datetime,
-) -> x509.Certificate:
-    issuer_name = subject if issuer is None else issuer.subject
+) -> _Issued:
+    """A new P-256 key and its certificate for ``role``, signed by ``issuer`` (None: by itself)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    public_key = key.public_key()
+    subject = _name(f"{SIMULATION_MARK} {role}")
+    issuer_name, issuer_key = (
+        (subject, key) if issuer is None else (issuer.cert.subject, issuer.key)
+    )
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -229,7 +239,7 @@ def _issue(
     )
     for ext in extra or []:
         builder = builder.add_extension(ext, critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
+    return _Issued(builder.sign(issuer_key, hashes.SHA256()), key)
 
 
 class _SgxExtension(core.Sequence):  # type: ignore[misc]
@@ -293,12 +303,19 @@ def _signed_json(
     return f'{{"{key_name}":{text},"signature":"{signature.hex()}"}}'.encode()
 
 
+def _validity(now: dt.datetime) -> dict[str, str]:
+    """TCB info and QE identity issued at ``now`` share one validity window (as the CRLs do)."""
+    return {
+        "issueDate": iso(now - _CLOCK_SKEW),
+        "nextUpdate": iso(now - _CLOCK_SKEW + COLLATERAL_LIFETIME),
+    }
+
+
 def _tcb_info(now: dt.datetime) -> dict[str, object]:
     return {
         "id": "SGX",
         "version": 3,
-        "issueDate": iso(now - _CLOCK_SKEW),
-        "nextUpdate": iso(now - _CLOCK_SKEW + COLLATERAL_LIFETIME),
+        **_validity(now),
         "fmspc": SIMULATION_FMSPC,
         "pceId": SIMULATION_PCE_ID,
         "tcbType": 0,
@@ -320,8 +337,7 @@ def _qe_identity(now: dt.datetime) -> dict[str, object]:
     return {
         "id": "QE",
         "version": 2,
-        "issueDate": iso(now - _CLOCK_SKEW),
-        "nextUpdate": iso(now - _CLOCK_SKEW + COLLATERAL_LIFETIME),
+        **_validity(now),
         "tcbEvaluationDataNumber": SIMULATION_TCB_EVALUATION_DATA_NUMBER,
         "miscselect": "00000000",
         "miscselectMask": "FFFFFFFF",
@@ -425,65 +441,34 @@ def _keys_complete(directory: Path) -> bool:
 
 
 def _create_keys(directory: Path, now: dt.datetime) -> None:
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = _issue(
-        subject=_name(f"{SIMULATION_MARK} Root CA"),
-        public_key=ca_key.public_key(),
-        issuer=None,
-        issuer_key=ca_key,
-        ca=True,
-        path_length=1,
-        now=now,
-    )
+    ca = _issue("Root CA", issuer=None, ca=True, path_length=1, now=now)
     # "Processor" in the name mirrors Intel's PCK CA naming, which tells a verifier which CRL
     # (ca=processor) covers the leaf.
-    pck_ca_key = ec.generate_private_key(ec.SECP256R1())
-    pck_ca = _issue(
-        subject=_name(f"{SIMULATION_MARK} PCK Processor CA"),
-        public_key=pck_ca_key.public_key(),
-        issuer=ca,
-        issuer_key=ca_key,
-        ca=True,
-        path_length=0,
-        now=now,
+    pck_ca = _issue("PCK Processor CA", issuer=ca, ca=True, path_length=0, now=now)
+    sgx_extensions = x509.UnrecognizedExtension(
+        x509.ObjectIdentifier(SGX_EXTENSIONS_OID),
+        sgx_extensions_der(ppid=secrets.token_bytes(16)),
     )
-    pck_key = ec.generate_private_key(ec.SECP256R1())
-    pck = _issue(
-        subject=_name(f"{SIMULATION_MARK} PCK Certificate"),
-        public_key=pck_key.public_key(),
-        issuer=pck_ca,
-        issuer_key=pck_ca_key,
-        ca=False,
-        extra=[
-            x509.UnrecognizedExtension(
-                x509.ObjectIdentifier(SGX_EXTENSIONS_OID),
-                sgx_extensions_der(ppid=secrets.token_bytes(16)),
-            )
-        ],
-        now=now,
-    )
-    tcb_key = ec.generate_private_key(ec.SECP256R1())
-    tcb = _issue(
-        subject=_name(f"{SIMULATION_MARK} TCB Signing"),
-        public_key=tcb_key.public_key(),
-        issuer=ca,
-        issuer_key=ca_key,
-        ca=False,
-        now=now,
-    )
+    pck = _issue("PCK Certificate", issuer=pck_ca, ca=False, extra=[sgx_extensions], now=now)
+    tcb = _issue("TCB Signing", issuer=ca, ca=False, now=now)
     att_key = ec.generate_private_key(ec.SECP256R1())
     # Keys first, certificates after, ca.pem last: _keys_complete() then never sees a
     # certificate whose key is missing.
     for name, key in (
-        (_CA_KEY, ca_key),
-        (_PCK_CA_KEY, pck_ca_key),
-        (_PCK_KEY, pck_key),
-        (_TCB_KEY, tcb_key),
+        (_CA_KEY, ca.key),
+        (_PCK_CA_KEY, pck_ca.key),
+        (_PCK_KEY, pck.key),
+        (_TCB_KEY, tcb.key),
         (_ATT_KEY, att_key),
     ):
         _write_private_key(directory / name, key)
-    for name, cert in ((_PCK_CA_CERT, pck_ca), (_PCK_CERT, pck), (_TCB_CERT, tcb), (_CA_CERT, ca)):
-        _write_cert(directory / name, cert)
+    for name, issued in (
+        (_PCK_CA_CERT, pck_ca),
+        (_PCK_CERT, pck),
+        (_TCB_CERT, tcb),
+        (_CA_CERT, ca),
+    ):
+        _write_cert(directory / name, issued.cert)
 
 
 def _collateral_fresh(directory: Path, now: dt.datetime) -> bool:
