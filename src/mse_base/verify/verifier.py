@@ -366,8 +366,12 @@ class Verifier:
         progress.fmspc = pck.extensions.fmspc.hex()
         progress.passed("pck.chain")
 
-        self._check_quote_signatures(parsed, pck)
-        progress.passed("qe_report.signature", "qe_report.binding", "quote.signature")
+        self._check_qe_report_signature(parsed, pck)
+        progress.passed("qe_report.signature")
+        self._check_qe_report_binding(parsed)
+        progress.passed("qe_report.binding")
+        self._check_quote_signature(parsed)
+        progress.passed("quote.signature")
 
         collateral = self._collateral.collateral_for(
             fmspc=pck.extensions.fmspc.hex(), pck_ca=pck.pck_ca_kind, at=at
@@ -384,8 +388,10 @@ class Verifier:
         progress.passed("collateral.crl_signatures")
         self._check_platform_match(checked.tcb_info, pck.extensions)
         progress.passed("collateral.platform")
-        self._check_collateral_time(checked, pck_crl, pck, at)
-        progress.passed("collateral.freshness", "collateral.revocation")
+        self._check_collateral_time(checked, pck_crl, at)
+        progress.passed("collateral.freshness")
+        self._check_revocation(checked, pck_crl, pck)
+        progress.passed("collateral.revocation")
         self._check_qe_identity(checked.qe_identity, parsed)
         progress.passed("qe.identity")
 
@@ -518,12 +524,15 @@ class Verifier:
     # --- quote-side checks ----------------------------------------------------------------
 
     @staticmethod
-    def _check_quote_signatures(quote: Quote, pck: _PckChain) -> None:
+    def _check_qe_report_signature(quote: Quote, pck: _PckChain) -> None:
         if not chain.verify_raw_ecdsa(pck.leaf_key, quote.qe_report_signature, quote.qe_report.raw):
             raise SignatureError(
                 "QE report signature: does not verify with the PCK leaf certificate's key",
                 check="qe_report.signature",
             )
+
+    @staticmethod
+    def _check_qe_report_binding(quote: Quote) -> None:
         expected = hashlib.sha256(quote.attestation_key + quote.qe_auth_data).digest()
         report_data = quote.qe_report.report_data
         if report_data[:32] != expected or any(report_data[32:]):
@@ -532,6 +541,9 @@ class Verifier:
                 "data) followed by 32 zero bytes",
                 check="qe_report.binding",
             )
+
+    @staticmethod
+    def _check_quote_signature(quote: Quote) -> None:
         try:
             att_key = ec.EllipticCurvePublicKey.from_encoded_point(
                 ec.SECP256R1(), b"\x04" + quote.attestation_key
@@ -554,7 +566,6 @@ class Verifier:
         self,
         checked: _CheckedCollateral,
         pck_crl: x509.CertificateRevocationList,
-        pck: _PckChain,
         at: datetime,
     ) -> None:
         for signer in checked.signers:
@@ -585,6 +596,10 @@ class Verifier:
             checked.root_crl, at, "root CA CRL", chain.ROOT_CA_CRL, allow_stale=stale
         )
 
+    @staticmethod
+    def _check_revocation(
+        checked: _CheckedCollateral, pck_crl: x509.CertificateRevocationList, pck: _PckChain
+    ) -> None:
         revoked: list[
             tuple[x509.CertificateRevocationList, x509.Certificate, str, str, FailedCheck]
         ] = [
