@@ -76,7 +76,8 @@ FailedCheck = Literal[
     "ratls.evidence",
     "ratls.key_binding",
     "ratls.quotes_disagree",
-    # The packaged Intel SGX Root CA does not carry Intel's key (a broken installation).
+    # The trust root is unusable: the packaged Intel SGX Root CA does not carry Intel's key (a
+    # damaged installation), or a simulation CA is not a self-signed P-256 CA.
     "trust_root",
 ]
 

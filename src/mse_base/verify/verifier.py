@@ -451,7 +451,9 @@ class Verifier:
             try:
                 results.append(self.verify_quote(quote, at=at))
             except VerificationError as err:
-                inner = err.partial or PartialResult(simulation=self._simulation)
+                inner = err.partial
+                if inner is None:  # verify_quote always sets it; a subclass might not
+                    inner = PartialResult(simulation=self._simulation)
                 err.partial = replace(inner, checks=(*passed, *inner.checks, *key_bindings))
                 raise
         result = replace(results[0], checks=(*passed, *results[0].checks, *key_bindings))
