@@ -329,13 +329,18 @@ def _verify(args: argparse.Namespace) -> int:
     except VerificationError as err:
         if not args.json:
             if saved:
-                raise VerificationError(
+                amended = VerificationError(
                     f"{err.diagnostics()} (the rejected certificate was saved to "
-                    f"{args.save_cert}: do not trust it)"
-                ) from err
+                    f"{args.save_cert}: do not trust it)",
+                    check=err.failed_check,
+                )
+                amended.partial = err.partial
+                raise amended from err
             raise
-        rejected = _verify_json(None, [err.diagnostics()])
-        rejected["simulation"] = trust_root is not None
+        rejected = _verify_json(err.partial, [err.diagnostics()], failed_check=err.failed_check)
+        if err.partial is None:
+            # Rejected before the verifier ran (the server's certificate could not be fetched).
+            rejected["simulation"] = trust_root is not None
         print(json.dumps(rejected, indent=2))
         return err.exit_code
     if not mrenclaves and mrsigner is None:
@@ -353,29 +358,41 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _verify_json(result: Any, reasons: list[str]) -> dict[str, Any]:
-    def hexed(value: Any) -> Any:
-        return value.hex() if isinstance(value, bytes) else value
+# The fields of a verdict, verified or rejected: the README's list (section 5), pinned by tests.
+JSON_FIELDS = (
+    "mrenclave",
+    "mrsigner",
+    "isv_prod_id",
+    "isv_svn",
+    "report_data",
+    "debug",
+    "tcb_status",
+    "advisory_ids",
+    "simulation",
+    "fmspc",
+    "checks",
+)
 
-    fields = (
-        "mrenclave",
-        "mrsigner",
-        "isv_prod_id",
-        "isv_svn",
-        "report_data",
-        "tcb_status",
-        "advisory_ids",
-        "simulation",
-        "checks",
-    )
-    out: dict[str, Any] = {"verified": result is not None, "reasons": reasons}
-    for name in fields:
-        value = getattr(result, name, None) if result is not None else None
-        if isinstance(value, (tuple, list, frozenset, set)):
-            value = [hexed(v) for v in value]
-        out[name] = hexed(value)
+
+def _verify_json(
+    result: Any, reasons: list[str], *, failed_check: str | None = None
+) -> dict[str, Any]:
+    """One object for either verdict. ``result`` is a VerificationResult when verified; for a
+    rejection, the error's PartialResult (or None): a field it did not establish is null."""
+    verified = not reasons
+    out: dict[str, Any] = {
+        "verified": verified,
+        "failed_check": None if verified else failed_check,
+        "reasons": reasons,
+    }
+    for name in JSON_FIELDS:
+        value = getattr(result, name, None)
+        if isinstance(value, bytes):
+            value = value.hex()
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[name] = value
     if result is None:
-        out["advisory_ids"] = []
         out["checks"] = []
     return out
 
