@@ -403,7 +403,7 @@ def test_damaged_key_is_one_clear_error(tmp_path: Path, damage: str) -> None:
         needle = "not a PEM private key"
     else:
         key.chmod(0o644)
-        needle = "readable by other users"
+        needle = "by other users .*must be 0600"
     provider = SimulationQuoteProvider(mrenclave=bytes(32), mrsigner=bytes(32), directory=directory)
     with pytest.raises(EnvironmentMissing, match=needle):
         provider.quote(bytes(64))

@@ -11,7 +11,13 @@ from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 
+from mse_base._internal.files import InputRefused, read_limited
 from mse_base.errors import Error, UsageError
+
+# A requirements.txt lists packages, one a line; even a lock file with hashes for hundreds of
+# packages is well under 1 MiB. 4 MiB leaves room for that and keeps a hostile one from being
+# read into memory whole (it came in the code tar, which may unpack to 1 GiB).
+MAX_REQUIREMENTS_SIZE = 4 * 1024 * 1024
 
 
 class MissingRequirements(Error):
@@ -27,8 +33,19 @@ class MissingRequirements(Error):
 
 
 def _requirement_lines(path: Path) -> list[tuple[int, str]]:
+    try:
+        text = read_limited(path, MAX_REQUIREMENTS_SIZE).decode("utf-8")
+    except InputRefused as exc:
+        raise UsageError(
+            f"requirements.txt of --code {exc}; it should list the packages the app needs, "
+            "one a line"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"requirements.txt of --code is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from None
     lines = []
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, raw in enumerate(text.splitlines(), 1):
         line = raw.split(" #", 1)[0].strip()
         if not line or line.startswith("#"):
             continue
