@@ -32,10 +32,13 @@ class MissingRequirements(Error):
         self.missing = missing
 
 
-def _requirement_lines(path: Path) -> list[tuple[int, str]]:
+def _requirement_lines(path: Path) -> list[tuple[int, str]] | None:
+    """The requirement lines with their numbers; None when the app has no requirements.txt."""
     try:
         text = read_limited(path, MAX_REQUIREMENTS_SIZE).decode("utf-8")
     except InputRefused as exc:
+        if exc.missing:
+            return None
         raise UsageError(
             f"requirements.txt of --code {exc}; it should list the packages the app needs, "
             "one a line"
@@ -55,12 +58,14 @@ def _requirement_lines(path: Path) -> list[tuple[int, str]]:
 
 def check_requirements(code_dir: Path) -> int:
     """Return how many requirements were checked; raise listing every one that is not met."""
-    path = code_dir / "requirements.txt"
-    if not path.is_file():
+    # Read, not tested with is_file() first: a requirements.txt that is a directory, say, is
+    # refused rather than silently taken for none.
+    lines = _requirement_lines(code_dir / "requirements.txt")
+    if lines is None:
         return 0
     missing: list[str] = []
     checked = 0
-    for number, line in _requirement_lines(path):
+    for number, line in lines:
         if line.startswith("-"):
             # Options (index URLs, hashes, includes) say where to fetch from, which does not
             # apply to an environment that is already built.
