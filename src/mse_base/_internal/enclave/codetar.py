@@ -1,8 +1,14 @@
 """Unpacking the application's code tar without trusting it.
 
 Python's ``tarfile`` ``data`` filter is the floor: on top of it every member is checked before
-anything is written (absolute paths, ``..``, links leaving the tree, devices, set-id bits,
-duplicates, size and count caps), so a rejected tar leaves nothing behind.
+anything is written (names that are not UTF-8 or hold control characters, absolute paths, ``..``,
+links leaving the tree, devices, set-id bits, duplicates, size and count caps), so a rejected tar
+leaves nothing behind.
+
+Reading the tar cannot hang or exhaust memory either: only a regular file is opened, members are
+checked one by one as their headers are read (a member declaring too much stops the listing
+before its data would be decompressed to skip it), the decompressed stream is cut at the caps
+plus header room, and no single read (a pax or long-name header) may exceed 1 MiB.
 """
 
 from __future__ import annotations
