@@ -205,17 +205,17 @@ def test_mse_run_refuses_a_requirements_txt_over_the_cap(
         {"app.py": FLASK_APP, "requirements.txt": "#" * (MAX_REQUIREMENTS_SIZE + 1)},
     )
     line = _mse_run_fails(_dry_run(tar, tmp_path), env)
-    assert "requirements.txt of --code is larger than 4 MiB" in line
+    assert "the app's requirements.txt is larger than 4 MiB" in line
     assert not (tmp_path / "wd").exists()
 
 
 def test_a_requirements_txt_that_is_not_a_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "requirements.txt").mkdir()
-    with within(), pytest.raises(UsageError, match=r"requirements\.txt of --code is a directory"):
+    with within(), pytest.raises(UsageError, match=r"requirements\.txt is a directory"):
         check_requirements(tmp_path)
     (tmp_path / "requirements.txt").rmdir()
     os.mkfifo(tmp_path / "requirements.txt")
-    with within(), pytest.raises(UsageError, match=r"requirements\.txt of --code is a pipe"):
+    with within(), pytest.raises(UsageError, match=r"requirements\.txt is a pipe"):
         check_requirements(tmp_path)
     (tmp_path / "requirements.txt").unlink()
     assert check_requirements(tmp_path) == 0  # none at all: nothing to check

@@ -40,12 +40,13 @@ def _requirement_lines(path: Path) -> list[tuple[int, str]] | None:
         if exc.missing:
             return None
         raise UsageError(
-            f"requirements.txt of --code {exc}; it should list the packages the app needs, "
-            "one a line"
+            f"the app's requirements.txt {exc} ({path}); it should list the packages the app "
+            "needs, one a line"
         ) from None
     except UnicodeDecodeError as exc:
         raise UsageError(
-            f"requirements.txt of --code is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+            f"the app's requirements.txt is not UTF-8 text (byte {exc.start} of {path}); save "
+            "it as UTF-8"
         ) from None
     lines = []
     for number, raw in enumerate(text.splitlines(), 1):
