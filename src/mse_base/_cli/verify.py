@@ -32,8 +32,10 @@ def _verify_parser() -> argparse.ArgumentParser:
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("url", nargs="?", help="https://HOST:PORT of an RA-TLS server")
-    source.add_argument("--cert", type=Path, metavar="FILE", help="RA-TLS certificate (PEM/DER)")
-    source.add_argument("--quote", type=Path, metavar="FILE", help="raw SGX quote")
+    source.add_argument(
+        "--cert", type=Path, metavar="FILE", help="RA-TLS certificate (PEM/DER); - for stdin"
+    )
+    source.add_argument("--quote", type=Path, metavar="FILE", help="raw SGX quote; - for stdin")
     expect = parser.add_argument_group("what the enclave must be")
     expect.add_argument(
         "--mrenclave", action="append", default=[], metavar="HEX", help="repeatable"
@@ -104,13 +106,61 @@ def _verification_time(text: str | None) -> Any:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def _read_input(path: Path, what: str) -> bytes:
+def _read_input(path: Path, what: str, limit: int, hint: str, *, stdin: bool = True) -> bytes:
+    """A local input, ``-`` being standard input when ``stdin``; bounded while read.
+
+    So ``/dev/zero`` or an endless pipe ends in one error line instead of a hang. Pipes are
+    accepted (``<(...)``); devices and terminals are not.
+    """
+    from mse_base._internal.files import InputRefused, read_descriptor, read_limited
     from mse_base.errors import UsageError
 
+    from_stdin = str(path) == "-"
+    if from_stdin and not stdin:
+        raise UsageError(f"{what} -: standard input is not accepted here; {hint}")
     try:
-        return path.read_bytes()
-    except OSError as err:
-        raise UsageError(f"{what} {path}: cannot read it ({err.strerror or err})") from None
+        if from_stdin:
+            return read_descriptor(0, limit, pipes=True)
+        return read_limited(path, limit, pipes=True)
+    except InputRefused as err:
+        shown = "- (standard input)" if from_stdin else str(path)
+        raise UsageError(f"{what} {shown} {err}; {hint}") from None
+
+
+def _quote_input(path: Path) -> bytes:
+    from mse_base._internal.dcap.quote import MAX_QUOTE_SIZE
+
+    return _read_input(
+        path,
+        "--quote",
+        MAX_QUOTE_SIZE,
+        "pass a raw SGX quote as a file, a pipe or - for standard input",
+    )
+
+
+def _cert_input(path: Path) -> bytes:
+    from mse_base._internal.dcap.ratls import MAX_CERTIFICATE_SIZE
+
+    return _read_input(
+        path,
+        "--cert",
+        MAX_CERTIFICATE_SIZE,
+        "pass an RA-TLS certificate (PEM or DER) as a file, a pipe or - for standard input",
+    )
+
+
+def _simulation_ca_input(path: Path) -> bytes:
+    from mse_base._internal.dcap.ratls import MAX_CERTIFICATE_SIZE
+    from mse_base._internal.simulation.pki import simulation_dir
+
+    return _read_input(
+        path,
+        "--simulation-ca",
+        MAX_CERTIFICATE_SIZE,
+        f"pass the ca.pem of the simulation ({simulation_dir() / 'ca.pem'})",
+        # The simulation's collateral is looked up beside the file.
+        stdin=False,
+    )
 
 
 def _check_save_target(path: Path) -> None:
@@ -244,8 +294,8 @@ def _verify(args: argparse.Namespace) -> int:
             raise UsageError(f"{name} {value} must be in 0..65535")
     at = _verification_time(args.at)
     # Local inputs are read first: a typo in a path is reported before any network access.
-    quote_bytes = _read_input(args.quote, "--quote") if args.quote is not None else None
-    cert_bytes = _read_input(args.cert, "--cert") if args.cert is not None else None
+    quote_bytes = _quote_input(args.quote) if args.quote is not None else None
+    cert_bytes = _cert_input(args.cert) if args.cert is not None else None
     if args.save_cert is not None:
         if args.quote is not None:
             raise UsageError(
@@ -257,9 +307,7 @@ def _verify(args: argparse.Namespace) -> int:
     trust_root = None
     if args.simulation_ca is not None:
         try:
-            trust_root = x509.load_pem_x509_certificate(
-                _read_input(args.simulation_ca, "--simulation-ca")
-            )
+            trust_root = x509.load_pem_x509_certificate(_simulation_ca_input(args.simulation_ca))
         except ValueError:
             raise UsageError(
                 f"--simulation-ca {args.simulation_ca}: not a PEM certificate; pass the ca.pem "

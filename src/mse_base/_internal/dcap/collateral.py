@@ -26,10 +26,16 @@ from cryptography import x509
 
 from mse_base._internal.dcap import chain
 from mse_base._internal.dcap.errors import CollateralError
+from mse_base._internal.files import InputRefused, read_limited
 from mse_base.errors import FailedCheck, UsageError
 
 _SIGNATURE_SUFFIX = re.compile(rb',"signature":"([0-9a-fA-F]{128})"\}\s*\Z')
 _TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+
+# The most one collateral document (a JSON body, an issuer chain, a CRL) may hold, from a file or
+# from the network. Intel's are a few kB to a few tens of kB (a TCB info with every level, the PCK
+# CRL); 4 MiB leaves two orders of magnitude for CRLs to grow and still fits in memory at once.
+MAX_DOCUMENT_SIZE = 4 * 1024 * 1024
 
 TCB_STATUSES = frozenset(
     {
@@ -69,16 +75,18 @@ class Collateral:
 
         def read(name: str) -> bytes:
             try:
-                return (path / name).read_bytes()
-            except FileNotFoundError:
+                return read_limited(path / name, MAX_DOCUMENT_SIZE)
+            except InputRefused as exc:
+                if exc.missing:
+                    raise UsageError(
+                        f"collateral directory {path}: {name} is missing; the directory needs "
+                        "tcb_info.json, qe_identity.json, tcb_info_issuer_chain.pem, pck_crl.der "
+                        "and root_ca_crl.der (from Intel PCS, your PCCS, or a simulation's "
+                        "collateral/)"
+                    ) from None
                 raise UsageError(
-                    f"collateral directory {path}: {name} is missing; the directory needs "
-                    "tcb_info.json, qe_identity.json, tcb_info_issuer_chain.pem, pck_crl.der and "
-                    "root_ca_crl.der (from Intel PCS, your PCCS, or a simulation's collateral/)"
-                ) from None
-            except OSError as exc:
-                raise UsageError(
-                    f"collateral directory {path}: cannot read {name}: {exc}"
+                    f"collateral directory {path}: {name} {exc}; replace it with the file "
+                    "Intel PCS or your PCCS serves"
                 ) from None
 
         tcb_chain = read("tcb_info_issuer_chain.pem")

@@ -51,12 +51,14 @@ from cryptography.hazmat.primitives import serialization
 
 from mse_base._internal.dcap import chain
 from mse_base._internal.dcap.collateral import (
+    MAX_DOCUMENT_SIZE,
     Collateral,
     parse_qe_identity,
     parse_tcb_info,
     verified_signed_text,
 )
 from mse_base._internal.dcap.errors import CollateralError
+from mse_base._internal.files import read_limited, size_text
 from mse_base._internal.utc import ISO_SECONDS, iso
 from mse_base.errors import VerificationError
 
@@ -72,8 +74,9 @@ _TCB_CHAIN_HEADER_V3 = "SGX-TCB-Info-Issuer-Chain"
 _QE_CHAIN_HEADER = "SGX-Enclave-Identity-Issuer-Chain"
 _PCK_CRL_CHAIN_HEADER = "SGX-PCK-CRL-Issuer-Chain"
 _KEPT_HEADERS = (_TCB_CHAIN_HEADER, _TCB_CHAIN_HEADER_V3, _QE_CHAIN_HEADER, _PCK_CRL_CHAIN_HEADER)
-# Collateral bodies are a few kB; refuse anything absurd rather than buffer it.
-_MAX_BODY = 4 * 1024 * 1024
+# Collateral bodies are a few kB; refuse anything absurd rather than buffer it (the same cap as
+# a collateral file on disk: what a PCCS served can always be saved and loaded as a directory).
+_MAX_BODY = MAX_DOCUMENT_SIZE
 # A cache entry is the body in base64 plus a few short fields.
 _MAX_ENTRY = 2 * _MAX_BODY
 # Overall time for one request (connection, redirects, headers and body), not per socket read:
@@ -457,17 +460,13 @@ class PCCSCollateralSource:
             if directory is None:
                 return None
             try:
-                fd = os.open(
-                    self._entry_name(url),
-                    os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                    dir_fd=directory,
+                raw = read_limited(
+                    self._entry_name(url), _MAX_ENTRY, nofollow=True, dir_fd=directory
                 )
-                with os.fdopen(fd, "rb") as handle:
-                    raw = handle.read(_MAX_ENTRY + 1)
             except OSError:
+                # Missing, not a regular file (a FIFO there must not block us), or too large:
+                # a miss either way.
                 return None
-        if len(raw) > _MAX_ENTRY:
-            return None
         return _decode_entry(raw, url, now)
 
     def _store(
@@ -541,7 +540,8 @@ class PCCSCollateralSource:
                 raise self._timed_out(shown)
         if len(body) > _MAX_BODY:
             raise CollateralError(
-                f"collateral response from {shown} is larger than {_MAX_BODY} B",
+                f"collateral response from {shown} is larger than {size_text(_MAX_BODY)}, more "
+                "than any collateral document; check --pccs-url or pass --collateral DIR",
                 check="collateral.unavailable",
             )
         return _Response(body, headers)

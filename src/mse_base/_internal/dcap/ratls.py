@@ -54,10 +54,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtensionOID, NameOID
 
 from mse_base._internal.dcap import chain
-from mse_base._internal.dcap.quote import REPORT_DATA_SIZE
+from mse_base._internal.dcap.quote import MAX_QUOTE_SIZE, REPORT_DATA_SIZE
 from mse_base.errors import UsageError, VerificationError
 
 __all__ = [
+    "MAX_CERTIFICATE_SIZE",
     "QUOTE_OID",
     "QUOTE_OID_LEGACY",
     "TCG_DICE_TAGGED_EVIDENCE_OID",
@@ -78,6 +79,12 @@ TCG_DICE_TAGGED_EVIDENCE_OID = "2.23.133.5.4.9"
 # IANA CBOR tag "tee quote" (Gramine's TCG_DICE_TAGGED_EVIDENCE_TEE_QUOTE_CBOR_TAG): the tagged
 # item is [bstr quote, bstr claims].
 TEE_QUOTE_CBOR_TAG = 60000
+
+# The most a certificate file read from disk may hold. Gramine's certificates carry two quotes
+# (the legacy extension and the DICE one), each at most MAX_QUOTE_SIZE; PEM adds a third to the
+# DER; the names, key and signature are a few hundred bytes. So 4 quotes' worth is ample, and a
+# file larger than that is not a certificate we could accept.
+MAX_CERTIFICATE_SIZE = 4 * MAX_QUOTE_SIZE
 
 KeyBinding = Literal["spki-sha256", "ec-point-sha256", "dice-claims"]
 
