@@ -1,21 +1,27 @@
 #!/usr/bin/env bash
-# Build the image's testable target and the Flask example with buildah, then check them from
-# inside containers. Needs root; idempotent; no Docker engine and no registry involved.
+# Build the image's targets and the Flask example with buildah, then check them from inside
+# containers. Needs root; idempotent; no Docker engine and no registry involved.
 #
 #   tests/image/run.sh
 #
-# 1. installs buildah, podman and debootstrap if missing;
+# 1. installs buildah, podman, debootstrap, apt-utils (and the other tools it uses) if missing;
 # 2. makes a Debian base with debootstrap from this machine's apt mirror, once a day (the rootfs
 #    tarball is cached under $MSE_IMAGE_CACHE, default /var/cache/mse-base-image/<date>/),
 #    imported as localhost/debian-base:bookworm;
 # 3. lints the Dockerfiles, builds `--target toolkit` as localhost/mse-base:test, both examples
 #    on top of it (localhost/mse-flask:test, localhost/mse-fastapi:test), and `--target sgx-keys`
 #    against a local server with keys made for the run;
-# 4. runs the checks; prints PASS/FAIL per check and "N passed, N failed"; exits 1 if any failed.
+# 4. runs the checks on those;
+# 5. builds the Gramine stage, `--target mse-base`, from the Gramine package in ../shared/gramine/
+#    beside the clone (dev/gramine.sh finds it), served as a signed apt repository on loopback,
+#    with no Intel packages, and the Flask example on it; there: a real `mse-run --dry-run`
+#    (MRENCLAVE equal to gramine-sgx-sigstruct-view's), gramine-direct itself, `mse-run --direct`
+#    (when this mse-run has it), and a second build from the same inputs giving the same
+#    MRENCLAVE. Without the package this part is skipped, saying so (CI=true: a failure);
+# 6. prints PASS/FAIL/SKIP per check and "N passed, N failed, N skipped"; exits 1 if any failed.
 #
-# What it cannot cover: the sgx-runtime stage (Gramine's and Intel's repositories are not
-# reachable here) and SGX itself; `mse-run --simulation` stands in for the enclave.
-# tests/image/README.md says what each check proves.
+# What it cannot cover: Intel's packages, the official Gramine and Intel repositories (out of
+# reach here), and SGX itself. docs/image.md says what each part proves.
 #
 # Servers run with `buildah run --isolation chroot --network host` (podman run cannot work on
 # these machines: no CAP_SYS_RESOURCE); each runs in its own process group, which the EXIT trap
@@ -742,6 +748,17 @@ TOML
                             ca="${XDG_CONFIG_HOME:-$HOME/.config}/mse/simulation/ca.pem"
                             mse-verify "https://localhost:$1" --simulation-ca "$ca" --mrenclave "$2"' \
                         _ "$direct_port" "$mr_first"
+                    # The pin must be able to fail: another MRENCLAVE is refused.
+                    other_mr="$(printf '%s' "$mr_first" | tr '0-9a-f' '1-9a-f0')"
+                    if in_ctr "$gd" -- sh -ec '
+                            ca="${XDG_CONFIG_HOME:-$HOME/.config}/mse/simulation/ca.pem"
+                            mse-verify "https://localhost:$1" --simulation-ca "$ca" --mrenclave "$2"' \
+                            _ "$direct_port" "$other_mr" >"$work/verify-other.log" 2>&1; then
+                        fail "mse-verify --mrenclave <another value> refuses the --direct enclave (it accepted)" \
+                            "$work/verify-other.log"
+                    else
+                        pass "mse-verify --mrenclave <another value> refuses the --direct enclave"
+                    fi
                 fi
             else
                 fail "mse-run --direct: HTTPS up on localhost:$direct_port from gramine-direct in the container" \
