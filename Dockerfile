@@ -104,6 +104,14 @@ CMD ["mse-run", "--help"]
 # ---------------------------------------------------------------------------------------------
 FROM python-runtime AS sgx-keys
 
+# Base distribution packages, used in this stage only: see the DL3008 note in python-runtime.
+# Before the ARGs below: a different mirror or key list must not reinstall these (an ARG
+# declared earlier in the stage is part of every later RUN's cache key).
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends curl gnupg \
+ && rm -rf /var/lib/apt/lists/*
+
 # Expected OpenPGP fingerprints of the primary keys in each downloaded keyring. A keyring holding
 # any other primary key is refused, so a swapped file on either server fails the build.
 # Gramine signs its trixie/noble-and-later suites with its 2024a and 2024b keys, older suites
@@ -120,12 +128,6 @@ ARG INTEL_SGX_SUITE=
 # the fingerprint check with keys of its own).
 ARG GRAMINE_REPO_URL=https://packages.gramineproject.io
 ARG INTEL_SGX_REPO_URL=https://download.01.org/intel-sgx/sgx_repo/ubuntu
-
-# Base distribution packages, used in this stage only: see the DL3008 note in python-runtime.
-# hadolint ignore=DL3008
-RUN apt-get update \
- && apt-get install -y --no-install-recommends curl gnupg \
- && rm -rf /var/lib/apt/lists/*
 
 # check KEYRING EXPECTED...: every primary key must be an expected one, and there must be one.
 RUN . /etc/os-release \

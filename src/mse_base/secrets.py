@@ -24,6 +24,7 @@ import json
 import os
 from typing import Any
 
+from mse_base._internal.files import read_limited
 from mse_base.errors import Error
 
 __all__ = ["ENV", "SecretsUnavailable", "all", "get"]
@@ -31,6 +32,8 @@ __all__ = ["ENV", "SecretsUnavailable", "all", "get"]
 #: The environment variable naming the secrets file.
 ENV = "MSE_SECRETS"
 _MISSING = object()
+# The bootstrap writes at most a 1 MiB body's secrets, re-encoded (escapes may grow them).
+_MAX_FILE = 16 << 20
 
 
 class SecretsUnavailable(Error):
@@ -41,8 +44,7 @@ class SecretsUnavailable(Error):
 def _load(path: str) -> dict[str, Any]:
     # Written once before the app is imported and never changed, so read once.
     try:
-        with open(path, encoding="utf-8") as handle:  # noqa: PTH123 - a path from the environment
-            data = json.load(handle)
+        data = json.loads(read_limited(path, _MAX_FILE))
     except (OSError, ValueError) as err:
         # Never the content: it is the secrets.
         raise SecretsUnavailable(

@@ -50,15 +50,18 @@ def run_json(*args: str | Path) -> tuple[int, dict[str, Any]]:
 
 JSON_KEYS = {
     "verified",
+    "failed_check",
     "reasons",
     "mrenclave",
     "mrsigner",
     "isv_prod_id",
     "isv_svn",
     "report_data",
+    "debug",
     "tcb_status",
     "advisory_ids",
     "simulation",
+    "fmspc",
     "checks",
 }
 

@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import os
 import socket
 import socketserver
 import ssl
@@ -30,6 +31,7 @@ from mse_base._internal.simulation.pki import (
     SimulationPKI,
     SimulationQuoteProvider,
 )
+from tests.bounded import DEADLINE, within
 from tests.certs import self_signed_pem
 
 AT = dt.datetime(2025, 7, 1, tzinfo=dt.timezone.utc)
@@ -519,22 +521,29 @@ Reply = Callable[[socket.socket], None]
 
 
 @pytest.fixture
-def raw_server() -> Iterator[Callable[[Reply], str]]:
-    """A TCP server answering every connection with ``reply`` (after reading the request)."""
+def raw_server() -> Iterator[Callable[..., str]]:
+    """A TCP server answering every connection with ``reply`` (after reading the request).
+
+    With ``tls``, the server handshakes first and the URL is https://.
+    """
     servers: list[socketserver.ThreadingTCPServer] = []
 
-    def start(reply: Reply) -> str:
+    def start(reply: Reply, tls: ssl.SSLContext | None = None) -> str:
         class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
-                self.request.recv(65536)
                 with contextlib.suppress(OSError):  # the client gave up
-                    reply(self.request)
+                    sock = self.request
+                    if tls is not None:
+                        sock = tls.wrap_socket(sock, server_side=True)
+                    sock.recv(65536)
+                    reply(sock)
 
         server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}"
+        scheme = "https" if tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{server.server_address[1]}"
 
     yield start
     for server in servers:
@@ -592,16 +601,30 @@ def test_control_characters_of_the_reason_phrase_are_not_shown(
     assert not any(ord(c) < 0x20 or ord(c) == 0x7F for c in message)
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
 def test_a_dripping_server_hits_the_overall_deadline(
-    raw_server: Callable[[Reply], str], cache: Path
+    raw_server: Callable[..., str],
+    cache: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tls: bool,
 ) -> None:
+    # Over TLS too: https:// must go through the watched handler, not urllib's default one,
+    # which only the per-read timeout would bound (10 s here).
+    context = None
+    if tls:
+        context, cert = _tls_context(tmp_path)
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+
     def drip(sock: socket.socket) -> None:
         sock.sendall(b"HTTP/1.1 200 OK\r\n")
         for _ in range(100):  # a header byte every 0.1 s: each read is quick, the whole is not
             sock.sendall(b"X")
             time.sleep(0.1)
 
-    source = PCCSCollateralSource(raw_server(drip), timeout=1.0)
+    url = raw_server(drip, context)
+    assert url.startswith("https://" if tls else "http://")
+    source = PCCSCollateralSource(url, timeout=1.0)
     started = time.monotonic()
     with pytest.raises(CollateralError, match=r"did not answer within 1 s"):
         source.collateral_for(fmspc="00a067110000", pck_ca="processor", at=AT)
@@ -655,3 +678,55 @@ def test_plain_http_logs_one_warning(caplog: pytest.LogCaptureFixture, cache: Pa
     PCCSCollateralSource("http://pccs.example:8081")
     assert len(caplog.records) == 1
     assert "plain http://" in caplog.records[0].getMessage()
+
+
+# --- bounded answers -------------------------------------------------------------------------
+
+
+def _endless(head: bytes, framing: Callable[[bytes], bytes] = lambda c: c) -> Reply:
+    def reply(sock: socket.socket) -> None:
+        sock.sendall(head)
+        chunk = framing(bytes(1 << 16))
+        while True:  # until the client hangs up (the handler ignores the OSError then)
+            sock.sendall(chunk)
+
+    return reply
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        _endless(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"),
+        _endless(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\n"),
+        _endless(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            lambda c: b"%x\r\n" % len(c) + c + b"\r\n",
+        ),
+    ],
+    ids=["until-close", "huge-content-length", "chunked"],
+)
+def test_an_endless_body_is_cut_at_the_cap(
+    raw_server: Callable[[Reply], str], cache: Path, reply: Reply
+) -> None:
+    # The client stops reading at the cap; without it, it would read until the deadline (or
+    # memory) ran out and then blame the time.
+    source = PCCSCollateralSource(raw_server(reply), use_cache=False, timeout=DEADLINE)
+    with within(), pytest.raises(CollateralError) as info:
+        source.collateral_for(fmspc="00a067110000", pck_ca="processor", at=AT)
+    assert "is larger than 4 MiB, more than any collateral document" in str(info.value)
+
+
+def test_a_cache_entry_that_is_a_fifo_is_a_miss_not_a_hang(
+    sim_pki: SimulationPKI, sim: FakePCS, cache: Path
+) -> None:
+    first = _sim_fetch(_sim_source(sim_pki, sim.url))
+    tcb_url = f"{sim.url}/sgx/certification/v4/tcb?fmspc={SIMULATION_FMSPC}"
+    path = next(p for p in cache.glob("*.json") if json.loads(p.read_text())["url"] == tcb_url)
+    path.unlink()
+    os.mkfifo(path, 0o600)
+    again = _sim_source(sim_pki, sim.url)
+    with within():
+        assert _sim_fetch(again) == first
+    assert again.requests_made == 1
+    # The fetched answer replaced the FIFO (renamed over it, never written through).
+    assert path.is_file() and json.loads(path.read_text())["url"] == tcb_url

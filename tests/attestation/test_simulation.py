@@ -28,6 +28,7 @@ from mse_base._internal.simulation.pki import (
     simulation_dir,
 )
 from mse_base.errors import EnvironmentMissing
+from tests.bounded import within
 
 MRENCLAVE = hashlib.sha256(b"enclave").digest()
 MRSIGNER = hashlib.sha256(b"signer").digest()
@@ -389,8 +390,41 @@ def test_key_that_is_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
     # A FIFO with no writer: a plain open would block forever.
     fifo = tmp_path / "attestation.key"
     os.mkfifo(fifo, 0o600)
-    with pytest.raises(EnvironmentMissing, match="not a regular file"):
+    with within(), pytest.raises(EnvironmentMissing, match="not a regular file"):
         _read_private_key(fifo)
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [("ca.pem", "is a character device"), ("pck.pem", "is larger than 64 KiB")],
+    ids=["ca-dev-zero", "pck-huge"],
+)
+def test_pki_certificates_are_regular_and_capped(tmp_path: Path, name: str, reason: str) -> None:
+    directory = tmp_path / "sim"
+    ensure_simulation_pki(directory)
+    path = directory / name
+    path.unlink()
+    if name == "ca.pem":
+        path.symlink_to("/dev/zero")
+    else:
+        path.write_bytes(b"-" * (64 * 1024 + 1))
+    pki = simulation.SimulationPKI(directory)
+    with within(), pytest.raises(EnvironmentMissing) as caught:
+        pki.ca_certificate if name == "ca.pem" else pki.pck_chain_pem  # noqa: B018
+    assert f"{path} {reason}" in str(caught.value)
+    assert "to recreate the simulation PKI" in str(caught.value)
+
+
+def test_collateral_that_is_a_fifo_is_reissued_without_blocking(tmp_path: Path) -> None:
+    directory = tmp_path / "sim"
+    ensure_simulation_pki(directory)
+    tcb_info = directory / "collateral" / "tcb_info.json"
+    tcb_info.unlink()
+    os.mkfifo(tcb_info)
+    with within():
+        ensure_simulation_pki(directory)
+    assert tcb_info.is_file()
+    assert json.loads(tcb_info.read_bytes())["tcbInfo"]["fmspc"] == simulation.SIMULATION_FMSPC
 
 
 @pytest.mark.parametrize("damage", ["garbage", "world-readable"])
@@ -403,7 +437,7 @@ def test_damaged_key_is_one_clear_error(tmp_path: Path, damage: str) -> None:
         needle = "not a PEM private key"
     else:
         key.chmod(0o644)
-        needle = "readable by other users"
+        needle = "by other users .*must be 0600"
     provider = SimulationQuoteProvider(mrenclave=bytes(32), mrsigner=bytes(32), directory=directory)
     with pytest.raises(EnvironmentMissing, match=needle):
         provider.quote(bytes(64))

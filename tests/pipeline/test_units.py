@@ -149,7 +149,7 @@ def test_malicious_tar_rejected_and_nothing_written(tmp_path: Path, case: str) -
 def test_caps_on_count_and_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     tar = _tar_with(tmp_path, *[(_info(f"f{i}.py"), b"x" * 10) for i in range(5)])
     monkeypatch.setattr(codetar, "MAX_MEMBERS", 4)
-    with pytest.raises(UsageError, match="more than the 4 allowed"):
+    with pytest.raises(UsageError, match="more entries than the 4 allowed"):
         codetar.unpack_code(tar, tmp_path / "a")
     monkeypatch.setattr(codetar, "MAX_MEMBERS", 100)
     monkeypatch.setattr(codetar, "MAX_TOTAL_BYTES", 30)

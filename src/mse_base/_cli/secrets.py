@@ -51,7 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     push.add_argument("url", help="https://HOST:PORT of the waiting enclave")
     push.add_argument("--uuid", required=True, help="the deployment UUID given to mse-run")
-    push.add_argument("--secrets", type=Path, metavar="FILE", help="JSON object of name: value")
+    push.add_argument(
+        "--secrets", type=Path, metavar="FILE", help="JSON object of name: value; - for stdin"
+    )
     push.add_argument(
         "--code-key", type=Path, metavar="FILE", help="key from mse-secrets encrypt-code"
     )
@@ -103,7 +105,10 @@ def _read_secrets(path: Path | None) -> dict[str, Any]:
 
     if path is None:
         return {}
-    raw = read_input(path, "--secrets")
+    from mse_base._internal.provision.protocol import MAX_BODY
+
+    # Standard input too, so the secrets need not be in a file at all.
+    raw = read_input(path, "--secrets", MAX_BODY, "pass a JSON file of name: value, or -")
     try:
         data = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except UsageError as err:
@@ -145,7 +150,11 @@ def _push(args: argparse.Namespace) -> int:
     try:
         answer = client.send(host, port, verifier, body, at=options.at)
     except VerificationError as err:
-        raise VerificationError(f"{err.diagnostics()}; nothing was sent") from err
+        rejected = VerificationError(
+            f"{err.diagnostics()}; nothing was sent", check=err.failed_check
+        )
+        rejected.partial = err.partial
+        raise rejected from err
     if answer.status != 200:
         hint = ""
         if answer.status == 404:
@@ -214,7 +223,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _encrypt(args: argparse.Namespace) -> int:
-    from mse_base._internal.enclave.codetar import inspect_code
+    from mse_base._internal.enclave.codetar import MAX_TAR_FILE, inspect_code
     from mse_base._internal.files import write_atomic
     from mse_base._internal.provision import codefile
     from mse_base.errors import UsageError
@@ -226,7 +235,7 @@ def _encrypt(args: argparse.Namespace) -> int:
     if codefile.is_encrypted(args.tar):
         raise UsageError(f"{args.tar} is already encrypted; give the plain tar")
     inspect_code(args.tar)  # the checks mse-run applies, before the tar is sealed
-    plaintext = read_input(args.tar, "tar")
+    plaintext = read_input(args.tar, "tar", MAX_TAR_FILE, "pass the app's tar", stdin=False)
     key = codefile.new_key()
     sealed = codefile.encrypt(plaintext, key)
     try:

@@ -102,13 +102,25 @@ def verification_time(text: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def read_input(path: Path, what: str) -> bytes:
+def read_input(path: Path, what: str, limit: int, hint: str, *, stdin: bool = True) -> bytes:
+    """A local input, ``-`` being standard input when ``stdin``; bounded while read.
+
+    So ``/dev/zero`` or an endless pipe ends in one error line instead of a hang. Pipes are
+    accepted (``<(...)``); devices and terminals are not.
+    """
+    from mse_base._internal.files import InputRefused, read_descriptor, read_limited
     from mse_base.errors import UsageError
 
+    from_stdin = str(path) == "-"
+    if from_stdin and not stdin:
+        raise UsageError(f"{what} -: standard input is not accepted here; {hint}")
     try:
-        return path.read_bytes()
-    except OSError as err:
-        raise UsageError(f"{what} {path}: cannot read it ({err.strerror or err})") from None
+        if from_stdin:
+            return read_descriptor(0, limit, pipes=True)
+        return read_limited(path, limit, pipes=True)
+    except InputRefused as err:
+        shown = "- (standard input)" if from_stdin else str(path)
+        raise UsageError(f"{what} {shown} {err}; {hint}") from None
 
 
 def policy_options(args: argparse.Namespace) -> PolicyOptions:
@@ -141,6 +153,7 @@ def policy_options(args: argparse.Namespace) -> PolicyOptions:
     return PolicyOptions(policy, at)
 
 
+_MAX_POLICY = 64 * 1024
 # policy.toml key -> (the option it stands for, its type, its default).
 _POLICY_KEYS: dict[str, tuple[str, type, object]] = {
     "mrenclave": ("mrenclave", list, []),
@@ -165,8 +178,9 @@ def policy_from_file(path: Path, args: argparse.Namespace) -> PolicyOptions:
 
     from mse_base.errors import UsageError
 
+    raw = read_input(path, "--policy", _MAX_POLICY, "pass a TOML policy file", stdin=False)
     try:
-        data = tomllib.loads(read_input(path, "--policy").decode("utf-8"))
+        data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeError, tomllib.TOMLDecodeError) as err:
         raise UsageError(f"--policy {path}: not TOML ({err})") from None
     unknown = sorted(set(data) - set(_POLICY_KEYS))
@@ -222,8 +236,18 @@ def _trust_root(args: argparse.Namespace) -> x509.Certificate | None:
 
     if args.simulation_ca is None:
         return None
+    from mse_base._internal.dcap.ratls import MAX_CERTIFICATE_SIZE
+
+    pem = read_input(
+        args.simulation_ca,
+        "--simulation-ca",
+        MAX_CERTIFICATE_SIZE,
+        f"pass the ca.pem of the simulation ({simulation_dir() / 'ca.pem'})",
+        # The simulation's collateral is looked up beside the file.
+        stdin=False,
+    )
     try:
-        return x509.load_pem_x509_certificate(read_input(args.simulation_ca, "--simulation-ca"))
+        return x509.load_pem_x509_certificate(pem)
     except ValueError:
         raise UsageError(
             f"--simulation-ca {args.simulation_ca}: not a PEM certificate; pass the ca.pem "

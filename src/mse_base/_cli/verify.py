@@ -39,8 +39,10 @@ def _verify_parser() -> argparse.ArgumentParser:
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("url", nargs="?", help="https://HOST:PORT of an RA-TLS server")
-    source.add_argument("--cert", type=Path, metavar="FILE", help="RA-TLS certificate (PEM/DER)")
-    source.add_argument("--quote", type=Path, metavar="FILE", help="raw SGX quote")
+    source.add_argument(
+        "--cert", type=Path, metavar="FILE", help="RA-TLS certificate (PEM/DER); - for stdin"
+    )
+    source.add_argument("--quote", type=Path, metavar="FILE", help="raw SGX quote; - for stdin")
     add_verifier_options(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
@@ -51,6 +53,28 @@ def _verify_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="tracebacks on errors")
     return parser
+
+
+def _quote_input(path: Path) -> bytes:
+    from mse_base._internal.dcap.quote import MAX_QUOTE_SIZE
+
+    return read_input(
+        path,
+        "--quote",
+        MAX_QUOTE_SIZE,
+        "pass a raw SGX quote as a file, a pipe or - for standard input",
+    )
+
+
+def _cert_input(path: Path) -> bytes:
+    from mse_base._internal.dcap.ratls import MAX_CERTIFICATE_SIZE
+
+    return read_input(
+        path,
+        "--cert",
+        MAX_CERTIFICATE_SIZE,
+        "pass an RA-TLS certificate (PEM or DER) as a file, a pipe or - for standard input",
+    )
 
 
 def _check_save_target(path: Path) -> None:
@@ -132,8 +156,8 @@ def _verify(args: argparse.Namespace) -> int:
     options = policy_options(args)
     at = options.at
     # Local inputs are read first: a typo in a path is reported before any network access.
-    quote_bytes = read_input(args.quote, "--quote") if args.quote is not None else None
-    cert_bytes = read_input(args.cert, "--cert") if args.cert is not None else None
+    quote_bytes = _quote_input(args.quote) if args.quote is not None else None
+    cert_bytes = _cert_input(args.cert) if args.cert is not None else None
     if args.save_cert is not None:
         if args.quote is not None:
             raise UsageError(
@@ -168,13 +192,18 @@ def _verify(args: argparse.Namespace) -> int:
     except VerificationError as err:
         if not args.json:
             if saved:
-                raise VerificationError(
+                amended = VerificationError(
                     f"{err.diagnostics()} (the rejected certificate was saved to "
-                    f"{args.save_cert}: do not trust it)"
-                ) from err
+                    f"{args.save_cert}: do not trust it)",
+                    check=err.failed_check,
+                )
+                amended.partial = err.partial
+                raise amended from err
             raise
-        rejected = _verify_json(None, [err.diagnostics()])
-        rejected["simulation"] = simulation
+        rejected = _verify_json(err.partial, [err.diagnostics()], failed_check=err.failed_check)
+        if err.partial is None:
+            # Rejected before the verifier ran (the server's certificate could not be fetched).
+            rejected["simulation"] = simulation
         print(json.dumps(rejected, indent=2))
         return err.exit_code
     if not options.pinned:
@@ -192,29 +221,41 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _verify_json(result: Any, reasons: list[str]) -> dict[str, Any]:
-    def hexed(value: Any) -> Any:
-        return value.hex() if isinstance(value, bytes) else value
+# The fields of a verdict, verified or rejected: the README's list (section 5), pinned by tests.
+JSON_FIELDS = (
+    "mrenclave",
+    "mrsigner",
+    "isv_prod_id",
+    "isv_svn",
+    "report_data",
+    "debug",
+    "tcb_status",
+    "advisory_ids",
+    "simulation",
+    "fmspc",
+    "checks",
+)
 
-    fields = (
-        "mrenclave",
-        "mrsigner",
-        "isv_prod_id",
-        "isv_svn",
-        "report_data",
-        "tcb_status",
-        "advisory_ids",
-        "simulation",
-        "checks",
-    )
-    out: dict[str, Any] = {"verified": result is not None, "reasons": reasons}
-    for name in fields:
-        value = getattr(result, name, None) if result is not None else None
-        if isinstance(value, (tuple, list, frozenset, set)):
-            value = [hexed(v) for v in value]
-        out[name] = hexed(value)
+
+def _verify_json(
+    result: Any, reasons: list[str], *, failed_check: str | None = None
+) -> dict[str, Any]:
+    """One object for either verdict. ``result`` is a VerificationResult when verified; for a
+    rejection, the error's PartialResult (or None): a field it did not establish is null."""
+    verified = not reasons
+    out: dict[str, Any] = {
+        "verified": verified,
+        "failed_check": None if verified else failed_check,
+        "reasons": reasons,
+    }
+    for name in JSON_FIELDS:
+        value = getattr(result, name, None)
+        if isinstance(value, bytes):
+            value = value.hex()
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[name] = value
     if result is None:
-        out["advisory_ids"] = []
         out["checks"] = []
     return out
 

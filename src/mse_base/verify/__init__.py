@@ -21,9 +21,11 @@ Example::
     print(result.tcb_status, result.advisory_ids)  # SWHardeningNeeded ('INTEL-SA-00615',)
 
 Every check runs in a fixed order and fails closed with a
-:class:`~mse_base.errors.VerificationError` subclass whose message names the check. By default the
-PCK chain must end at the pinned Intel SGX Root CA, CRLs must be fresh, and only the ``UpToDate``
-TCB status passes.
+:class:`~mse_base.errors.VerificationError` subclass whose message names the check, whose
+``failed_check`` names it for a program (one of :data:`FAILED_CHECKS`), and whose ``partial``
+(a :class:`PartialResult`) holds what was established before it. By default the PCK chain must
+end at the pinned Intel SGX Root CA, CRLs must be fresh, and only the ``UpToDate`` TCB status
+passes.
 """
 
 from __future__ import annotations
@@ -40,16 +42,19 @@ from mse_base._internal.dcap.errors import (
     UnsupportedQuoteError,
 )
 from mse_base._internal.dcap.quote import Quote, ReportBody, parse_quote
-from mse_base.errors import VerificationError
+from mse_base.errors import FAILED_CHECKS, FailedCheck, VerificationError
 from mse_base.verify.policy import Policy
-from mse_base.verify.verifier import VerificationResult, Verifier
+from mse_base.verify.verifier import PartialResult, VerificationResult, Verifier
 
 __all__ = [
+    "FAILED_CHECKS",
     "TCB_STATUSES",
     "CertificateChainError",
     "Collateral",
     "CollateralError",
     "CollateralSource",
+    "FailedCheck",
+    "PartialResult",
     "Policy",
     "PolicyError",
     "Quote",

@@ -92,7 +92,10 @@ class Policy:
             advisories = f" (advisories: {', '.join(advisory_ids)})" if advisory_ids else ""
             raise TcbStatusError(
                 f"TCB status: {status}{advisories} is not allowed by the policy "
-                f"(allowed: {', '.join(sorted(self.allowed_tcb_statuses))})"
+                f"(allowed: {', '.join(sorted(self.allowed_tcb_statuses))})",
+                # No policy can allow Revoked (see __post_init__): the platform's keys may be
+                # an attacker's, so this is "not genuine", not "not what this policy wants".
+                check="tcb.revoked" if status == "Revoked" else "policy.tcb_status",
             )
 
     def check_enclave(self, body: ReportBody) -> None:
@@ -100,25 +103,30 @@ class Policy:
             expected = ", ".join(sorted(m.hex() for m in self.mrenclave))
             raise PolicyError(
                 f"enclave identity: MRENCLAVE {body.mr_enclave.hex()} is not the expected "
-                f"{expected}"
+                f"{expected}",
+                check="policy.mrenclave",
             )
         if self.mrsigner is not None and body.mr_signer != self.mrsigner:
             raise PolicyError(
                 f"enclave identity: MRSIGNER {body.mr_signer.hex()} is not the expected "
-                f"{self.mrsigner.hex()}"
+                f"{self.mrsigner.hex()}",
+                check="policy.mrsigner",
             )
         if self.isv_prod_id is not None and body.isv_prod_id != self.isv_prod_id:
             raise PolicyError(
                 f"enclave identity: ISV product ID {body.isv_prod_id} is not the expected "
-                f"{self.isv_prod_id}"
+                f"{self.isv_prod_id}",
+                check="policy.isv_prod_id",
             )
         if self.min_isv_svn is not None and body.isv_svn < self.min_isv_svn:
             raise PolicyError(
-                f"enclave identity: ISV SVN {body.isv_svn} is below the minimum {self.min_isv_svn}"
+                f"enclave identity: ISV SVN {body.isv_svn} is below the minimum {self.min_isv_svn}",
+                check="policy.isv_svn",
             )
         if body.debug and not self.allow_debug:
             raise PolicyError(
                 "enclave identity: the enclave runs in DEBUG mode (its memory is readable by "
                 "the host); refused unless debug enclaves are allowed (Policy allow_debug=True, "
-                "mse-verify --allow-debug)"
+                "mse-verify --allow-debug)",
+                check="policy.debug",
             )

@@ -55,9 +55,9 @@ from mse_base._internal.dcap.errors import (
 )
 from mse_base._internal.dcap.pck import PckExtensions, parse_pck_extensions
 from mse_base._internal.dcap.quote import Quote, parse_quote
-from mse_base._internal.dcap.tcb import evaluate
+from mse_base._internal.dcap.tcb import TcbVerdict, evaluate
 from mse_base._internal.utc import iso
-from mse_base.errors import UsageError, VerificationError
+from mse_base.errors import FailedCheck, UsageError, VerificationError
 from mse_base.verify.policy import Policy
 
 _CACHE_LIMIT = 64
@@ -107,6 +107,117 @@ class VerificationResult:
 
 
 @dataclass(frozen=True)
+class PartialResult:
+    """What a rejected quote or certificate had shown before the check that failed: the
+    ``partial`` of the :class:`~mse_base.errors.VerificationError`, next to its
+    ``failed_check``.
+
+    The fields are :class:`VerificationResult`'s; each is ``None`` until the check that
+    establishes it has passed, so nothing here is a claim no check backed:
+
+    * ``fmspc`` once the PCK chain verified (``pck.chain`` in ``checks``);
+    * the enclave identity (``mrenclave``, ``mrsigner``, ``isv_prod_id``, ``isv_svn``,
+      ``report_data``, ``debug``) once the quote signature verified (``quote.signature``);
+    * ``tcb_status`` and ``advisory_ids`` once the TCB level was evaluated, so a ``policy.*``
+      or ``tcb.revoked`` rejection has them all.
+
+    ``checks`` lists the checks that passed, named as in :attr:`VerificationResult.checks`.
+    ``quote`` is the parsed quote once it parsed (for diagnostics: its fields are authenticated
+    only once ``quote.signature`` passed).
+    """
+
+    mrenclave: bytes | None = None
+    mrsigner: bytes | None = None
+    isv_prod_id: int | None = None
+    isv_svn: int | None = None
+    report_data: bytes | None = None
+    debug: bool | None = None
+    tcb_status: str | None = None
+    advisory_ids: tuple[str, ...] | None = None
+    simulation: bool = False
+    fmspc: str | None = None
+    checks: tuple[str, ...] = ()
+    quote: Quote | None = None
+
+    @classmethod
+    def of(cls, result: VerificationResult) -> PartialResult:
+        """Everything ``result`` established (a later check, across quotes, failed)."""
+        return cls(
+            mrenclave=result.mrenclave,
+            mrsigner=result.mrsigner,
+            isv_prod_id=result.isv_prod_id,
+            isv_svn=result.isv_svn,
+            report_data=result.report_data,
+            debug=result.debug,
+            tcb_status=result.tcb_status,
+            advisory_ids=result.advisory_ids,
+            simulation=result.simulation,
+            fmspc=result.fmspc,
+            checks=result.checks,
+            quote=result.quote,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """:meth:`VerificationResult.to_json`'s keys; ``null`` for what was not established."""
+        return {
+            "mrenclave": _hex(self.mrenclave),
+            "mrsigner": _hex(self.mrsigner),
+            "isv_prod_id": self.isv_prod_id,
+            "isv_svn": self.isv_svn,
+            "report_data": _hex(self.report_data),
+            "debug": self.debug,
+            "tcb_status": self.tcb_status,
+            "advisory_ids": None if self.advisory_ids is None else list(self.advisory_ids),
+            "simulation": self.simulation,
+            "fmspc": self.fmspc,
+            "checks": list(self.checks),
+            "quote_sha256": (
+                None if self.quote is None else hashlib.sha256(self.quote.raw).hexdigest()
+            ),
+        }
+
+
+def _hex(value: bytes | None) -> str | None:
+    return None if value is None else value.hex()
+
+
+class _Progress:
+    """What :meth:`Verifier.verify_quote` has established so far: a rejection's partial."""
+
+    def __init__(self, simulation: bool) -> None:
+        self.simulation = simulation
+        self.checks: list[str] = []
+        self.quote: Quote | None = None
+        self.fmspc: str | None = None
+        self.verdict: TcbVerdict | None = None
+
+    def passed(self, *names: str) -> None:
+        self.checks += names
+
+    def partial(self) -> PartialResult:
+        body = (
+            self.quote.report_body
+            if self.quote is not None and "quote.signature" in self.checks
+            else None
+        )
+        verdict = self.verdict
+        return PartialResult(
+            mrenclave=None if body is None else body.mr_enclave,
+            mrsigner=None if body is None else body.mr_signer,
+            isv_prod_id=None if body is None else body.isv_prod_id,
+            isv_svn=None if body is None else body.isv_svn,
+            report_data=None if body is None else body.report_data,
+            debug=None if body is None else body.debug,
+            tcb_status=None if verdict is None else verdict.status,
+            advisory_ids=None if verdict is None else verdict.advisory_ids,
+            simulation=self.simulation,
+            fmspc=self.fmspc,
+            checks=tuple(self.checks),
+            quote=self.quote,
+        )
+
+
+@dataclass(frozen=True)
 class _PckChain:
     leaf: x509.Certificate
     ca: x509.Certificate
@@ -153,12 +264,23 @@ class _CheckedCollateral:
     root_crl: x509.CertificateRevocationList
 
 
-def _check_window(start: datetime, end: datetime, at: datetime, what: str) -> None:
+def _check_window(
+    start: datetime,
+    end: datetime,
+    at: datetime,
+    what: str,
+    not_yet_valid: FailedCheck,
+    expired: FailedCheck,
+) -> None:
     if at < start:
-        raise CollateralError(f"{what}: issued {iso(start)}, after the verification time {iso(at)}")
+        raise CollateralError(
+            f"{what}: issued {iso(start)}, after the verification time {iso(at)}",
+            check=not_yet_valid,
+        )
     if at > end:
         raise CollateralError(
-            f"{what}: expired at {iso(end)} (nextUpdate), before the verification time {iso(at)}"
+            f"{what}: expired at {iso(end)} (nextUpdate), before the verification time {iso(at)}",
+            check=expired,
         )
 
 
@@ -188,7 +310,7 @@ class Verifier:
             if simulation:
                 raise UsageError("simulation=True needs trust_root=<the simulation CA certificate>")
             trust_root = intel
-        elif chain.same_public_key(trust_root, intel):
+        elif chain.same_public_key(trust_root, intel, chain.TRUST_ROOT):
             if simulation:
                 raise UsageError(
                     "simulation=True with the Intel SGX Root CA as trust_root: a real quote "
@@ -202,16 +324,16 @@ class Verifier:
         if simulation:
             # Intel's root is pinned by its key; a simulation root is trusted by configuration,
             # but it must still be a self-signed CA.
-            chain.check_ca(trust_root, "trust root", ca=True)
+            chain.check_ca(trust_root, "trust root", chain.TRUST_ROOT, ca=True)
             try:
-                chain.check_issued_by(trust_root, trust_root, "trust root")
+                chain.check_issued_by(trust_root, trust_root, "trust root", chain.TRUST_ROOT)
             except CertificateChainError as exc:
                 raise UsageError(f"{exc}; the trust root must be self-signed") from None
         self._collateral = collateral
         self._policy = policy
         self._root = trust_root
         # Every signature under the root is ECDSA P-256, so the root key must be one too.
-        chain.ec_p256_key(trust_root, "trust root")
+        chain.ec_p256_key(trust_root, "trust root", chain.TRUST_ROOT)
         self._simulation = simulation
 
     @property
@@ -221,38 +343,57 @@ class Verifier:
     # --- public ---------------------------------------------------------------------------
 
     def verify_quote(self, quote: bytes, *, at: datetime | None = None) -> VerificationResult:
-        """Run every check on ``quote`` at time ``at`` (default: now). Raises on any failure."""
+        """Run every check on ``quote`` at time ``at`` (default: now). Raises on any failure,
+        with the failed check's name and what was established before it (``failed_check`` and
+        ``partial`` of the :class:`~mse_base.errors.VerificationError`).
+        """
         at = _utc(at)
-        checks: list[str] = []
+        progress = _Progress(self._simulation)
+        try:
+            return self._verify_quote(quote, at, progress)
+        except VerificationError as err:
+            err.partial = progress.partial()
+            raise
+
+    def _verify_quote(self, quote: bytes, at: datetime, progress: _Progress) -> VerificationResult:
         parsed = parse_quote(quote)
-        checks.append("quote.format")
+        progress.quote = parsed
+        progress.passed("quote.format")
 
         pck = _checked_pck_chain(parsed.pck_chain_pem, self._root)
         for cert, what in ((pck.leaf, "PCK leaf"), (pck.ca, "PCK CA"), (self._root, "root CA")):
-            chain.check_validity(cert, at, f"PCK chain: {what}")
-        checks.append("pck.chain")
+            chain.check_validity(cert, at, f"PCK chain: {what}", chain.PCK_CHAIN)
+        progress.fmspc = pck.extensions.fmspc.hex()
+        progress.passed("pck.chain")
 
-        self._check_quote_signatures(parsed, pck)
-        checks += ["qe_report.signature", "qe_report.binding", "quote.signature"]
+        self._check_qe_report_signature(parsed, pck)
+        progress.passed("qe_report.signature")
+        self._check_qe_report_binding(parsed)
+        progress.passed("qe_report.binding")
+        self._check_quote_signature(parsed)
+        progress.passed("quote.signature")
 
         collateral = self._collateral.collateral_for(
             fmspc=pck.extensions.fmspc.hex(), pck_ca=pck.pck_ca_kind, at=at
         )
         if not isinstance(collateral, Collateral):
             raise CollateralError(
-                f"collateral source returned {type(collateral).__name__}, not Collateral"
+                f"collateral source returned {type(collateral).__name__}, not Collateral",
+                check="collateral.unavailable",
             )
         documents = _collateral_bytes(collateral)
         checked = _checked_collateral(documents.signed(), self._root)
-        checks.append("collateral.signatures")
+        progress.passed("collateral.signatures")
         pck_crl = _checked_pck_crl(documents.pck_crl, pck.ca)
-        checks.append("collateral.crl_signatures")
+        progress.passed("collateral.crl_signatures")
         self._check_platform_match(checked.tcb_info, pck.extensions)
-        checks.append("collateral.platform")
-        self._check_collateral_time(checked, pck_crl, pck, at)
-        checks += ["collateral.freshness", "collateral.revocation"]
+        progress.passed("collateral.platform")
+        self._check_collateral_time(checked, pck_crl, at)
+        progress.passed("collateral.freshness")
+        self._check_revocation(checked, pck_crl, pck)
+        progress.passed("collateral.revocation")
         self._check_qe_identity(checked.qe_identity, parsed)
-        checks.append("qe.identity")
+        progress.passed("qe.identity")
 
         verdict = evaluate(
             checked.tcb_info,
@@ -261,11 +402,12 @@ class Verifier:
             pcesvn=pck.extensions.pcesvn,
             qe_isvsvn=parsed.qe_report.isv_svn,
         )
+        progress.verdict = verdict
         self._policy.check_tcb_status(verdict.status, verdict.advisory_ids)
-        checks.append("tcb.status")
+        progress.passed("tcb.status")
 
         self._policy.check_enclave(parsed.report_body)
-        checks.append("enclave.identity")
+        progress.passed("enclave.identity")
 
         body = parsed.report_body
         return VerificationResult(
@@ -279,7 +421,7 @@ class Verifier:
             advisory_ids=verdict.advisory_ids,
             simulation=self._simulation,
             fmspc=pck.extensions.fmspc.hex(),
-            checks=tuple(checks),
+            checks=tuple(progress.checks),
             quote=parsed,
         )
 
@@ -293,9 +435,40 @@ class Verifier:
         distinct quote is verified and all must agree on the enclave and its TCB status.
 
         The result is the first evidence's (TCG DICE when present, as Gramine's verifier
-        prefers it), with one ``ratls.key_binding:<rule>`` check per evidence.
+        prefers it), with one ``ratls.key_binding:<rule>`` check per evidence. A rejection's
+        ``partial`` lists the RA-TLS checks that passed besides the quote's.
         """
         at = _utc(at)
+        passed: list[str] = []
+        try:
+            evidence, bindings = self._check_certificate(cert, at, passed)
+        except VerificationError as err:
+            err.partial = PartialResult(simulation=self._simulation, checks=tuple(passed))
+            raise
+        key_bindings = tuple(f"ratls.key_binding:{binding}" for binding in bindings)
+        results = []
+        for quote in dict.fromkeys(item.quote for item in evidence):
+            try:
+                results.append(self.verify_quote(quote, at=at))
+            except VerificationError as err:
+                inner = err.partial
+                if inner is None:  # verify_quote always sets it; a subclass might not
+                    inner = PartialResult(simulation=self._simulation)
+                err.partial = replace(inner, checks=(*passed, *inner.checks, *key_bindings))
+                raise
+        result = replace(results[0], checks=(*passed, *results[0].checks, *key_bindings))
+        try:
+            self._check_results_agree(results)
+        except VerificationError as err:
+            err.partial = PartialResult.of(result)
+            raise
+        return result
+
+    @staticmethod
+    def _check_certificate(
+        cert: bytes | x509.Certificate, at: datetime, passed: list[str]
+    ) -> tuple[tuple[ratls.Evidence, ...], list[ratls.KeyBinding]]:
+        """The RA-TLS checks before any quote is verified; ``passed`` collects their names."""
         # cryptography parses certificate fields lazily, so a malformed one can surface as
         # ValueError (or one of its specific exceptions) from any accessor: all of them are a
         # failed check here, never a crash.
@@ -310,7 +483,9 @@ class Verifier:
             if not isinstance(cert, x509.Certificate):
                 cert = ratls.load_certificate(bytes(cert))
             ratls.check_self_signature(cert)
-            chain.check_validity(cert, at, "RA-TLS certificate")
+            passed.append("ratls.self_signature")
+            chain.check_validity(cert, at, "RA-TLS certificate", chain.RATLS_CERTIFICATE)
+            passed.append("ratls.validity")
             evidence = ratls.extract_evidence(cert)
             bindings = [
                 ratls.check_evidence_binding(
@@ -319,19 +494,10 @@ class Verifier:
                 for item in evidence
             ]
         except malformed as exc:
-            raise CertificateChainError(f"RA-TLS certificate: malformed ({exc})") from None
-        quotes = list(dict.fromkeys(item.quote for item in evidence))
-        results = [self.verify_quote(quote, at=at) for quote in quotes]
-        self._check_results_agree(results)
-        return replace(
-            results[0],
-            checks=(
-                "ratls.self_signature",
-                "ratls.validity",
-                *results[0].checks,
-                *(f"ratls.key_binding:{binding}" for binding in bindings),
-            ),
-        )
+            raise CertificateChainError(
+                f"RA-TLS certificate: malformed ({exc})", check="ratls.format"
+            ) from None
+        return evidence, bindings
 
     @staticmethod
     def _check_results_agree(results: list[VerificationResult]) -> None:
@@ -353,36 +519,47 @@ class Verifier:
                     shown = [v.hex() if isinstance(v, bytes) else v for v in (mine, theirs)]
                     raise VerificationError(
                         f"RA-TLS certificate: its quotes disagree on the {label} "
-                        f"({shown[0]} vs {shown[1]})"
+                        f"({shown[0]} vs {shown[1]})",
+                        check="ratls.quotes_disagree",
                     )
 
     # --- quote-side checks ----------------------------------------------------------------
 
     @staticmethod
-    def _check_quote_signatures(quote: Quote, pck: _PckChain) -> None:
+    def _check_qe_report_signature(quote: Quote, pck: _PckChain) -> None:
         if not chain.verify_raw_ecdsa(pck.leaf_key, quote.qe_report_signature, quote.qe_report.raw):
             raise SignatureError(
-                "QE report signature: does not verify with the PCK leaf certificate's key"
+                "QE report signature: does not verify with the PCK leaf certificate's key",
+                check="qe_report.signature",
             )
+
+    @staticmethod
+    def _check_qe_report_binding(quote: Quote) -> None:
         expected = hashlib.sha256(quote.attestation_key + quote.qe_auth_data).digest()
         report_data = quote.qe_report.report_data
         if report_data[:32] != expected or any(report_data[32:]):
             raise SignatureError(
                 "QE report binding: QE report_data is not SHA-256(attestation key || QE auth "
-                "data) followed by 32 zero bytes"
+                "data) followed by 32 zero bytes",
+                check="qe_report.binding",
             )
+
+    @staticmethod
+    def _check_quote_signature(quote: Quote) -> None:
         try:
             att_key = ec.EllipticCurvePublicKey.from_encoded_point(
                 ec.SECP256R1(), b"\x04" + quote.attestation_key
             )
         except ValueError:
             raise SignatureError(
-                "quote signature: the attestation key is not a P-256 point"
+                "quote signature: the attestation key is not a P-256 point",
+                check="quote.signature",
             ) from None
         if not chain.verify_raw_ecdsa(att_key, quote.signature, quote.signed_bytes):
             raise SignatureError(
                 "quote signature: does not verify over the header and report body with the "
-                "attestation key"
+                "attestation key",
+                check="quote.signature",
             )
 
     # --- collateral -----------------------------------------------------------------------
@@ -391,34 +568,63 @@ class Verifier:
         self,
         checked: _CheckedCollateral,
         pck_crl: x509.CertificateRevocationList,
-        pck: _PckChain,
         at: datetime,
     ) -> None:
         for signer in checked.signers:
             try:
-                chain.check_validity(signer, at, "TCB signing certificate")
+                chain.check_validity(signer, at, "TCB signing certificate", chain.SIGNING_CHAIN)
             except CertificateChainError as exc:
-                raise CollateralError(str(exc)) from None
+                raise CollateralError(str(exc), check=exc.failed_check) from None
         info, identity = checked.tcb_info, checked.qe_identity
-        _check_window(info.issue_date, info.next_update, at, "TCB info")
-        _check_window(identity.issue_date, identity.next_update, at, "QE identity")
+        _check_window(
+            info.issue_date,
+            info.next_update,
+            at,
+            "TCB info",
+            "collateral.tcb_info.not_yet_valid",
+            "collateral.tcb_info.expired",
+        )
+        _check_window(
+            identity.issue_date,
+            identity.next_update,
+            at,
+            "QE identity",
+            "collateral.qe_identity.not_yet_valid",
+            "collateral.qe_identity.expired",
+        )
         stale = self._policy.allow_stale_crls
-        chain.check_crl_window(pck_crl, at, "PCK CRL", allow_stale=stale)
-        chain.check_crl_window(checked.root_crl, at, "root CA CRL", allow_stale=stale)
+        chain.check_crl_window(pck_crl, at, "PCK CRL", chain.PCK_CRL, allow_stale=stale)
+        chain.check_crl_window(
+            checked.root_crl, at, "root CA CRL", chain.ROOT_CA_CRL, allow_stale=stale
+        )
 
-        revoked = [
-            (pck_crl, pck.leaf, "PCK leaf certificate", "PCK CRL"),
-            (checked.root_crl, pck.ca, "PCK CA certificate", "root CA CRL"),
+    @staticmethod
+    def _check_revocation(
+        checked: _CheckedCollateral, pck_crl: x509.CertificateRevocationList, pck: _PckChain
+    ) -> None:
+        revoked: list[
+            tuple[x509.CertificateRevocationList, x509.Certificate, str, str, FailedCheck]
+        ] = [
+            (pck_crl, pck.leaf, "PCK leaf certificate", "PCK CRL", "pck.revoked"),
+            (checked.root_crl, pck.ca, "PCK CA certificate", "root CA CRL", "pck.revoked"),
         ]
         revoked += [
-            (checked.root_crl, s, "TCB signing cert", "root CA CRL") for s in checked.signers
+            (
+                checked.root_crl,
+                s,
+                "TCB signing cert",
+                "root CA CRL",
+                "collateral.signing_chain.revoked",
+            )
+            for s in checked.signers
         ]
-        for crl, cert, what, crl_name in revoked:
+        for crl, cert, what, crl_name, failed in revoked:
             entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
             if entry is not None:
                 raise RevokedCertificateError(
                     f"revocation: the {what} (serial {cert.serial_number:x}) is revoked in the "
-                    f"{crl_name} since {iso(entry.revocation_date_utc)}"
+                    f"{crl_name} since {iso(entry.revocation_date_utc)}",
+                    check=failed,
                 )
 
     @staticmethod
@@ -426,12 +632,14 @@ class Verifier:
         if info.fmspc != ext.fmspc:
             raise CollateralError(
                 f"TCB info: FMSPC {info.fmspc.hex()} is not the PCK certificate's "
-                f"{ext.fmspc.hex()}; fetch the TCB info for this platform"
+                f"{ext.fmspc.hex()}; fetch the TCB info for this platform",
+                check="collateral.platform",
             )
         if info.pce_id != ext.pce_id:
             raise CollateralError(
                 f"TCB info: PCE-ID {info.pce_id.hex()} is not the PCK certificate's "
-                f"{ext.pce_id.hex()}"
+                f"{ext.pce_id.hex()}",
+                check="collateral.platform",
             )
 
     @staticmethod
@@ -440,17 +648,24 @@ class Verifier:
         if qe.mr_signer != identity.mrsigner:
             raise CollateralError(
                 f"QE identity: the QE's MRSIGNER {qe.mr_signer.hex()} is not "
-                f"{identity.mrsigner.hex()}"
+                f"{identity.mrsigner.hex()}",
+                check="qe.identity",
             )
         if qe.isv_prod_id != identity.isvprodid:
             raise CollateralError(
-                f"QE identity: the QE's ISV product ID {qe.isv_prod_id} is not {identity.isvprodid}"
+                f"QE identity: the QE's ISV product ID {qe.isv_prod_id} is not "
+                f"{identity.isvprodid}",
+                check="qe.identity",
             )
         if qe.misc_select & identity.miscselect_mask != identity.miscselect:
-            raise CollateralError("QE identity: the QE's MISCSELECT does not match")
+            raise CollateralError(
+                "QE identity: the QE's MISCSELECT does not match", check="qe.identity"
+            )
         masked = bytes(a & m for a, m in zip(qe.attributes, identity.attributes_mask, strict=True))
         if masked != identity.attributes:
-            raise CollateralError("QE identity: the QE's ATTRIBUTES do not match")
+            raise CollateralError(
+                "QE identity: the QE's ATTRIBUTES do not match", check="qe.identity"
+            )
 
 
 # --- process-wide memos of pure functions of bytes (see the module docstring) ----------------
@@ -462,7 +677,9 @@ def _collateral_bytes(collateral: Collateral) -> _Documents:
     for name in _Documents._fields:
         value = getattr(collateral, name)
         if not isinstance(value, bytes):
-            raise CollateralError(f"collateral {name}: expected bytes")
+            raise CollateralError(
+                f"collateral {name}: expected bytes", check="collateral.unavailable"
+            )
         # A bytes subclass could redefine equality and hashing, and so alias another cache
         # entry; an exact copy cannot (bytes(x) is x itself when x is exactly bytes).
         documents.append(bytes(value))
@@ -472,16 +689,20 @@ def _collateral_bytes(collateral: Collateral) -> _Documents:
 @functools.lru_cache(maxsize=_CACHE_LIMIT)
 def _checked_pck_chain(pem: bytes, root: x509.Certificate) -> _PckChain:
     """Everything about the quote's PCK chain that does not depend on the time."""
-    leaf, ca, root_copy = chain.load_pem_chain(pem, "PCK certificate chain in the quote", 3)
+    checks = chain.PCK_CHAIN
+    leaf, ca, root_copy = chain.load_pem_chain(pem, "PCK certificate chain in the quote", 3, checks)
     intel = chain.spki_sha256(root) == chain.INTEL_SGX_ROOT_SPKI_SHA256
     chain.check_root_copy(
-        root_copy, root, "PCK chain " + ("(Intel SGX Root CA)" if intel else "(simulation CA)")
+        root_copy,
+        root,
+        "PCK chain " + ("(Intel SGX Root CA)" if intel else "(simulation CA)"),
+        checks,
     )
     # Signatures first: after them, every other field is the issuer's word.
-    chain.check_issued_by(ca, root, "PCK chain: PCK CA")
-    chain.check_issued_by(leaf, ca, "PCK chain: PCK leaf")
-    chain.check_ca(ca, "PCK chain: PCK CA", ca=True)
-    chain.check_ca(leaf, "PCK chain: PCK leaf", ca=False)
+    chain.check_issued_by(ca, root, "PCK chain: PCK CA", checks)
+    chain.check_issued_by(leaf, ca, "PCK chain: PCK leaf", checks)
+    chain.check_ca(ca, "PCK chain: PCK CA", checks, ca=True)
+    chain.check_ca(leaf, "PCK chain: PCK leaf", checks, ca=False)
     issuer_cn = " ".join(
         str(a.value) for a in ca.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
     ).lower()
@@ -492,12 +713,13 @@ def _checked_pck_chain(pem: bytes, root: x509.Certificate) -> _PckChain:
     else:
         raise CertificateChainError(
             f"PCK chain: cannot tell the PCK CA kind from its name {issuer_cn!r} "
-            "(expected a Processor or Platform CA)"
+            "(expected a Processor or Platform CA)",
+            check="pck.chain",
         )
     return _PckChain(
         leaf=leaf,
         ca=ca,
-        leaf_key=chain.ec_p256_key(leaf, "PCK leaf"),
+        leaf_key=chain.ec_p256_key(leaf, "PCK leaf", checks),
         extensions=parse_pck_extensions(leaf),
         pck_ca_kind=kind,
     )
@@ -505,9 +727,11 @@ def _checked_pck_chain(pem: bytes, root: x509.Certificate) -> _PckChain:
 
 def _signing_chain(pem: bytes, root: x509.Certificate, what: str) -> x509.Certificate:
     try:
-        return chain.issuer_under_root(pem, root, what, "TCB signing certificate", ca=False)
+        return chain.issuer_under_root(
+            pem, root, what, "TCB signing certificate", chain.SIGNING_CHAIN, ca=False
+        )
     except CertificateChainError as exc:
-        raise CollateralError(str(exc)) from None
+        raise CollateralError(str(exc), check=exc.failed_check) from None
 
 
 @functools.lru_cache(maxsize=_CACHE_LIMIT)
@@ -525,8 +749,8 @@ def _checked_collateral(documents: _SignedDocuments, root: x509.Certificate) -> 
     tcb_text = verified_signed_text(tcb_info, "tcbInfo", tcb_signer)
     qe_text = verified_signed_text(qe_identity, "enclaveIdentity", qe_signer)
 
-    root_crl = chain.load_crl(root_ca_crl, "root CA CRL")
-    chain.check_crl_signed_by(root_crl, root, "root CA CRL")
+    root_crl = chain.load_crl(root_ca_crl, "root CA CRL", chain.ROOT_CA_CRL)
+    chain.check_crl_signed_by(root_crl, root, "root CA CRL", chain.ROOT_CA_CRL)
     return _CheckedCollateral(
         tcb_info=parse_tcb_info(tcb_text),
         qe_identity=parse_qe_identity(qe_text),
@@ -538,8 +762,8 @@ def _checked_collateral(documents: _SignedDocuments, root: x509.Certificate) -> 
 @functools.lru_cache(maxsize=4 * _CACHE_LIMIT)
 def _checked_pck_crl(der: bytes, issuer: x509.Certificate) -> x509.CertificateRevocationList:
     """The PCK CRL in ``der``, signed by the quote's PCK CA ``issuer``."""
-    crl = chain.load_crl(der, "PCK CRL")
-    chain.check_crl_signed_by(crl, issuer, "PCK CRL")
+    crl = chain.load_crl(der, "PCK CRL", chain.PCK_CRL)
+    chain.check_crl_signed_by(crl, issuer, "PCK CRL", chain.PCK_CRL)
     return crl
 
 
@@ -551,4 +775,4 @@ def _utc(at: datetime | None) -> datetime:
     return at.astimezone(timezone.utc)
 
 
-__all__ = ["VerificationError", "VerificationResult", "Verifier"]
+__all__ = ["PartialResult", "VerificationError", "VerificationResult", "Verifier"]

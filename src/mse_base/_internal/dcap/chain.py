@@ -13,6 +13,7 @@ import hashlib
 import importlib.resources
 import re
 from datetime import datetime
+from typing import NamedTuple
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -24,6 +25,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from mse_base._internal.dcap.errors import CertificateChainError, CollateralError
 from mse_base._internal.utc import iso
+from mse_base.errors import FailedCheck
 
 # SHA-256 of the Intel SGX Root CA's SubjectPublicKeyInfo (P-256 point 04 0ba9c4c0...ae7394).
 # The shipped DER file must carry exactly this key; a swapped file fails loudly.
@@ -39,23 +41,66 @@ _PEM_CHAIN = re.compile(rb"(?:" + _PEM_BLOCK + rb"\r?\n)+")
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 
 
-def spki_sha256(cert: x509.Certificate) -> str:
-    return hashlib.sha256(spki_der(cert)).hexdigest()
+class ChainChecks(NamedTuple):
+    """The failed checks a certificate chain reports: a defect, or a certificate out of its
+    validity window. The helpers below serve several chains; the caller says which one."""
+
+    chain: FailedCheck
+    expired: FailedCheck
+    not_yet_valid: FailedCheck
 
 
-def same_public_key(a: x509.Certificate, b: x509.Certificate) -> bool:
-    return spki_der(a) == spki_der(b)
+class CrlChecks(NamedTuple):
+    """The failed checks a CRL reports."""
+
+    format: FailedCheck
+    signature: FailedCheck
+    expired: FailedCheck
+    not_yet_valid: FailedCheck
 
 
-def public_key(cert: x509.Certificate) -> CertificatePublicKeyTypes:
+PCK_CHAIN = ChainChecks("pck.chain", "pck.chain.expired", "pck.chain.not_yet_valid")
+SIGNING_CHAIN = ChainChecks(
+    "collateral.signing_chain",
+    "collateral.signing_chain.expired",
+    "collateral.signing_chain.not_yet_valid",
+)
+# An RA-TLS certificate is its own chain: self-signed.
+RATLS_CERTIFICATE = ChainChecks("ratls.self_signature", "ratls.expired", "ratls.not_yet_valid")
+TRUST_ROOT = ChainChecks("trust_root", "trust_root", "trust_root")
+PCK_CRL = CrlChecks(
+    "collateral.pck_crl.format",
+    "collateral.pck_crl.signature",
+    "collateral.pck_crl.expired",
+    "collateral.pck_crl.not_yet_valid",
+)
+ROOT_CA_CRL = CrlChecks(
+    "collateral.root_ca_crl.format",
+    "collateral.root_ca_crl.signature",
+    "collateral.root_ca_crl.expired",
+    "collateral.root_ca_crl.not_yet_valid",
+)
+
+
+def spki_sha256(cert: x509.Certificate, checks: ChainChecks = TRUST_ROOT) -> str:
+    return hashlib.sha256(spki_der(cert, checks)).hexdigest()
+
+
+def same_public_key(a: x509.Certificate, b: x509.Certificate, checks: ChainChecks) -> bool:
+    return spki_der(a, checks) == spki_der(b, checks)
+
+
+def public_key(cert: x509.Certificate, checks: ChainChecks) -> CertificatePublicKeyTypes:
     try:
         return cert.public_key()
     except (ValueError, UnsupportedAlgorithm) as exc:
-        raise CertificateChainError(f"{_cn(cert)}: unusable public key ({exc})") from None
+        raise CertificateChainError(
+            f"{_cn(cert)}: unusable public key ({exc})", check=checks.chain
+        ) from None
 
 
-def spki_der(cert: x509.Certificate) -> bytes:
-    return public_key(cert).public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+def spki_der(cert: x509.Certificate, checks: ChainChecks = TRUST_ROOT) -> bytes:
+    return public_key(cert, checks).public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
 
 @functools.cache
@@ -68,88 +113,107 @@ def intel_sgx_root() -> x509.Certificate:
     if spki_sha256(cert) != INTEL_SGX_ROOT_SPKI_SHA256:
         raise CertificateChainError(
             "the packaged Intel SGX Root CA (mse_base/_store/intel_sgx_root_ca.der) does not "
-            "carry Intel's pinned public key; reinstall mse-base"
+            "carry Intel's pinned public key; reinstall mse-base",
+            check="trust_root",
         )
     return cert
 
 
-def load_pem_chain(pem: bytes, what: str, count: int) -> tuple[x509.Certificate, ...]:
+def load_pem_chain(
+    pem: bytes, what: str, count: int, checks: ChainChecks
+) -> tuple[x509.Certificate, ...]:
     """Exactly ``count`` PEM certificates and nothing but whitespace around them."""
     if not _PEM_CHAIN.fullmatch(pem):
-        raise CertificateChainError(f"{what}: not a sequence of PEM certificates")
+        raise CertificateChainError(
+            f"{what}: not a sequence of PEM certificates", check=checks.chain
+        )
     try:
         certs = x509.load_pem_x509_certificates(pem)
     except ValueError as exc:
-        raise CertificateChainError(f"{what}: invalid certificate ({exc})") from None
+        raise CertificateChainError(
+            f"{what}: invalid certificate ({exc})", check=checks.chain
+        ) from None
     if len(certs) != count:
-        raise CertificateChainError(f"{what}: expected {count} certificates, found {len(certs)}")
+        raise CertificateChainError(
+            f"{what}: expected {count} certificates, found {len(certs)}", check=checks.chain
+        )
     return tuple(certs)
 
 
-def check_root_copy(copy: x509.Certificate, root: x509.Certificate, what: str) -> None:
+def check_root_copy(
+    copy: x509.Certificate, root: x509.Certificate, what: str, checks: ChainChecks
+) -> None:
     """A chain's copy of the root must carry the trusted key and a valid self-signature.
 
     Comparing keys alone would leave the rest of the copy unchecked (and so malleable).
     """
     if copy == root:  # byte-identical to the configured root
         return
-    if spki_der(copy) != spki_der(root):
-        raise CertificateChainError(f"{what}: does not end at the trusted root")
-    check_issued_by(copy, root, f"{what}: root certificate")
+    if spki_der(copy, checks) != spki_der(root, checks):
+        raise CertificateChainError(f"{what}: does not end at the trusted root", check=checks.chain)
+    check_issued_by(copy, root, f"{what}: root certificate", checks)
 
 
 def issuer_under_root(
-    pem: bytes, root: x509.Certificate, what: str, role: str, *, ca: bool
+    pem: bytes, root: x509.Certificate, what: str, role: str, checks: ChainChecks, *, ca: bool
 ) -> x509.Certificate:
     """The first certificate of a PEM chain (issuer, copy of ``root``), issued by ``root`` and a
     CA or not as ``ca`` says: the TCB signing chain, or the PCK CRL's PCK CA chain.
     """
-    issuer, root_copy = load_pem_chain(pem, what, 2)
-    check_root_copy(root_copy, root, what)
-    check_issued_by(issuer, root, f"{what}: {role}")
-    check_ca(issuer, f"{what}: {role}", ca=ca)
+    issuer, root_copy = load_pem_chain(pem, what, 2, checks)
+    check_root_copy(root_copy, root, what, checks)
+    check_issued_by(issuer, root, f"{what}: {role}", checks)
+    check_ca(issuer, f"{what}: {role}", checks, ca=ca)
     return issuer
 
 
-def check_issued_by(child: x509.Certificate, parent: x509.Certificate, what: str) -> None:
+def check_issued_by(
+    child: x509.Certificate, parent: x509.Certificate, what: str, checks: ChainChecks
+) -> None:
     try:
         child.verify_directly_issued_by(parent)
     except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm) as exc:
         detail = str(exc) or "bad signature"
-        raise CertificateChainError(f"{what}: not issued by {_cn(parent)} ({detail})") from None
+        raise CertificateChainError(
+            f"{what}: not issued by {_cn(parent)} ({detail})", check=checks.chain
+        ) from None
 
 
-def check_validity(cert: x509.Certificate, at: datetime, what: str) -> None:
+def check_validity(cert: x509.Certificate, at: datetime, what: str, checks: ChainChecks) -> None:
     if not cert.not_valid_before_utc <= at <= cert.not_valid_after_utc:
         raise CertificateChainError(
             f"{what} ({_cn(cert)}) is not valid at {iso(at)}: valid from "
             f"{iso(cert.not_valid_before_utc)} to "
-            f"{iso(cert.not_valid_after_utc)}"
+            f"{iso(cert.not_valid_after_utc)}",
+            check=checks.not_yet_valid if at < cert.not_valid_before_utc else checks.expired,
         )
 
 
-def extensions(cert: x509.Certificate, what: str) -> x509.Extensions:
-    """The certificate's extensions; malformed or duplicated ones are a chain error."""
+def extensions(cert: x509.Certificate, what: str, check: FailedCheck) -> x509.Extensions:
+    """The certificate's extensions; malformed or duplicated ones fail ``check``."""
     try:
         return cert.extensions
     except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
-        raise CertificateChainError(f"{what}: invalid extensions ({exc})") from None
+        raise CertificateChainError(f"{what}: invalid extensions ({exc})", check=check) from None
 
 
-def check_ca(cert: x509.Certificate, what: str, *, ca: bool) -> None:
+def check_ca(cert: x509.Certificate, what: str, checks: ChainChecks, *, ca: bool) -> None:
     try:
-        is_ca = extensions(cert, what).get_extension_for_class(x509.BasicConstraints).value.ca
+        basic = extensions(cert, what, checks.chain).get_extension_for_class(x509.BasicConstraints)
+        is_ca = basic.value.ca
     except x509.ExtensionNotFound:
         is_ca = False
     if is_ca != ca:
         want = "a CA (basicConstraints CA:TRUE)" if ca else "an end-entity (not CA)"
-        raise CertificateChainError(f"{what} ({_cn(cert)}) must be {want}")
+        raise CertificateChainError(f"{what} ({_cn(cert)}) must be {want}", check=checks.chain)
 
 
-def ec_p256_key(cert: x509.Certificate, what: str) -> ec.EllipticCurvePublicKey:
-    key = public_key(cert)
+def ec_p256_key(
+    cert: x509.Certificate, what: str, checks: ChainChecks
+) -> ec.EllipticCurvePublicKey:
+    key = public_key(cert, checks)
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
-        raise CertificateChainError(f"{what}: key must be ECDSA P-256")
+        raise CertificateChainError(f"{what}: key must be ECDSA P-256", check=checks.chain)
     return key
 
 
@@ -166,46 +230,63 @@ def verify_raw_ecdsa(key: ec.EllipticCurvePublicKey, signature: bytes, data: byt
     return True
 
 
-def load_crl(der: bytes, what: str) -> x509.CertificateRevocationList:
+def load_crl(der: bytes, what: str, checks: CrlChecks) -> x509.CertificateRevocationList:
     try:
         crl = x509.load_der_x509_crl(der)
         # Force the lazy parts now, so a malformed CRL fails here and not in a later lookup.
         _ = crl.next_update_utc, crl.last_update_utc, crl.issuer, len(crl)
     except (ValueError, x509.InvalidVersion) as exc:
-        raise CollateralError(f"{what}: not a DER CRL ({exc})") from None
+        raise CollateralError(f"{what}: not a DER CRL ({exc})", check=checks.format) from None
     return crl
 
 
 def check_crl_signed_by(
-    crl: x509.CertificateRevocationList, issuer: x509.Certificate, what: str
+    crl: x509.CertificateRevocationList,
+    issuer: x509.Certificate,
+    what: str,
+    checks: CrlChecks,
 ) -> None:
     if crl.issuer != issuer.subject:
         raise CollateralError(
-            f"{what}: issuer {crl.issuer.rfc4514_string()} is not {issuer.subject.rfc4514_string()}"
+            f"{what}: issuer {crl.issuer.rfc4514_string()} is not "
+            f"{issuer.subject.rfc4514_string()}",
+            check=checks.signature,
         )
-    key = ec_p256_key(issuer, f"{what} issuer")
+    signer = ChainChecks(checks.signature, checks.signature, checks.signature)
+    key = ec_p256_key(issuer, f"{what} issuer", signer)
     try:
         ok = crl.is_signature_valid(key)
     except (ValueError, TypeError):
         ok = False
     if not ok:
-        raise CollateralError(f"{what}: signature does not verify with {_cn(issuer)}")
+        raise CollateralError(
+            f"{what}: signature does not verify with {_cn(issuer)}", check=checks.signature
+        )
 
 
 def check_crl_window(
-    crl: x509.CertificateRevocationList, at: datetime, what: str, *, allow_stale: bool
+    crl: x509.CertificateRevocationList,
+    at: datetime,
+    what: str,
+    checks: CrlChecks,
+    *,
+    allow_stale: bool,
 ) -> None:
     this_update = crl.last_update_utc
     next_update = crl.next_update_utc
     if at < this_update:
-        raise CollateralError(f"{what}: not yet valid at {iso(at)} (thisUpdate {iso(this_update)})")
+        raise CollateralError(
+            f"{what}: not yet valid at {iso(at)} (thisUpdate {iso(this_update)})",
+            check=checks.not_yet_valid,
+        )
     if next_update is None:
-        raise CollateralError(f"{what}: has no nextUpdate")
+        raise CollateralError(f"{what}: has no nextUpdate", check=checks.format)
     if at > next_update and not allow_stale:
         raise CollateralError(
             f"{what}: stale at {iso(at)} (nextUpdate "
             f"{iso(next_update)}); fetch a fresh CRL (only "
-            "allow_stale_crls / --insecure-allow-stale-crl skips this check)"
+            "allow_stale_crls / --insecure-allow-stale-crl skips this check)",
+            check=checks.expired,
         )
 
 

@@ -26,10 +26,16 @@ from cryptography import x509
 
 from mse_base._internal.dcap import chain
 from mse_base._internal.dcap.errors import CollateralError
-from mse_base.errors import UsageError
+from mse_base._internal.files import InputRefused, read_limited
+from mse_base.errors import FailedCheck, UsageError
 
 _SIGNATURE_SUFFIX = re.compile(rb',"signature":"([0-9a-fA-F]{128})"\}\s*\Z')
 _TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+
+# The most one collateral document (a JSON body, an issuer chain, a CRL) may hold, from a file or
+# from the network. Intel's are a few kB to a few tens of kB (a TCB info with every level, the PCK
+# CRL); 4 MiB leaves two orders of magnitude for CRLs to grow and still fits in memory at once.
+MAX_DOCUMENT_SIZE = 4 * 1024 * 1024
 
 TCB_STATUSES = frozenset(
     {
@@ -69,16 +75,18 @@ class Collateral:
 
         def read(name: str) -> bytes:
             try:
-                return (path / name).read_bytes()
-            except FileNotFoundError:
+                return read_limited(path / name, MAX_DOCUMENT_SIZE)
+            except InputRefused as exc:
+                if exc.missing:
+                    raise UsageError(
+                        f"collateral directory {path}: {name} is missing; the directory needs "
+                        "tcb_info.json, qe_identity.json, tcb_info_issuer_chain.pem, pck_crl.der "
+                        "and root_ca_crl.der (from Intel PCS, your PCCS, or a simulation's "
+                        "collateral/)"
+                    ) from None
                 raise UsageError(
-                    f"collateral directory {path}: {name} is missing; the directory needs "
-                    "tcb_info.json, qe_identity.json, tcb_info_issuer_chain.pem, pck_crl.der and "
-                    "root_ca_crl.der (from Intel PCS, your PCCS, or a simulation's collateral/)"
-                ) from None
-            except OSError as exc:
-                raise UsageError(
-                    f"collateral directory {path}: cannot read {name}: {exc}"
+                    f"collateral directory {path}: {name} {exc}; replace it with the file "
+                    "Intel PCS or your PCCS serves"
                 ) from None
 
         tcb_chain = read("tcb_info_issuer_chain.pem")
@@ -108,32 +116,42 @@ class CollateralSource(Protocol):
 
 # --- signed JSON -------------------------------------------------------------------------------
 
+TCB_INFO_FORMAT: FailedCheck = "collateral.tcb_info.format"
+QE_IDENTITY_FORMAT: FailedCheck = "collateral.qe_identity.format"
+# The signed documents by their JSON key: name, and the checks their format and signature fail.
+_DOCUMENTS: dict[str, tuple[str, FailedCheck, FailedCheck]] = {
+    "tcbInfo": ("TCB info", TCB_INFO_FORMAT, "collateral.tcb_info.signature"),
+    "enclaveIdentity": ("QE identity", QE_IDENTITY_FORMAT, "collateral.qe_identity.signature"),
+}
+
 
 def split_signed_json(raw: bytes, key: str) -> tuple[bytes, bytes]:
     """Return (signed text, raw r||s signature) of a ``{"<key>":...,"signature":"..."}`` body."""
+    _, malformed, _ = _DOCUMENTS[key]
     prefix = b'{"' + key.encode() + b'":'
     if not raw.startswith(prefix):
-        raise CollateralError(f"{key}: the document must start with {prefix.decode()}")
+        raise CollateralError(
+            f"{key}: the document must start with {prefix.decode()}", check=malformed
+        )
     cut = raw.rfind(b',"signature":"')
     match = _SIGNATURE_SUFFIX.match(raw, cut) if cut > len(prefix) else None
     if match is None:
         raise CollateralError(
-            f'{key}: the document must end with ,"signature":"<128 hex digits>"}}'
+            f'{key}: the document must end with ,"signature":"<128 hex digits>"}}',
+            check=malformed,
         )
     return raw[len(prefix) : cut], bytes.fromhex(match.group(1).decode())
-
-
-_DOCUMENT_NAMES = {"tcbInfo": "TCB info", "enclaveIdentity": "QE identity"}
 
 
 def verified_signed_text(raw: bytes, key: str, signer: x509.Certificate) -> bytes:
     """The signed text of a ``{"<key>":...,"signature":"..."}`` body whose signature verifies
     with ``signer``'s key (the TCB signing certificate)."""
+    name, _, bad_signature = _DOCUMENTS[key]
     text, signature = split_signed_json(raw, key)
-    public_key = chain.ec_p256_key(signer, "TCB signing certificate")
+    public_key = chain.ec_p256_key(signer, "TCB signing certificate", chain.SIGNING_CHAIN)
     if not chain.verify_raw_ecdsa(public_key, signature, text):
         raise CollateralError(
-            f"{_DOCUMENT_NAMES.get(key, key)}: signature does not verify with the TCB signing cert"
+            f"{name}: signature does not verify with the TCB signing cert", check=bad_signature
         )
     return text
 
@@ -167,7 +185,7 @@ def _utc_time(value: str) -> datetime:
     return datetime.fromisoformat(value[:-1]).replace(tzinfo=timezone.utc)
 
 
-def load_json_object(text: bytes, what: str) -> Mapping[str, Any]:
+def load_json_object(text: bytes, what: str, check: FailedCheck) -> Mapping[str, Any]:
     try:
         value = json.loads(
             text.decode("utf-8"),
@@ -175,43 +193,51 @@ def load_json_object(text: bytes, what: str) -> Mapping[str, Any]:
             parse_constant=_reject_constant,
         )
     except (ValueError, UnicodeDecodeError) as exc:
-        raise CollateralError(f"{what}: invalid JSON ({exc})") from None
+        raise CollateralError(f"{what}: invalid JSON ({exc})", check=check) from None
     if not isinstance(value, dict):
-        raise CollateralError(f"{what}: expected a JSON object")
+        raise CollateralError(f"{what}: expected a JSON object", check=check)
     return value
 
 
 class _Fields:
-    """Typed access to a JSON object; every defect names the document and field."""
+    """Typed access to a JSON object; every defect names the document and field, and fails
+    ``check`` (the document's format check)."""
 
-    def __init__(self, obj: Any, what: str) -> None:
+    def __init__(self, obj: Any, what: str, check: FailedCheck) -> None:
         if not isinstance(obj, dict):
-            raise CollateralError(f"{what}: expected a JSON object")
+            raise CollateralError(f"{what}: expected a JSON object", check=check)
         self._obj: dict[str, Any] = obj
         self._what = what
+        self._check: FailedCheck = check
 
     def _get(self, name: str) -> Any:
         try:
             return self._obj[name]
         except KeyError:
-            raise CollateralError(f"{self._what}: missing field {name!r}") from None
+            raise CollateralError(
+                f"{self._what}: missing field {name!r}", check=self._check
+            ) from None
 
     def integer(self, name: str, limit: int = 0xFFFF) -> int:
         value = self._get(name)
         if type(value) is not int or not 0 <= value <= limit:
-            raise CollateralError(f"{self._what}: {name!r} must be an integer in 0..{limit}")
+            raise CollateralError(
+                f"{self._what}: {name!r} must be an integer in 0..{limit}", check=self._check
+            )
         return value
 
     def string(self, name: str) -> str:
         value = self._get(name)
         if not isinstance(value, str):
-            raise CollateralError(f"{self._what}: {name!r} must be a string")
+            raise CollateralError(f"{self._what}: {name!r} must be a string", check=self._check)
         return value
 
     def hexbytes(self, name: str, size: int) -> bytes:
         value = self.string(name)
         if len(value) != 2 * size or not re.fullmatch(r"[0-9a-fA-F]*", value):
-            raise CollateralError(f"{self._what}: {name!r} must be {size} bytes of hex")
+            raise CollateralError(
+                f"{self._what}: {name!r} must be {size} bytes of hex", check=self._check
+            )
         return bytes.fromhex(value)
 
     def timestamp(self, name: str) -> datetime:
@@ -220,7 +246,8 @@ class _Fields:
             return _utc_time(value)
         except ValueError:
             raise CollateralError(
-                f"{self._what}: {name!r} = {value!r} is not a UTC time like 2025-01-31T00:00:00Z"
+                f"{self._what}: {name!r} = {value!r} is not a UTC time like 2025-01-31T00:00:00Z",
+                check=self._check,
             ) from None
 
     def array(self, name: str, *, optional: bool = False) -> list[Any]:
@@ -228,22 +255,24 @@ class _Fields:
             return []
         value = self._get(name)
         if not isinstance(value, list):
-            raise CollateralError(f"{self._what}: {name!r} must be a list")
+            raise CollateralError(f"{self._what}: {name!r} must be a list", check=self._check)
         return value
 
     def member(self, name: str) -> _Fields:
-        return _Fields(self._get(name), f"{self._what}.{name}")
+        return _Fields(self._get(name), f"{self._what}.{name}", self._check)
 
     def status(self, name: str = "tcbStatus") -> str:
         value = self.string(name)
         if value not in TCB_STATUSES:
-            raise CollateralError(f"{self._what}: unknown {name} {value!r}")
+            raise CollateralError(f"{self._what}: unknown {name} {value!r}", check=self._check)
         return value
 
     def advisories(self) -> tuple[str, ...]:
         ids = self.array("advisoryIDs", optional=True)
         if not all(isinstance(i, str) for i in ids):
-            raise CollateralError(f"{self._what}: 'advisoryIDs' must be a list of strings")
+            raise CollateralError(
+                f"{self._what}: 'advisoryIDs' must be a list of strings", check=self._check
+            )
         return tuple(ids)
 
 
@@ -278,28 +307,40 @@ def _component_svns(components: list[Any], where: str) -> tuple[int, ...]:
     for component in components:
         svn = component.get("svn") if type(component) is dict else None
         if type(svn) is not int or not 0 <= svn <= 255:
-            raise CollateralError(f"{where}: every sgxtcbcomponents entry needs an svn in 0..255")
+            raise CollateralError(
+                f"{where}: every sgxtcbcomponents entry needs an svn in 0..255",
+                check=TCB_INFO_FORMAT,
+            )
         svns.append(svn)
     return tuple(svns)
 
 
 def parse_tcb_info(text: bytes) -> TcbInfo:
     """Parse the signed ``tcbInfo`` text (version 3, SGX)."""
-    f = _Fields(load_json_object(text, "TCB info"), "TCB info")
+    f = _Fields(load_json_object(text, "TCB info", TCB_INFO_FORMAT), "TCB info", TCB_INFO_FORMAT)
     if f.string("id") != "SGX":
-        raise CollateralError(f"TCB info: id {f.string('id')!r} is not 'SGX'")
+        raise CollateralError(
+            f"TCB info: id {f.string('id')!r} is not 'SGX'", check=TCB_INFO_FORMAT
+        )
     if f.integer("version") != 3:
-        raise CollateralError(f"TCB info: version {f.integer('version')} is not supported (only 3)")
+        raise CollateralError(
+            f"TCB info: version {f.integer('version')} is not supported (only 3)",
+            check=TCB_INFO_FORMAT,
+        )
     tcb_type = f.integer("tcbType")
     if tcb_type != 0:
-        raise CollateralError(f"TCB info: tcbType {tcb_type} is not supported (only 0)")
+        raise CollateralError(
+            f"TCB info: tcbType {tcb_type} is not supported (only 0)", check=TCB_INFO_FORMAT
+        )
     levels = []
     for i, item in enumerate(f.array("tcbLevels")):
-        lf = _Fields(item, f"TCB info.tcbLevels[{i}]")
+        lf = _Fields(item, f"TCB info.tcbLevels[{i}]", TCB_INFO_FORMAT)
         tcb = lf.member("tcb")
         comps = tcb.array("sgxtcbcomponents")
         if len(comps) != 16:
-            raise CollateralError(f"TCB info.tcbLevels[{i}]: expected 16 sgxtcbcomponents")
+            raise CollateralError(
+                f"TCB info.tcbLevels[{i}]: expected 16 sgxtcbcomponents", check=TCB_INFO_FORMAT
+            )
         levels.append(
             TcbLevel(
                 components=_component_svns(comps, f"TCB info.tcbLevels[{i}]"),
@@ -310,7 +351,7 @@ def parse_tcb_info(text: bytes) -> TcbInfo:
             )
         )
     if not levels:
-        raise CollateralError("TCB info: no tcbLevels")
+        raise CollateralError("TCB info: no tcbLevels", check=TCB_INFO_FORMAT)
     # Matching takes the first level the platform reaches, so the order decides the verdict.
     # Intel serves the levels newest first; Intel's QVL does not rely on it and sorts them by
     # (components, PCESVN), highest first, refusing a level listed twice: so do we.
@@ -319,7 +360,8 @@ def parse_tcb_info(text: bytes) -> TcbInfo:
         if (higher.components, higher.pcesvn) == (lower.components, lower.pcesvn):
             raise CollateralError(
                 f"TCB info: the level with components {list(lower.components)} and PCESVN "
-                f"{lower.pcesvn} is listed twice"
+                f"{lower.pcesvn} is listed twice",
+                check=TCB_INFO_FORMAT,
             )
     return TcbInfo(
         issue_date=f.timestamp("issueDate"),
@@ -359,18 +401,22 @@ class QeIdentity:
 
 def parse_qe_identity(text: bytes) -> QeIdentity:
     """Parse the signed ``enclaveIdentity`` text (version 2, id "QE")."""
-    f = _Fields(load_json_object(text, "QE identity"), "QE identity")
+    f = _Fields(
+        load_json_object(text, "QE identity", QE_IDENTITY_FORMAT), "QE identity", QE_IDENTITY_FORMAT
+    )
     if f.string("id") != "QE":
         raise CollateralError(
-            f"QE identity: id {f.string('id')!r} is not 'QE' (SGX quoting enclave)"
+            f"QE identity: id {f.string('id')!r} is not 'QE' (SGX quoting enclave)",
+            check=QE_IDENTITY_FORMAT,
         )
     if f.integer("version") != 2:
         raise CollateralError(
-            f"QE identity: version {f.integer('version')} is not supported (only 2)"
+            f"QE identity: version {f.integer('version')} is not supported (only 2)",
+            check=QE_IDENTITY_FORMAT,
         )
     levels = []
     for i, item in enumerate(f.array("tcbLevels")):
-        lf = _Fields(item, f"QE identity.tcbLevels[{i}]")
+        lf = _Fields(item, f"QE identity.tcbLevels[{i}]", QE_IDENTITY_FORMAT)
         levels.append(
             QeTcbLevel(
                 isvsvn=lf.member("tcb").integer("isvsvn"),
@@ -380,7 +426,7 @@ def parse_qe_identity(text: bytes) -> QeIdentity:
             )
         )
     if not levels:
-        raise CollateralError("QE identity: no tcbLevels")
+        raise CollateralError("QE identity: no tcbLevels", check=QE_IDENTITY_FORMAT)
     return QeIdentity(
         issue_date=f.timestamp("issueDate"),
         next_update=f.timestamp("nextUpdate"),

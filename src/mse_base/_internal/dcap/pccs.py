@@ -51,12 +51,14 @@ from cryptography.hazmat.primitives import serialization
 
 from mse_base._internal.dcap import chain
 from mse_base._internal.dcap.collateral import (
+    MAX_DOCUMENT_SIZE,
     Collateral,
     parse_qe_identity,
     parse_tcb_info,
     verified_signed_text,
 )
 from mse_base._internal.dcap.errors import CollateralError
+from mse_base._internal.files import read_limited, size_text
 from mse_base._internal.utc import ISO_SECONDS, iso
 from mse_base.errors import VerificationError
 
@@ -72,8 +74,9 @@ _TCB_CHAIN_HEADER_V3 = "SGX-TCB-Info-Issuer-Chain"
 _QE_CHAIN_HEADER = "SGX-Enclave-Identity-Issuer-Chain"
 _PCK_CRL_CHAIN_HEADER = "SGX-PCK-CRL-Issuer-Chain"
 _KEPT_HEADERS = (_TCB_CHAIN_HEADER, _TCB_CHAIN_HEADER_V3, _QE_CHAIN_HEADER, _PCK_CRL_CHAIN_HEADER)
-# Collateral bodies are a few kB; refuse anything absurd rather than buffer it.
-_MAX_BODY = 4 * 1024 * 1024
+# Collateral bodies are a few kB; refuse anything absurd rather than buffer it (the same cap as
+# a collateral file on disk: what a PCCS served can always be saved and loaded as a directory).
+_MAX_BODY = MAX_DOCUMENT_SIZE
 # A cache entry is the body in base64 plus a few short fields.
 _MAX_ENTRY = 2 * _MAX_BODY
 # Overall time for one request (connection, redirects, headers and body), not per socket read:
@@ -108,7 +111,8 @@ class _HTTPStatusError(CollateralError):
 
     def __init__(self, url: str, status: int, reason: str) -> None:
         super().__init__(
-            f"collateral request {_printable(url)} failed: HTTP {status} {_printable(reason)}"
+            f"collateral request {_printable(url)} failed: HTTP {status} {_printable(reason)}",
+            check="collateral.unavailable",
         )
         self.status = status
 
@@ -138,7 +142,10 @@ def _crl_der(body: bytes, url: str) -> bytes:
         der = bytes.fromhex(text.decode("ascii"))
         if der[:1] == b"\x30":
             return der
-    raise CollateralError(f"{_printable(url)} did not return a CRL (neither DER, hex nor PEM)")
+    raise CollateralError(
+        f"{_printable(url)} did not return a CRL (neither DER, hex nor PEM)",
+        check="collateral.unavailable",
+    )
 
 
 def _crl_distribution_point(root: x509.Certificate) -> str | None:
@@ -154,6 +161,12 @@ def _crl_distribution_point(root: x509.Certificate) -> str | None:
     return None
 
 
+# The chain a PCK CRL is served with: a defect means the CRL's signature cannot be trusted.
+_PCK_CRL_ISSUER = chain.ChainChecks(
+    chain.PCK_CRL.signature, chain.PCK_CRL.signature, chain.PCK_CRL.signature
+)
+
+
 # --- vetting a response before it is cached ---------------------------------------------------
 # The same checks, built from the same blocks (chain, collateral), as the verifier's signature
 # checks of the collateral; they could move to a module shared with verify/verifier.py. Time
@@ -164,7 +177,10 @@ def _issuer_chain_pem(response: _Response, what: str, *headers: str) -> bytes:
     """The issuer chain the service sent in the first of ``headers`` present (URL-encoded PEM)."""
     value = next((response.headers[h] for h in headers if response.headers.get(h)), None)
     if not value:
-        raise CollateralError(f"{what}: the service sent no {headers[0]} header (the issuer chain)")
+        raise CollateralError(
+            f"{what}: the service sent no {headers[0]} header (the issuer chain)",
+            check="collateral.unavailable",
+        )
     return urllib.parse.unquote(value).encode()
 
 
@@ -174,7 +190,12 @@ def _vetted_signed_json(
     """The signed text of a JSON body whose signature verifies under an issuer chain to ``root``."""
     what = f"{key} issuer chain"
     signer = chain.issuer_under_root(
-        _issuer_chain_pem(response, key, *headers), root, what, "TCB signing certificate", ca=False
+        _issuer_chain_pem(response, key, *headers),
+        root,
+        what,
+        "TCB signing certificate",
+        chain.SIGNING_CHAIN,
+        ca=False,
     )
     return verified_signed_text(response.body, key, signer)
 
@@ -184,7 +205,7 @@ def _vetted_tcb_info(response: _Response, root: x509.Certificate, fmspc: str) ->
     info = parse_tcb_info(text)
     # A well-signed TCB info for another platform would be rejected at every use.
     if info.fmspc.hex() != fmspc:
-        raise CollateralError(f"tcbInfo: not for FMSPC {fmspc}")
+        raise CollateralError(f"tcbInfo: not for FMSPC {fmspc}", check="collateral.platform")
     return info.next_update
 
 
@@ -195,20 +216,25 @@ def _vetted_qe_identity(response: _Response, root: x509.Certificate) -> dt.datet
 
 def _vetted_pck_crl(response: _Response, root: x509.Certificate, pck_ca: str) -> dt.datetime:
     pem = _issuer_chain_pem(response, "PCK CRL", _PCK_CRL_CHAIN_HEADER)
-    ca = chain.issuer_under_root(pem, root, "PCK CRL issuer chain", "PCK CA", ca=True)
+    ca = chain.issuer_under_root(
+        pem, root, "PCK CRL issuer chain", "PCK CA", _PCK_CRL_ISSUER, ca=True
+    )
     names = ca.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
     if not any(pck_ca in str(name.value).lower() for name in names):
         raise CollateralError(
-            f"PCK CRL: issued by {ca.subject.rfc4514_string()}, not the {pck_ca} CA"
+            f"PCK CRL: issued by {ca.subject.rfc4514_string()}, not the {pck_ca} CA",
+            check=chain.PCK_CRL.signature,
         )
-    return _vetted_crl(response.body, ca, "PCK CRL")
+    return _vetted_crl(response.body, ca, "PCK CRL", chain.PCK_CRL)
 
 
-def _vetted_crl(der: bytes, issuer: x509.Certificate, what: str) -> dt.datetime:
-    crl = chain.load_crl(der, what)
-    chain.check_crl_signed_by(crl, issuer, what)
+def _vetted_crl(
+    der: bytes, issuer: x509.Certificate, what: str, checks: chain.CrlChecks
+) -> dt.datetime:
+    crl = chain.load_crl(der, what, checks)
+    chain.check_crl_signed_by(crl, issuer, what, checks)
     if crl.next_update_utc is None:
-        raise CollateralError(f"{what}: has no nextUpdate")
+        raise CollateralError(f"{what}: has no nextUpdate", check=checks.format)
     return crl.next_update_utc
 
 
@@ -285,16 +311,13 @@ def _watched(http_class: Any, deadline: _Deadline) -> Callable[..., http.client.
     return make
 
 
-class _HTTPHandler(urllib.request.HTTPHandler):
-    def __init__(self, deadline: _Deadline) -> None:
-        super().__init__()
-        self._deadline = deadline
+class _WatchedHandler(urllib.request.HTTPHandler, urllib.request.HTTPSHandler):
+    """urllib's http:// and https:// handlers in one, every connection watched by ``deadline``.
 
-    def do_open(self, http_class: Any, req: Any, **kwargs: Any) -> http.client.HTTPResponse:
-        return super().do_open(_watched(http_class, self._deadline), req, **kwargs)
+    Both http_open and https_open end in do_open, so one override serves both schemes. Being an
+    instance of both classes is what makes build_opener leave out its own unwatched defaults.
+    """
 
-
-class _HTTPSHandler(urllib.request.HTTPSHandler):
     def __init__(self, deadline: _Deadline) -> None:
         super().__init__()
         self._deadline = deadline
@@ -321,7 +344,8 @@ class _RedirectHandler(urllib.request.HTTPRedirectHandler):
             fp.close()
             raise _RedirectRefused(
                 f"collateral request {_printable(req.full_url)} was redirected to "
-                f"{_printable(newurl)}; refusing to leave https://"
+                f"{_printable(newurl)}; refusing to leave https://",
+                check="collateral.unavailable",
             )
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
@@ -436,17 +460,13 @@ class PCCSCollateralSource:
             if directory is None:
                 return None
             try:
-                fd = os.open(
-                    self._entry_name(url),
-                    os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                    dir_fd=directory,
+                raw = read_limited(
+                    self._entry_name(url), _MAX_ENTRY, nofollow=True, dir_fd=directory
                 )
-                with os.fdopen(fd, "rb") as handle:
-                    raw = handle.read(_MAX_ENTRY + 1)
             except OSError:
+                # Missing, not a regular file (a FIFO there must not block us), or too large:
+                # a miss either way.
                 return None
-        if len(raw) > _MAX_ENTRY:
-            return None
         return _decode_entry(raw, url, now)
 
     def _store(
@@ -483,9 +503,7 @@ class PCCSCollateralSource:
         self.requests_made += 1
         shown = _printable(url)
         with _Deadline(self._timeout) as deadline:
-            opener = urllib.request.build_opener(
-                _HTTPHandler(deadline), _HTTPSHandler(deadline), _RedirectHandler()
-            )
+            opener = urllib.request.build_opener(_WatchedHandler(deadline), _RedirectHandler())
             try:
                 with opener.open(request, timeout=self._timeout) as reply:
                     body = _read_body(reply)
@@ -502,7 +520,8 @@ class PCCSCollateralSource:
                 reason = _printable(str(getattr(err, "reason", err)))
                 raise CollateralError(
                     f"cannot reach the collateral service at {shown}: {reason}; check --pccs-url "
-                    "or pass --collateral DIR"
+                    "or pass --collateral DIR",
+                    check="collateral.unavailable",
                 ) from None
             except (http.client.HTTPException, ValueError) as err:
                 # A malformed answer (bad status line, too many or too long headers, a short
@@ -513,19 +532,25 @@ class PCCSCollateralSource:
                 detail = _printable(text if text.startswith(kind) else f"{kind}: {text}")
                 raise CollateralError(
                     f"collateral service at {shown} sent an invalid HTTP response ({detail}); "
-                    "check --pccs-url or pass --collateral DIR"
+                    "check --pccs-url or pass --collateral DIR",
+                    check="collateral.unavailable",
                 ) from None
             # A shut-down connection can also look like a complete (truncated) body.
             if deadline.expired:
                 raise self._timed_out(shown)
         if len(body) > _MAX_BODY:
-            raise CollateralError(f"collateral response from {shown} is larger than {_MAX_BODY} B")
+            raise CollateralError(
+                f"collateral response from {shown} is larger than {size_text(_MAX_BODY)}, more "
+                "than any collateral document; check --pccs-url or pass --collateral DIR",
+                check="collateral.unavailable",
+            )
         return _Response(body, headers)
 
     def _timed_out(self, shown: str) -> CollateralError:
         return CollateralError(
             f"collateral service at {shown} did not answer within {self._timeout:g} s; check "
-            "--pccs-url or pass --collateral DIR"
+            "--pccs-url or pass --collateral DIR",
+            check="collateral.unavailable",
         )
 
     def _fetch(
@@ -559,7 +584,7 @@ class PCCSCollateralSource:
         return f"{self._base}{_API}{path}{suffix}"
 
     def _vet_root_crl(self, response: _Response) -> dt.datetime:
-        return _vetted_crl(response.body, self._root, "root CA CRL")
+        return _vetted_crl(response.body, self._root, "root CA CRL", chain.ROOT_CA_CRL)
 
     def _root_ca_crl(self) -> bytes:
         url = self._url("/rootcacrl")
@@ -586,9 +611,14 @@ class PCCSCollateralSource:
         """
         fmspc = fmspc.lower()
         if len(fmspc) != 12 or any(c not in "0123456789abcdef" for c in fmspc):
-            raise CollateralError(f"FMSPC {fmspc!r} is not 6 bytes of hex")
+            raise CollateralError(
+                f"FMSPC {fmspc!r} is not 6 bytes of hex", check="collateral.unavailable"
+            )
         if pck_ca not in ("processor", "platform"):
-            raise CollateralError(f"PCK CA {pck_ca!r} is neither 'processor' nor 'platform'")
+            raise CollateralError(
+                f"PCK CA {pck_ca!r} is neither 'processor' nor 'platform'",
+                check="collateral.unavailable",
+            )
         root = self._root
         tcb_url = self._url("/tcb", fmspc=fmspc)
         tcb = self._fetch(tcb_url, lambda r: _vetted_tcb_info(r, root, fmspc))

@@ -60,7 +60,7 @@ class PckExtensions:
 
 
 def _fail(why: str) -> CertificateChainError:
-    return CertificateChainError(f"PCK certificate SGX extensions: {why}")
+    return CertificateChainError(f"PCK certificate SGX extensions: {why}", check="pck.extensions")
 
 
 def _der_length(size: int) -> bytes:
@@ -155,7 +155,7 @@ def _require(entries: dict[str, _Tlv], oid: str, name: str) -> _Tlv:
 def parse_pck_extensions(cert: x509.Certificate) -> PckExtensions:
     """Extract the SGX extensions of a PCK leaf certificate."""
     try:
-        ext = extensions(cert, "PCK leaf").get_extension_for_oid(
+        ext = extensions(cert, "PCK leaf", "pck.extensions").get_extension_for_oid(
             x509.ObjectIdentifier(SGX_EXTENSIONS_OID)
         )
     except x509.ExtensionNotFound:

@@ -136,7 +136,8 @@ class _Reader:
         if size > self.remaining:
             raise QuoteFormatError(
                 f"malformed quote: {self._what} is truncated in {field} "
-                f"(needs {size} bytes, {self.remaining} left)"
+                f"(needs {size} bytes, {self.remaining} left)",
+                check="quote.format",
             )
         out = self._data[self._pos : self._pos + size]
         self._pos += size
@@ -155,7 +156,8 @@ class _Reader:
         if size > self.remaining:
             raise QuoteFormatError(
                 f"malformed quote: {field} declares {size} bytes but only "
-                f"{self.remaining} are left in {self._what}"
+                f"{self.remaining} are left in {self._what}",
+                check="quote.format",
             )
         child = _Reader(self._data, what, self._pos, self._pos + size)
         self._pos += size
@@ -164,7 +166,8 @@ class _Reader:
     def expect_end(self) -> None:
         if self.remaining:
             raise QuoteFormatError(
-                f"malformed quote: {self.remaining} unexpected bytes after the end of {self._what}"
+                f"malformed quote: {self.remaining} unexpected bytes after the end of {self._what}",
+                check="quote.format",
             )
 
 
@@ -175,7 +178,9 @@ assert _REPORT_BODY.size == REPORT_BODY_SIZE
 def parse_report_body(raw: bytes) -> ReportBody:
     """Parse a 384-byte SGX report body."""
     if len(raw) != REPORT_BODY_SIZE:
-        raise QuoteFormatError(f"malformed quote: report body is {len(raw)} bytes, expected 384")
+        raise QuoteFormatError(
+            f"malformed quote: report body is {len(raw)} bytes, expected 384", check="quote.format"
+        )
     (
         cpu_svn,
         misc_select,
@@ -227,26 +232,31 @@ def _parse_header(reader: _Reader) -> QuoteHeader:
         kind = "TDX" if tee_type == TEE_TYPE_TDX else f"version {version}"
         raise UnsupportedQuoteError(
             f"unsupported quote: {kind} quotes are not supported yet "
-            f"(version {version}, tee_type 0x{tee_type:02x}); only SGX quote version 3 is"
+            f"(version {version}, tee_type 0x{tee_type:02x}); only SGX quote version 3 is",
+            check="quote.unsupported",
         )
     if version != QUOTE_VERSION_3:
         raise UnsupportedQuoteError(
-            f"unsupported quote: unknown quote version {version}; only SGX quote version 3 is"
+            f"unsupported quote: unknown quote version {version}; only SGX quote version 3 is",
+            check="quote.unsupported",
         )
     if tee_type != TEE_TYPE_SGX:
         raise UnsupportedQuoteError(
-            f"unsupported quote: unknown TEE type 0x{tee_type:x}; only SGX (0x0) is supported"
+            f"unsupported quote: unknown TEE type 0x{tee_type:x}; only SGX (0x0) is supported",
+            check="quote.unsupported",
         )
     if key_type != ATTESTATION_KEY_ECDSA_P256:
         name = _KEY_TYPE_NAMES.get(key_type, "unknown")
         raise UnsupportedQuoteError(
             f"unsupported quote: attestation key type {key_type} ({name}); "
-            "only type 2, ECDSA-256 with P-256, is supported"
+            "only type 2, ECDSA-256 with P-256, is supported",
+            check="quote.unsupported",
         )
     if header.qe_vendor_id != INTEL_QE_VENDOR_ID:
         raise UnsupportedQuoteError(
             f"unsupported quote: QE vendor ID {header.qe_vendor_id.hex()} is not Intel's "
-            f"({INTEL_QE_VENDOR_ID.hex()})"
+            f"({INTEL_QE_VENDOR_ID.hex()})",
+            check="quote.unsupported",
         )
     return header
 
@@ -262,7 +272,9 @@ def _pem_chain(data: bytes) -> bytes:
     # Intel's quoting library NUL-terminates the PEM text inside the declared length.
     pem = data.rstrip(b"\x00")
     if not pem:
-        raise QuoteFormatError("malformed quote: the PCK certificate chain is empty")
+        raise QuoteFormatError(
+            "malformed quote: the PCK certificate chain is empty", check="quote.format"
+        )
     return pem
 
 
@@ -272,11 +284,14 @@ def parse_quote(data: bytes) -> Quote:
     Only the layout is checked here; no signature is verified.
     """
     if not isinstance(data, bytes | bytearray | memoryview):
-        raise QuoteFormatError(f"malformed quote: expected bytes, got {type(data).__name__}")
+        raise QuoteFormatError(
+            f"malformed quote: expected bytes, got {type(data).__name__}", check="quote.format"
+        )
     data = bytes(data)
     if len(data) > MAX_QUOTE_SIZE:
         raise QuoteFormatError(
-            f"malformed quote: {len(data)} bytes is more than the {MAX_QUOTE_SIZE}-byte limit"
+            f"malformed quote: {len(data)} bytes is more than the {MAX_QUOTE_SIZE}-byte limit",
+            check="quote.format",
         )
     reader = _Reader(data, "the quote")
     header = _parse_header(reader)
@@ -306,14 +321,16 @@ def parse_quote(data: bytes) -> Quote:
         ):
             raise QuoteFormatError(
                 "malformed quote: the QE report certification data (type 6) does not repeat "
-                "the quote's QE report, QE report signature and QE auth data"
+                "the quote's QE report, QE report signature and QE auth data",
+                check="quote.format",
             )
         cert_type, cert_data = _parse_certification_data(inner, "inner certification data")
         inner.expect_end()
         if cert_type != CERT_DATA_PCK_CHAIN:
             raise UnsupportedQuoteError(
                 f"unsupported quote: certification data type 6 wraps type {cert_type}; "
-                "only type 5 (PEM PCK certificate chain) is supported"
+                "only type 5 (PEM PCK certificate chain) is supported",
+                check="quote.unsupported",
             )
         outer_type = CERT_DATA_QE_REPORT
     elif cert_type == CERT_DATA_PCK_CHAIN:
@@ -321,7 +338,8 @@ def parse_quote(data: bytes) -> Quote:
     else:
         raise UnsupportedQuoteError(
             f"unsupported quote: certification data type {cert_type}; only type 5 (PEM PCK "
-            "certificate chain) and type 6 (QE report wrapping type 5) are supported"
+            "certificate chain) and type 6 (QE report wrapping type 5) are supported",
+            check="quote.unsupported",
         )
 
     return Quote(

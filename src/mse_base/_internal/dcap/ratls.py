@@ -54,10 +54,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtensionOID, NameOID
 
 from mse_base._internal.dcap import chain
-from mse_base._internal.dcap.quote import REPORT_DATA_SIZE
+from mse_base._internal.dcap.quote import MAX_QUOTE_SIZE, REPORT_DATA_SIZE
 from mse_base.errors import UsageError, VerificationError
 
 __all__ = [
+    "MAX_CERTIFICATE_SIZE",
     "QUOTE_OID",
     "QUOTE_OID_LEGACY",
     "TCG_DICE_TAGGED_EVIDENCE_OID",
@@ -78,6 +79,12 @@ TCG_DICE_TAGGED_EVIDENCE_OID = "2.23.133.5.4.9"
 # IANA CBOR tag "tee quote" (Gramine's TCG_DICE_TAGGED_EVIDENCE_TEE_QUOTE_CBOR_TAG): the tagged
 # item is [bstr quote, bstr claims].
 TEE_QUOTE_CBOR_TAG = 60000
+
+# The most a certificate file read from disk may hold. Gramine's certificates carry two quotes
+# (the legacy extension and the DICE one), each at most MAX_QUOTE_SIZE; PEM adds a third to the
+# DER; the names, key and signature are a few hundred bytes. So 4 quotes' worth is ample, and a
+# file larger than that is not a certificate we could accept.
+MAX_CERTIFICATE_SIZE = 4 * MAX_QUOTE_SIZE
 
 KeyBinding = Literal["spki-sha256", "ec-point-sha256", "dice-claims"]
 
@@ -216,7 +223,7 @@ class Evidence:
 def _cbor_head(data: bytes, pos: int, what: str) -> tuple[int, int, int]:
     """(major type, argument, next position) of the CBOR item head at ``pos``."""
     if pos >= len(data):
-        raise VerificationError(f"{what}: truncated CBOR")
+        raise VerificationError(f"{what}: truncated CBOR", check="ratls.evidence")
     major, info = data[pos] >> 5, data[pos] & 0x1F
     pos += 1
     if info < 24:
@@ -224,11 +231,12 @@ def _cbor_head(data: bytes, pos: int, what: str) -> tuple[int, int, int]:
     if info > 27:
         raise VerificationError(
             f"{what}: indefinite-length or reserved CBOR encoding (only definite lengths are "
-            "accepted)"
+            "accepted)",
+            check="ratls.evidence",
         )
     end = pos + (1 << (info - 24))
     if end > len(data):
-        raise VerificationError(f"{what}: truncated CBOR")
+        raise VerificationError(f"{what}: truncated CBOR", check="ratls.evidence")
     return major, int.from_bytes(data[pos:end], "big"), end
 
 
@@ -245,7 +253,9 @@ def _cbor_check(data: bytes, what: str, *, tag: int | None = None) -> tuple[int,
     if tag is not None:
         major, value, pos = _cbor_head(data, pos, what)
         if major != 6 or value != tag:
-            raise VerificationError(f"{what}: not CBOR tag {tag} (TEE quote)")
+            raise VerificationError(
+                f"{what}: not CBOR tag {tag} (TEE quote)", check="ratls.evidence"
+            )
     top: tuple[int, int] | None = None
     remaining = [1]
     while remaining:
@@ -257,20 +267,26 @@ def _cbor_check(data: bytes, what: str, *, tag: int | None = None) -> tuple[int,
         if top is None:
             top = (major, value)
         if major == 6:
-            raise VerificationError(f"{what}: CBOR tag {value} is not allowed here")
+            raise VerificationError(
+                f"{what}: CBOR tag {value} is not allowed here", check="ratls.evidence"
+            )
         if major in (2, 3):
             if value > len(data) - pos:
-                raise VerificationError(f"{what}: truncated CBOR")
+                raise VerificationError(f"{what}: truncated CBOR", check="ratls.evidence")
             pos += value
         elif major in (4, 5) and value:
             # Each item takes at least one byte, so a huge count just runs out of data.
             remaining.append(value if major == 4 else 2 * value)
             if len(remaining) > _CBOR_MAX_DEPTH:
-                raise VerificationError(f"{what}: CBOR nested deeper than {_CBOR_MAX_DEPTH}")
+                raise VerificationError(
+                    f"{what}: CBOR nested deeper than {_CBOR_MAX_DEPTH}", check="ratls.evidence"
+                )
     if pos != len(data):
-        raise VerificationError(f"{what}: {len(data) - pos} trailing bytes after the CBOR item")
+        raise VerificationError(
+            f"{what}: {len(data) - pos} trailing bytes after the CBOR item", check="ratls.evidence"
+        )
     if top is None:  # unreachable: the loop reads at least one head
-        raise VerificationError(f"{what}: empty CBOR")
+        raise VerificationError(f"{what}: empty CBOR", check="ratls.evidence")
     return top
 
 
@@ -279,7 +295,7 @@ def _cbor_decode(data: bytes, what: str) -> object:
     try:
         return cbor2.loads(data)
     except (cbor2.CBORDecodeError, ValueError, TypeError) as err:
-        raise VerificationError(f"{what}: invalid CBOR ({err})") from err
+        raise VerificationError(f"{what}: invalid CBOR ({err})", check="ratls.evidence") from err
 
 
 def _dice_evidence(value: bytes) -> Evidence:
@@ -288,7 +304,9 @@ def _dice_evidence(value: bytes) -> Evidence:
     """
     what = "the TCG DICE evidence extension"
     if _cbor_check(value, what, tag=TEE_QUOTE_CBOR_TAG) != (4, 2):
-        raise VerificationError(f"{what}: not a CBOR array of [quote, claims]")
+        raise VerificationError(
+            f"{what}: not a CBOR array of [quote, claims]", check="ratls.evidence"
+        )
     item = _cbor_decode(value, what)
     evidence = item.value if isinstance(item, cbor2.CBORTag) else None
     if (
@@ -297,7 +315,9 @@ def _dice_evidence(value: bytes) -> Evidence:
         or len(evidence) != 2
         or not all(type(part) is bytes and part for part in evidence)
     ):
-        raise VerificationError(f"{what}: not [quote, claims] as two non-empty byte strings")
+        raise VerificationError(
+            f"{what}: not [quote, claims] as two non-empty byte strings", check="ratls.evidence"
+        )
     return Evidence(TCG_DICE_TAGGED_EVIDENCE_OID, evidence[0], evidence[1])
 
 
@@ -308,7 +328,7 @@ def extract_evidence(cert: x509.Certificate) -> tuple[Evidence, ...]:
     critical (Gramine's ``find_oid_in_cert_extensions`` refuses that) or if an extension we do
     not recognise is critical (RFC 5280 section 4.2).
     """
-    extensions = list(chain.extensions(cert, "the RA-TLS certificate"))
+    extensions = list(chain.extensions(cert, "the RA-TLS certificate", "ratls.evidence"))
     dice: list[Evidence] = []
     legacy: list[Evidence] = []
     for ext in extensions:
@@ -317,11 +337,13 @@ def extract_evidence(cert: x509.Certificate) -> tuple[Evidence, ...]:
         if ext.critical and carries_quote:
             raise VerificationError(
                 f"the certificate's quote extension {oid} is marked critical; RA-TLS quote "
-                "extensions must be non-critical"
+                "extensions must be non-critical",
+                check="ratls.evidence",
             )
         if ext.critical and oid not in _KNOWN_CRITICAL:
             raise VerificationError(
-                f"the certificate has an unrecognised critical extension {oid} (RFC 5280 4.2)"
+                f"the certificate has an unrecognised critical extension {oid} (RFC 5280 4.2)",
+                check="ratls.evidence",
             )
         if not carries_quote or not isinstance(ext.value, x509.UnrecognizedExtension):
             continue
@@ -331,7 +353,7 @@ def extract_evidence(cert: x509.Certificate) -> tuple[Evidence, ...]:
         else:
             legacy.append(Evidence(oid, raw))
     if not dice and not legacy:
-        raise VerificationError("no SGX quote in the certificate")
+        raise VerificationError("no SGX quote in the certificate", check="ratls.evidence")
     return (*dice, *legacy)
 
 
@@ -346,7 +368,9 @@ def extract_quote(cert: x509.Certificate) -> bytes:
 
 def _check_report_data(report_data: bytes) -> None:
     if len(report_data) != REPORT_DATA_SIZE:
-        raise VerificationError(f"report data is {len(report_data)} bytes, expected 64")
+        raise VerificationError(
+            f"report data is {len(report_data)} bytes, expected 64", check="ratls.key_binding"
+        )
 
 
 def check_key_binding(cert: x509.Certificate, report_data: bytes) -> KeyBinding:
@@ -362,7 +386,7 @@ def check_key_binding(cert: x509.Certificate, report_data: bytes) -> KeyBinding:
     digest, tail = report_data[:32], report_data[32:]
     public_key = cert.public_key()
     binding: KeyBinding | None = None
-    if hashlib.sha256(chain.spki_der(cert)).digest() == digest:
+    if hashlib.sha256(chain.spki_der(cert, chain.RATLS_CERTIFICATE)).digest() == digest:
         binding = "spki-sha256"
     elif isinstance(public_key, ec.EllipticCurvePublicKey):
         point = public_key.public_bytes(
@@ -373,11 +397,14 @@ def check_key_binding(cert: x509.Certificate, report_data: bytes) -> KeyBinding:
     if binding is None:
         raise VerificationError(
             "the quote's report data does not bind the certificate's public key "
-            "(neither SHA-256 of its SubjectPublicKeyInfo nor of its EC point)"
+            "(neither SHA-256 of its SubjectPublicKeyInfo nor of its EC point)",
+            check="ratls.key_binding",
         )
     if tail != _ZERO_TAIL:
         raise VerificationError(
-            f"report data binds the certificate key ({binding}), but its last 32 bytes are not zero"
+            f"report data binds the certificate key ({binding}), but its last 32 bytes are not "
+            "zero",
+            check="ratls.key_binding",
         )
     return binding
 
@@ -390,35 +417,47 @@ def _check_dice_claims(cert: x509.Certificate, claims: bytes) -> None:
     major, count = _cbor_check(claims, what)
     decoded = _cbor_decode(claims, what)
     if major != 5 or not isinstance(decoded, dict):
-        raise VerificationError(f"{what}: not a CBOR map")
+        raise VerificationError(f"{what}: not a CBOR map", check="ratls.evidence")
     if len(decoded) != count:
-        raise VerificationError(f"{what}: a claim name appears twice")
+        raise VerificationError(f"{what}: a claim name appears twice", check="ratls.evidence")
     if not all(type(name) is str for name in decoded):
-        raise VerificationError(f"{what}: a claim name is not a text string")
+        raise VerificationError(
+            f"{what}: a claim name is not a text string", check="ratls.evidence"
+        )
     entry = decoded.get("pubkey-hash")
     if entry is None:
-        raise VerificationError(f'{what}: no "pubkey-hash" claim')
+        raise VerificationError(f'{what}: no "pubkey-hash" claim', check="ratls.evidence")
     if type(entry) is not bytes:
-        raise VerificationError(f'{what}: "pubkey-hash" is not a byte string')
+        raise VerificationError(
+            f'{what}: "pubkey-hash" is not a byte string', check="ratls.evidence"
+        )
     what = 'the TCG DICE "pubkey-hash" claim'
     if _cbor_check(entry, what) != (4, 2):
-        raise VerificationError(f"{what}: not a CBOR array [hash-alg-id, digest]")
+        raise VerificationError(
+            f"{what}: not a CBOR array [hash-alg-id, digest]", check="ratls.evidence"
+        )
     pair = _cbor_decode(entry, what)
     if not isinstance(pair, list | tuple) or len(pair) != 2:
-        raise VerificationError(f"{what}: not a CBOR array [hash-alg-id, digest]")
+        raise VerificationError(
+            f"{what}: not a CBOR array [hash-alg-id, digest]", check="ratls.evidence"
+        )
     algorithm_id, digest = pair
     name = _PUBKEY_HASH_ALGORITHMS.get(algorithm_id) if type(algorithm_id) is int else None
     if name is None:
         raise VerificationError(
             f"{what}: hash algorithm {algorithm_id!r} is not SHA-256 (1), SHA-384 (7) or "
-            "SHA-512 (8)"
+            "SHA-512 (8)",
+            check="ratls.evidence",
         )
-    expected = hashlib.new(name, chain.spki_der(cert)).digest()
+    expected = hashlib.new(name, chain.spki_der(cert, chain.RATLS_CERTIFICATE)).digest()
     if type(digest) is not bytes or len(digest) != len(expected):
-        raise VerificationError(f"{what}: the digest is not a {len(expected)}-byte string")
+        raise VerificationError(
+            f"{what}: the digest is not a {len(expected)}-byte string", check="ratls.evidence"
+        )
     if digest != expected:
         raise VerificationError(
-            f"{what}: does not match the {name.upper()} of the certificate's public key"
+            f"{what}: does not match the {name.upper()} of the certificate's public key",
+            check="ratls.key_binding",
         )
 
 
@@ -436,10 +475,14 @@ def check_evidence_binding(
         return check_key_binding(cert, report_data)
     _check_report_data(report_data)
     if report_data[:32] != hashlib.sha256(evidence.claims).digest():
-        raise VerificationError("the TCG DICE quote's report data is not the SHA-256 of its claims")
+        raise VerificationError(
+            "the TCG DICE quote's report data is not the SHA-256 of its claims",
+            check="ratls.key_binding",
+        )
     if report_data[32:] != _ZERO_TAIL:
         raise VerificationError(
-            "the TCG DICE quote's report data binds its claims, but its last 32 bytes are not zero"
+            "the TCG DICE quote's report data binds its claims, but its last 32 bytes are not zero",
+            check="ratls.key_binding",
         )
     _check_dice_claims(cert, evidence.claims)
     return "dice-claims"
@@ -476,7 +519,9 @@ def certificate_der(data: bytes) -> bytes:
     try:
         _, _, der = pem.unarmor(data)
     except ValueError as err:
-        raise VerificationError(f"the certificate PEM cannot be read: {err}") from err
+        raise VerificationError(
+            f"the certificate PEM cannot be read: {err}", check="ratls.format"
+        ) from err
     return bytes(der)
 
 
@@ -503,7 +548,7 @@ def load_certificate(data: bytes) -> x509.Certificate:
             return x509.load_der_x509_certificate(parsed.dump())
         except ValueError:
             raise VerificationError(
-                f"the certificate cannot be parsed: {first_error}"
+                f"the certificate cannot be parsed: {first_error}", check="ratls.format"
             ) from first_error
 
 
@@ -537,19 +582,24 @@ def check_self_signature(cert: x509.Certificate) -> None:
     Only ECDSA with SHA-256 or SHA-384 by a P-256 or P-384 key is accepted.
     """
     if cert.issuer != cert.subject:
-        raise VerificationError("the RA-TLS certificate is not self-issued (issuer != subject)")
+        raise VerificationError(
+            "the RA-TLS certificate is not self-issued (issuer != subject)",
+            check="ratls.self_signature",
+        )
     algorithm = cert.signature_algorithm_oid
     hash_algorithm = _SIGNATURE_HASHES.get(algorithm)
     if hash_algorithm is None:
         raise VerificationError(
             f"the RA-TLS certificate's signature algorithm {algorithm.dotted_string} is not "
-            "supported (expected ECDSA with SHA-256 or SHA-384)"
+            "supported (expected ECDSA with SHA-256 or SHA-384)",
+            check="ratls.self_signature",
         )
     key = cert.public_key()
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, _CURVES):
         kind = key.curve.name if isinstance(key, ec.EllipticCurvePublicKey) else type(key).__name__
         raise VerificationError(
-            f"the RA-TLS certificate's key ({kind}) is not supported (expected EC P-256 or P-384)"
+            f"the RA-TLS certificate's key ({kind}) is not supported (expected EC P-256 or P-384)",
+            check="ratls.self_signature",
         )
     signature = ec.ECDSA(hash_algorithm)
     if _verifies(key, cert.signature, cert.tbs_certificate_bytes, signature):
@@ -558,7 +608,9 @@ def check_self_signature(cert: x509.Certificate) -> None:
     mbedtls = _tbs_as_mbedtls_signed(cert)
     if mbedtls is not None and _verifies(key, cert.signature, mbedtls, signature):
         return
-    raise VerificationError("the RA-TLS certificate's self-signature does not verify")
+    raise VerificationError(
+        "the RA-TLS certificate's self-signature does not verify", check="ratls.self_signature"
+    )
 
 
 def _verifies(
@@ -588,7 +640,9 @@ def fetch_certificate(address: str, port: int, server_name: str) -> bytes:
         ):
             der = tls.getpeercert(binary_form=True)
     except (OSError, ssl.SSLError, UnicodeError, ValueError) as err:
-        raise VerificationError(f"cannot fetch the certificate from {where}: {err}") from None
+        raise VerificationError(
+            f"cannot fetch the certificate from {where}: {err}", check="ratls.unreachable"
+        ) from None
     if not der:
-        raise VerificationError(f"{where} presented no certificate")
+        raise VerificationError(f"{where} presented no certificate", check="ratls.unreachable")
     return der

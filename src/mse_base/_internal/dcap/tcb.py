@@ -43,7 +43,8 @@ def match_platform_level(info: TcbInfo, components: tuple[int, ...], pcesvn: int
     raise TcbStatusError(
         "TCB status: the platform's TCB (PCK certificate components "
         f"{list(components)}, PCESVN {pcesvn}) is below every level of the TCB info "
-        "(Intel: TCB not supported)"
+        "(Intel: TCB not supported)",
+        check="tcb.platform_not_supported",
     )
 
 
@@ -53,7 +54,8 @@ def match_qe_level(identity: QeIdentity, isvsvn: int) -> QeTcbLevel:
             return level
     raise TcbStatusError(
         f"TCB status: QE ISVSVN {isvsvn} is below every level of the QE identity "
-        "(Intel: QE ISVSVN not supported)"
+        "(Intel: QE ISVSVN not supported)",
+        check="tcb.qe_not_supported",
     )
 
 
@@ -68,7 +70,10 @@ def converge(platform_status: str, qe_status: str) -> str:
     if qe_status not in ("UpToDate", "OutOfDate"):
         # QE identity levels only carry these three statuses; anything else is not understood,
         # and a verdict we do not understand must not pass.
-        raise TcbStatusError(f"TCB status: unexpected QE identity status {qe_status!r}")
+        raise TcbStatusError(
+            f"TCB status: unexpected QE identity status {qe_status!r}",
+            check="tcb.qe_status_unknown",
+        )
     return platform_status
 
 

@@ -31,6 +31,7 @@ from mse_base._internal.enclave.signer import (
     throwaway_signer_key,
 )
 from mse_base._internal.enclave.sigstruct import Sigstruct, build_sigstruct, parse_sigstruct
+from mse_base._internal.files import write_atomic
 from mse_base.errors import EnvironmentMissing, Error, UsageError
 
 Mode = Literal["sgx", "simulation"]
@@ -361,7 +362,9 @@ def simulation_environment(prepared: Prepared) -> dict[str, str]:
         "tls_dir": str((workdir / SIMULATION_TLS_DIR).resolve()),
     }
     path = workdir / SIMULATION_STATE
-    path.write_text(json.dumps(state, indent=2), encoding="utf-8")
+    # Replaced, not written through: whatever is at the path (a FIFO would block a plain open)
+    # is swapped for the new file.
+    write_atomic(path, json.dumps(state, indent=2).encode(), 0o644)
     env = dict(os.environ)
     env["MSE_SIMULATION"] = str(path.resolve())
     return env

@@ -11,7 +11,13 @@ from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 
+from mse_base._internal.files import InputRefused, read_limited
 from mse_base.errors import Error, UsageError
+
+# A requirements.txt lists packages, one a line; even a lock file with hashes for hundreds of
+# packages is well under 1 MiB. 4 MiB leaves room for that and keeps a hostile one from being
+# read into memory whole (it came in the code tar, which may unpack to 1 GiB).
+MAX_REQUIREMENTS_SIZE = 4 * 1024 * 1024
 
 
 class MissingRequirements(Error):
@@ -26,9 +32,24 @@ class MissingRequirements(Error):
         self.missing = missing
 
 
-def _requirement_lines(path: Path) -> list[tuple[int, str]]:
+def _requirement_lines(path: Path) -> list[tuple[int, str]] | None:
+    """The requirement lines with their numbers; None when the app has no requirements.txt."""
+    try:
+        text = read_limited(path, MAX_REQUIREMENTS_SIZE).decode("utf-8")
+    except InputRefused as exc:
+        if exc.missing:
+            return None
+        raise UsageError(
+            f"the app's requirements.txt {exc} ({path}); it should list the packages the app "
+            "needs, one a line"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"the app's requirements.txt is not UTF-8 text (byte {exc.start} of {path}); save "
+            "it as UTF-8"
+        ) from None
     lines = []
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, raw in enumerate(text.splitlines(), 1):
         line = raw.split(" #", 1)[0].strip()
         if not line or line.startswith("#"):
             continue
@@ -38,12 +59,14 @@ def _requirement_lines(path: Path) -> list[tuple[int, str]]:
 
 def check_requirements(code_dir: Path) -> int:
     """Return how many requirements were checked; raise listing every one that is not met."""
-    path = code_dir / "requirements.txt"
-    if not path.is_file():
+    # Read, not tested with is_file() first: a requirements.txt that is a directory, say, is
+    # refused rather than silently taken for none.
+    lines = _requirement_lines(code_dir / "requirements.txt")
+    if lines is None:
         return 0
     missing: list[str] = []
     checked = 0
-    for number, line in _requirement_lines(path):
+    for number, line in lines:
         if line.startswith("-"):
             # Options (index URLs, hashes, includes) say where to fetch from, which does not
             # apply to an environment that is already built.

@@ -9,8 +9,11 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mse_base._internal.files import private_key_pem, write_private
+from mse_base._internal.files import InputRefused, private_key_pem, read_limited, write_private
 from mse_base.errors import UsageError
+
+# An RSA-3072 PEM key is about 2.5 kB; a file of 64 KiB is not an enclave signing key.
+MAX_KEY_FILE = 64 * 1024
 
 
 def default_key_path() -> Path:
@@ -28,10 +31,10 @@ class SignerKey:
 
 def load_signer_key(path: Path) -> SignerKey:
     try:
-        data = path.read_bytes()
-    except OSError as exc:
+        data = read_limited(path, MAX_KEY_FILE)
+    except InputRefused as exc:
         raise UsageError(
-            f"--signer-key {path}: cannot read it ({exc.strerror}); mount your enclave key there "
+            f"--signer-key {path} {exc}; mount your enclave key there "
             "or create one with `gramine-sgx-gen-private-key`"
         ) from None
     try:

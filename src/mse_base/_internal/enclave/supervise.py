@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mse_base._internal.dcap.ratls import fetch_certificate
+from mse_base._internal.dcap.ratls import MAX_CERTIFICATE_SIZE, fetch_certificate
 from mse_base._internal.enclave import pipeline
+from mse_base._internal.files import InputRefused, read_limited
 from mse_base.errors import Error, VerificationError
 
 if TYPE_CHECKING:
@@ -143,11 +144,14 @@ def _enclave_certificate(address: str, port: int, cert_path: Path) -> bytes | No
     except OSError:
         return None
     try:
-        pem = cert_path.read_text(encoding="ascii")
-    except FileNotFoundError:
-        # Something answers but the enclave has not written its certificate: not its port yet.
-        return None
-    except (OSError, UnicodeError) as err:
+        pem = read_limited(cert_path, MAX_CERTIFICATE_SIZE).decode("ascii")
+    except InputRefused as err:
+        if err.missing:
+            # Something answers but the enclave has not written its certificate: not its port
+            # yet.
+            return None
+        raise Error(f"the enclave's certificate {cert_path} {err}") from None
+    except UnicodeError as err:
         raise Error(f"cannot read the enclave's certificate {cert_path}: {err}") from None
     try:
         return ssl.PEM_cert_to_DER_cert(pem)

@@ -74,11 +74,15 @@ def send(
         try:
             tls = context.wrap_socket(raw, server_hostname=host)
         except (OSError, ssl.SSLError) as err:
-            raise VerificationError(f"TLS handshake with {where} failed: {err}") from None
+            raise VerificationError(
+                f"TLS handshake with {where} failed: {err}", check="ratls.unreachable"
+            ) from None
         with tls:
             der = tls.getpeercert(binary_form=True)
             if not der:
-                raise VerificationError(f"{where} presented no certificate")
+                raise VerificationError(
+                    f"{where} presented no certificate", check="ratls.unreachable"
+                )
             verified = verifier.verify_certificate(der, at=at)
             connection = http.client.HTTPConnection(host, port, timeout=_TIMEOUT)
             connection.sock = tls  # the verified connection: http.client never opens its own

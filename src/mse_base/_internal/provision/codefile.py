@@ -18,19 +18,24 @@ new key too (``mse-secrets encrypt-code`` always does).
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from mse_base._internal.files import write_private
+from mse_base._internal.files import InputRefused, read_limited, write_private
 from mse_base.errors import Error, UsageError
 
 MAGIC = b"MSECODE\x00"
 VERSION = 1
 _NONCE = 12
 HEADER_SIZE = len(MAGIC) + 1 + _NONCE
+_TAG = 16
+#: Bytes an encrypted file has beyond its plaintext.
+OVERHEAD = HEADER_SIZE + _TAG
 KEY_SIZE = 32
+_MAX_KEY_FILE = 4096
 # What the host stages in the code directory instead of the unpacked tree.
 ENCRYPTED_NAME = "code.tar.enc"
 # AESGCM refuses more in one call; a code tar that large would not fit an enclave anyway.
@@ -58,18 +63,29 @@ def has_magic(data: bytes) -> bool:
 
 
 def is_encrypted(path: Path) -> bool:
-    """Whether ``path`` starts like an encrypted code file (no key needed)."""
+    """Whether ``path`` is a regular file that starts like an encrypted code file (no key needed).
+
+    Anything else (missing, unreadable, a pipe or device, a plain tar) is False: the tar checks
+    then report it. Opened without blocking, so a named pipe cannot stall the caller.
+    """
     try:
-        with path.open("rb") as handle:
-            return has_magic(handle.read(len(MAGIC)))
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError:
-        return False  # the tar checks report the unreadable file
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        return has_magic(os.read(fd, len(MAGIC)))
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def check_header(data: bytes, where: str) -> None:
     if not has_magic(data):
         raise UsageError(f"{where}: not an mse encrypted code file (no MSECODE header)")
-    if len(data) < HEADER_SIZE + 16:
+    if len(data) < OVERHEAD:
         raise UsageError(f"{where}: truncated encrypted code file")
     if data[len(MAGIC)] != VERSION:
         raise UsageError(
@@ -95,10 +111,11 @@ def write_key(path: Path, key: bytes) -> None:
 
 def read_key(path: Path, what: str) -> bytes:
     try:
-        text = path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeError) as err:
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else "not text"
-        raise UsageError(f"{what} {path}: cannot read it ({reason})") from None
+        text = read_limited(path, _MAX_KEY_FILE).decode("ascii").strip()
+    except InputRefused as err:
+        raise UsageError(f"{what} {path} {err}") from None
+    except UnicodeError:
+        text = ""
     try:
         key = bytes.fromhex(text)
     except ValueError:

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from mse_base._internal.dcap import ratls
 from mse_base._internal.enclave import manifest as mf
 from mse_base._internal.enclave.deployment import Deployment
-from mse_base._internal.files import private_key_pem, write_private
+from mse_base._internal.files import private_key_pem, read_limited, write_private
 from mse_base._internal.runtime.application import Application, load_application
 from mse_base._internal.runtime.attestation import GramineQuoteProvider, QuoteProvider
 from mse_base._internal.runtime.serve import TLSFiles, serve
@@ -37,6 +37,9 @@ from mse_base.errors import EnvironmentMissing, UsageError
 log = logging.getLogger(__name__)
 
 SIMULATION_ENV = "MSE_SIMULATION"
+# The simulation state mse-run writes: a few hex fields and two paths (each at most PATH_MAX,
+# 4096 bytes), so 64 KiB is far more than it can hold.
+MAX_SIMULATION_STATE = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ def detect_platform() -> Platform:
     from mse_base._internal.simulation.pki import SimulationQuoteProvider
 
     try:
-        state = json.loads(Path(state_path).read_text(encoding="utf-8"))
+        state = json.loads(read_limited(state_path, MAX_SIMULATION_STATE).decode("utf-8"))
         provider = SimulationQuoteProvider(
             mrenclave=bytes.fromhex(state["mrenclave"]),
             mrsigner=bytes.fromhex(state["mrsigner"]),
@@ -77,7 +80,7 @@ def detect_platform() -> Platform:
         return Platform(
             provider, Path(state["code_dir"]), Path(state["tls_dir"]), remove_tls_dir=True
         )
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UsageError(
             f"{SIMULATION_ENV}={state_path}: unreadable simulation state ({exc})"
         ) from None

@@ -38,7 +38,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mse_base._internal.enclave.codetar import unpack_code
+from mse_base._internal.enclave.codetar import read_encrypted, unpack_code
 from mse_base._internal.enclave.deployment import Deployment
 from mse_base._internal.enclave.requirements import check_requirements
 from mse_base._internal.files import write_private
@@ -101,11 +101,13 @@ class _Installer:
             raise Refused(400, "this enclave's code is encrypted: the request needs 'code_key'")
         source = self.code_dir / codefile.ENCRYPTED_NAME
         try:
-            plaintext = codefile.decrypt(source.read_bytes(), key, "the enclave's code")
+            sealed = read_encrypted(source, "the enclave's code")
+        except UsageError as err:
+            raise Error(f"cannot read the encrypted code: {err}") from None
+        try:
+            plaintext = codefile.decrypt(sealed, key, "the enclave's code")
         except codefile.WrongKey:
             raise Refused(422, "'code_key' does not decrypt this enclave's code") from None
-        except (OSError, UsageError) as err:
-            raise Error(f"cannot read the encrypted code {source}: {err}") from None
         tar = self.memory_dir / "code.tar"
         target = self.memory_dir / DECRYPTED_CODE_DIR
         write_private(tar, plaintext)

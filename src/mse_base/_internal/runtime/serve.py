@@ -134,18 +134,17 @@ def serve(
         sig: signal.signal(sig, lambda signum, _frame: received.append(signum))
         for sig in (signal.SIGTERM, signal.SIGINT)
     }
+    job = _Job(app.target, listener, ssl_args, access_fmt, stop, on_ready)
     try:
         if app.interface == "wsgi":
-            _serve_wsgi(app.target, listener, ssl_args, access_fmt, stop, on_ready)
+            _serve_wsgi(job)
             while not stopped.is_set():
                 # Each byte is the number of a signal that arrived, whichever thread took it.
                 for signum in wakee.recv(64):
                     if signum in (signal.SIGTERM, signal.SIGINT):
                         request_stop(signum)
         else:
-            _serve_asgi(
-                app.target, listener, ssl_args, access_fmt, stop, received, request_stop, on_ready
-            )
+            _serve_asgi(job, received, request_stop)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -215,32 +214,37 @@ def _worker_args(py_threads: int) -> tuple[Any, ...]:
     )
 
 
-def _serve_wsgi(
-    target: object,
-    listener: socket.socket,
-    ssl_args: tuple[Any, ...],
-    access_fmt: str | None,
-    stop: WorkerSignal,
-    on_ready: Callable[[], None] | None,
-) -> None:
-    """Start the WSGI worker; it runs on its own threads until ``stop`` is set."""
-    callback = _wsgi_wrapper(target, {}, access_fmt)
+@dataclass(frozen=True)
+class _Job:
+    """What either worker is given: the app, the socket it takes over, TLS, logging, the stop."""
+
+    target: object
+    listener: socket.socket
+    ssl_args: tuple[Any, ...]
+    access_fmt: str | None
+    stop: WorkerSignal
+    on_ready: Callable[[], None] | None
+
+
+def _serve_wsgi(job: _Job) -> None:
+    """Start the WSGI worker; it runs on its own threads until ``job.stop`` is set."""
+    callback = _wsgi_wrapper(job.target, {}, job.access_fmt)
     worker = _WSGIWorker(
         1,
-        (None, _hand_over(listener)),
+        (None, _hand_over(job.listener)),
         None,
         *_worker_args(WSGI_THREADS),
         None,  # static files
-        *ssl_args,
+        *job.ssl_args,
         (None, None),  # metrics
     )
     # The WSGI worker never runs this loop; granian's scheduler only needs one to exist.
     loop = asyncio.new_event_loop()
     try:
-        worker.serve_mtr(_scheduler(loop, callback, impl_asyncio=True), loop, stop)
+        worker.serve_mtr(_scheduler(loop, callback, impl_asyncio=True), loop, job.stop)
     finally:
         loop.close()
-    _ready(on_ready)
+    _ready(job.on_ready)
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -253,26 +257,13 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def _serve_asgi(
-    target: object,
-    listener: socket.socket,
-    ssl_args: tuple[Any, ...],
-    access_fmt: str | None,
-    stop: WorkerSignal,
-    received: list[int],
-    request_stop: Callable[[int], None],
-    on_ready: Callable[[], None] | None,
-) -> None:
+def _serve_asgi(job: _Job, received: list[int], request_stop: Callable[[int], None]) -> None:
     loop = _new_loop()
     asyncio.set_event_loop(loop)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, request_stop, sig)
     try:
-        loop.run_until_complete(
-            _run_asgi(
-                loop, target, listener, ssl_args, access_fmt, stop, received, request_stop, on_ready
-            )
-        )
+        loop.run_until_complete(_run_asgi(loop, job, received, request_stop))
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
@@ -282,38 +273,33 @@ def _serve_asgi(
 
 async def _run_asgi(
     loop: asyncio.AbstractEventLoop,
-    target: object,
-    listener: socket.socket,
-    ssl_args: tuple[Any, ...],
-    access_fmt: str | None,
-    stop: WorkerSignal,
+    job: _Job,
     received: list[int],
     request_stop: Callable[[int], None],
-    on_ready: Callable[[], None] | None,
 ) -> None:
     done = loop.create_future()
     # Registered before the lifespan startup so that a SIGTERM during it is not lost; granian
     # may run this callback from one of its own threads.
-    stop.add_cb(lambda: loop.call_soon_threadsafe(_set_done, done))
-    lifespan = _Lifespan(target)
+    job.stop.add_cb(lambda: loop.call_soon_threadsafe(_set_done, done))
+    lifespan = _Lifespan(job.target)
     await lifespan.startup()
     if lifespan.interrupt:
         # granian logs the app's own failure message; an exception, if any, is named here.
         reason = f": {type(lifespan.exc).__name__}: {lifespan.exc}" if lifespan.exc else ""
         raise ServeError(f"the application's ASGI lifespan startup failed{reason}")
-    callback = _watcher_wrapper(_asgi_wrapper(target, {}, lifespan.state, access_fmt))
+    callback = _watcher_wrapper(_asgi_wrapper(job.target, {}, lifespan.state, job.access_fmt))
     worker = _ASGIWorker(
         1,
-        (None, _hand_over(listener)),
+        (None, _hand_over(job.listener)),
         None,
         *_worker_args(_ASGI_THREADS),
         True,  # websockets
         None,  # static files
-        *ssl_args,
+        *job.ssl_args,
         (None, None),  # metrics
     )
-    worker.serve_mtr(_scheduler(loop, callback, impl_asyncio=True), loop, stop)
-    _ready(on_ready)
+    worker.serve_mtr(_scheduler(loop, callback, impl_asyncio=True), loop, job.stop)
+    _ready(job.on_ready)
     if received:
         # Arrived before the loop's own handlers were in place.
         request_stop(received[0])

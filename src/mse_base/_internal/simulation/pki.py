@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import secrets
-import stat
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
+from mse_base._internal.dcap.collateral import MAX_DOCUMENT_SIZE
 from mse_base._internal.dcap.pck import SGX_EXTENSIONS_OID
 from mse_base._internal.dcap.quote import (
     ATTESTATION_KEY_ECDSA_P256,
@@ -49,7 +49,13 @@ from mse_base._internal.dcap.quote import (
     REPORT_DATA_SIZE,
 )
 from mse_base._internal.enclave.sigstruct import FLAG_DEBUG, FLAG_INIT, FLAG_MODE64BIT
-from mse_base._internal.files import private_key_pem, write_atomic, write_private
+from mse_base._internal.files import (
+    InputRefused,
+    private_key_pem,
+    read_limited,
+    write_atomic,
+    write_private,
+)
 from mse_base._internal.utc import iso
 from mse_base.errors import EnvironmentMissing
 
@@ -108,6 +114,9 @@ _TCB_CERT = "tcb_signing.pem"
 _ATT_KEY = "attestation.key"
 _COLLATERAL = "collateral"
 _LOCK = ".lock"
+# The most a key or certificate file of the PKI may hold: each is a P-256 key or certificate of
+# under 1 kB, so anything near 64 KiB was not written by us.
+_MAX_FILE = 64 * 1024
 
 
 def simulation_dir() -> Path:
@@ -125,29 +134,28 @@ def _write_private_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     write_private(path, private_key_pem(key))
 
 
-def _read_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
-    recreate = f"delete {path.parent} to recreate the simulation PKI"
-    # Check and read through one descriptor, so the file checked is the file read.
+def _recreate(directory: Path) -> str:
+    return f"delete {directory} to recreate the simulation PKI"
+
+
+def _read(path: Path, *, private: bool = False) -> bytes:
+    """A file of the PKI: regular, bounded (a FIFO or device planted here cannot hang us)."""
     try:
-        # O_NONBLOCK: a FIFO planted at this path must not hang the open.
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as err:
-        raise EnvironmentMissing(f"{path}: cannot read it ({err.strerror}); {recreate}") from None
-    with os.fdopen(fd, "rb") as handle:
-        status = os.fstat(handle.fileno())
-        if not stat.S_ISREG(status.st_mode):
-            raise EnvironmentMissing(f"{path} is not a regular file; {recreate}")
-        if status.st_mode & 0o077:
-            raise EnvironmentMissing(
-                f"{path} is readable by other users: a simulation key must be 0600; {recreate}"
-            )
-        data = handle.read()
+        return read_limited(path, _MAX_FILE, private=private, nofollow=private)
+    except InputRefused as err:
+        raise EnvironmentMissing(f"{path} {err}; {_recreate(path.parent)}") from None
+
+
+def _read_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    data = _read(path, private=True)
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError):
-        raise EnvironmentMissing(f"{path} is not a PEM private key; {recreate}") from None
+        raise EnvironmentMissing(
+            f"{path} is not a PEM private key; {_recreate(path.parent)}"
+        ) from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise EnvironmentMissing(f"{path} is not an EC private key; {recreate}")
+        raise EnvironmentMissing(f"{path} is not an EC private key; {_recreate(path.parent)}")
     return key
 
 
@@ -186,18 +194,28 @@ def _name(common_name: str) -> x509.Name:
     )
 
 
+@dataclass(frozen=True)
+class _Issued:
+    cert: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+
+
 def _issue(
+    role: str,
     *,
-    subject: x509.Name,
-    public_key: ec.EllipticCurvePublicKey,
-    issuer: x509.Certificate | None,
-    issuer_key: ec.EllipticCurvePrivateKey,
+    issuer: _Issued | None,
     ca: bool,
     path_length: int | None = None,
     extra: list[x509.ExtensionType] | None = None,
     now: dt.datetime,
-) -> x509.Certificate:
-    issuer_name = subject if issuer is None else issuer.subject
+) -> _Issued:
+    """A new P-256 key and its certificate for ``role``, signed by ``issuer`` (None: by itself)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    public_key = key.public_key()
+    subject = _name(f"{SIMULATION_MARK} {role}")
+    issuer_name, issuer_key = (
+        (subject, key) if issuer is None else (issuer.cert.subject, issuer.key)
+    )
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -229,7 +247,7 @@ def _issue(
     )
     for ext in extra or []:
         builder = builder.add_extension(ext, critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
+    return _Issued(builder.sign(issuer_key, hashes.SHA256()), key)
 
 
 class _SgxExtension(core.Sequence):  # type: ignore[misc]
@@ -293,12 +311,19 @@ def _signed_json(
     return f'{{"{key_name}":{text},"signature":"{signature.hex()}"}}'.encode()
 
 
+def _validity(now: dt.datetime) -> dict[str, str]:
+    """TCB info and QE identity issued at ``now`` share one validity window (as the CRLs do)."""
+    return {
+        "issueDate": iso(now - _CLOCK_SKEW),
+        "nextUpdate": iso(now - _CLOCK_SKEW + COLLATERAL_LIFETIME),
+    }
+
+
 def _tcb_info(now: dt.datetime) -> dict[str, object]:
     return {
         "id": "SGX",
         "version": 3,
-        "issueDate": iso(now - _CLOCK_SKEW),
-        "nextUpdate": iso(now - _CLOCK_SKEW + COLLATERAL_LIFETIME),
+        **_validity(now),
         "fmspc": SIMULATION_FMSPC,
         "pceId": SIMULATION_PCE_ID,
         "tcbType": 0,
@@ -320,8 +345,7 @@ def _qe_identity(now: dt.datetime) -> dict[str, object]:
     return {
         "id": "QE",
         "version": 2,
-        "issueDate": iso(now - _CLOCK_SKEW),
-        "nextUpdate": iso(now - _CLOCK_SKEW + COLLATERAL_LIFETIME),
+        **_validity(now),
         "tcbEvaluationDataNumber": SIMULATION_TCB_EVALUATION_DATA_NUMBER,
         "miscselect": "00000000",
         "miscselectMask": "FFFFFFFF",
@@ -377,13 +401,13 @@ class SimulationPKI:
 
     @cached_property
     def ca_certificate(self) -> x509.Certificate:
-        return x509.load_pem_x509_certificate(self.ca_pem_path.read_bytes())
+        return x509.load_pem_x509_certificate(_read(self.ca_pem_path))
 
     @cached_property
     def pck_chain_pem(self) -> bytes:
         """Leaf, PCK CA, root: the certification data (type 5) of every quote."""
         return b"".join(
-            (self.directory / name).read_bytes() for name in (_PCK_CERT, _PCK_CA_CERT, _CA_CERT)
+            _read(self.directory / name) for name in (_PCK_CERT, _PCK_CA_CERT, _CA_CERT)
         )
 
     @cached_property
@@ -425,71 +449,40 @@ def _keys_complete(directory: Path) -> bool:
 
 
 def _create_keys(directory: Path, now: dt.datetime) -> None:
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = _issue(
-        subject=_name(f"{SIMULATION_MARK} Root CA"),
-        public_key=ca_key.public_key(),
-        issuer=None,
-        issuer_key=ca_key,
-        ca=True,
-        path_length=1,
-        now=now,
-    )
+    ca = _issue("Root CA", issuer=None, ca=True, path_length=1, now=now)
     # "Processor" in the name mirrors Intel's PCK CA naming, which tells a verifier which CRL
     # (ca=processor) covers the leaf.
-    pck_ca_key = ec.generate_private_key(ec.SECP256R1())
-    pck_ca = _issue(
-        subject=_name(f"{SIMULATION_MARK} PCK Processor CA"),
-        public_key=pck_ca_key.public_key(),
-        issuer=ca,
-        issuer_key=ca_key,
-        ca=True,
-        path_length=0,
-        now=now,
+    pck_ca = _issue("PCK Processor CA", issuer=ca, ca=True, path_length=0, now=now)
+    sgx_extensions = x509.UnrecognizedExtension(
+        x509.ObjectIdentifier(SGX_EXTENSIONS_OID),
+        sgx_extensions_der(ppid=secrets.token_bytes(16)),
     )
-    pck_key = ec.generate_private_key(ec.SECP256R1())
-    pck = _issue(
-        subject=_name(f"{SIMULATION_MARK} PCK Certificate"),
-        public_key=pck_key.public_key(),
-        issuer=pck_ca,
-        issuer_key=pck_ca_key,
-        ca=False,
-        extra=[
-            x509.UnrecognizedExtension(
-                x509.ObjectIdentifier(SGX_EXTENSIONS_OID),
-                sgx_extensions_der(ppid=secrets.token_bytes(16)),
-            )
-        ],
-        now=now,
-    )
-    tcb_key = ec.generate_private_key(ec.SECP256R1())
-    tcb = _issue(
-        subject=_name(f"{SIMULATION_MARK} TCB Signing"),
-        public_key=tcb_key.public_key(),
-        issuer=ca,
-        issuer_key=ca_key,
-        ca=False,
-        now=now,
-    )
+    pck = _issue("PCK Certificate", issuer=pck_ca, ca=False, extra=[sgx_extensions], now=now)
+    tcb = _issue("TCB Signing", issuer=ca, ca=False, now=now)
     att_key = ec.generate_private_key(ec.SECP256R1())
     # Keys first, certificates after, ca.pem last: _keys_complete() then never sees a
     # certificate whose key is missing.
     for name, key in (
-        (_CA_KEY, ca_key),
-        (_PCK_CA_KEY, pck_ca_key),
-        (_PCK_KEY, pck_key),
-        (_TCB_KEY, tcb_key),
+        (_CA_KEY, ca.key),
+        (_PCK_CA_KEY, pck_ca.key),
+        (_PCK_KEY, pck.key),
+        (_TCB_KEY, tcb.key),
         (_ATT_KEY, att_key),
     ):
         _write_private_key(directory / name, key)
-    for name, cert in ((_PCK_CA_CERT, pck_ca), (_PCK_CERT, pck), (_TCB_CERT, tcb), (_CA_CERT, ca)):
-        _write_cert(directory / name, cert)
+    for name, issued in (
+        (_PCK_CA_CERT, pck_ca),
+        (_PCK_CERT, pck),
+        (_TCB_CERT, tcb),
+        (_CA_CERT, ca),
+    ):
+        _write_cert(directory / name, issued.cert)
 
 
 def _collateral_fresh(directory: Path, now: dt.datetime) -> bool:
     collateral = directory / _COLLATERAL
     try:
-        body = json.loads((collateral / "tcb_info.json").read_bytes())
+        body = json.loads(read_limited(collateral / "tcb_info.json", MAX_DOCUMENT_SIZE))
         next_update = dt.datetime.fromisoformat(
             body["tcbInfo"]["nextUpdate"].replace("Z", "+00:00")
         )
@@ -503,11 +496,12 @@ def _collateral_fresh(directory: Path, now: dt.datetime) -> bool:
                 return False
         # Collateral signed by keys that were since replaced is as good as missing.
         issuer_chain = x509.load_pem_x509_certificates(
-            (collateral / "tcb_info_issuer_chain.pem").read_bytes()
+            read_limited(collateral / "tcb_info_issuer_chain.pem", MAX_DOCUMENT_SIZE)
         )
-        if issuer_chain[-1] != x509.load_pem_x509_certificate((directory / _CA_CERT).read_bytes()):
+        if issuer_chain[-1] != x509.load_pem_x509_certificate(_read(directory / _CA_CERT)):
             return False
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
+    # InputRefused is an OSError: collateral that is not a file, or too large, is re-issued.
+    except (OSError, EnvironmentMissing, ValueError, KeyError, TypeError, IndexError):
         return False
     return next_update - now > COLLATERAL_REFRESH_MARGIN
 
@@ -515,9 +509,9 @@ def _collateral_fresh(directory: Path, now: dt.datetime) -> bool:
 def _issue_collateral(directory: Path, now: dt.datetime) -> None:
     collateral = directory / _COLLATERAL
     collateral.mkdir(mode=0o755, exist_ok=True)
-    ca = x509.load_pem_x509_certificate((directory / _CA_CERT).read_bytes())
-    pck_ca = x509.load_pem_x509_certificate((directory / _PCK_CA_CERT).read_bytes())
-    tcb_pem = (directory / _TCB_CERT).read_bytes()
+    ca = x509.load_pem_x509_certificate(_read(directory / _CA_CERT))
+    pck_ca = x509.load_pem_x509_certificate(_read(directory / _PCK_CA_CERT))
+    tcb_pem = _read(directory / _TCB_CERT)
     ca_key = _read_private_key(directory / _CA_KEY)
     pck_ca_key = _read_private_key(directory / _PCK_CA_KEY)
     tcb_key = _read_private_key(directory / _TCB_KEY)
