@@ -311,3 +311,46 @@ def test_serve_checks_its_policy_file(tmp_path: Path, policy: str, message: str)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- hostile inputs (each under a deadline) ------------------------------------------------
+
+
+def test_encrypted_code_detection_never_waits_on_a_pipe(tmp_path: Path) -> None:
+    from tests.bounded import within
+
+    fifo = tmp_path / "app.tar.enc"
+    os.mkfifo(fifo)
+    with within():
+        assert not codefile.is_encrypted(fifo)
+    sealed = tmp_path / "sealed"
+    sealed.write_bytes(codefile.encrypt(b"tar", codefile.new_key()))
+    assert codefile.is_encrypted(sealed)
+
+
+def test_the_code_key_file_is_read_bounded(tmp_path: Path) -> None:
+    from tests.bounded import within
+
+    with within(), pytest.raises(UsageError, match="--code-key /dev/zero"):
+        codefile.read_key(Path("/dev/zero"), "--code-key")
+
+
+def test_secrets_from_standard_input_are_checked_like_a_file() -> None:
+    result = subprocess.run(
+        [str(BIN / "mse-secrets"), "push", "https://localhost:1", "--uuid", UUID,
+         "--mrenclave", "00" * 32, "--secrets", "-"],
+        input='{"API_KEY": "hunter2",}', capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "--secrets -: not UTF-8 JSON" in result.stderr
+    assert "hunter2" not in result.stderr
+
+
+def test_an_endless_secrets_input_is_refused() -> None:
+    result = subprocess.run(
+        [str(BIN / "mse-secrets"), "push", "https://localhost:1", "--uuid", UUID,
+         "--mrenclave", "00" * 32, "--secrets", "/dev/zero"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "--secrets /dev/zero" in result.stderr
