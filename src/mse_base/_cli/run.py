@@ -36,6 +36,8 @@ class _VersionAction(argparse.Action):
 
 
 def _run_parser() -> argparse.ArgumentParser:
+    from mse_base._internal.enclave.manifest import OPTIONAL_PARTS
+
     parser = argparse.ArgumentParser(
         prog="mse-run",
         description="Unpack an app, measure and sign its enclave, serve it over RA-TLS.",
@@ -73,8 +75,7 @@ def _run_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME",
         help="trust a part of Python left out by default (measured; repeatable): "
-        "tkinter, turtledemo, idlelib, curses, readline, ensurepip, lib2to3, pip, "
-        "setuptools, wheel",
+        f"{', '.join(sorted(OPTIONAL_PARTS))}",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser

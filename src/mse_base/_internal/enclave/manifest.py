@@ -82,6 +82,14 @@ OPTIONAL_PARTS: dict[str, Optional] = {
     "readline": Optional("interactive line editing (ncurses)", (), ("readline",)),
     "ensurepip": Optional("pip's bootstrapper and bundled wheels", ("ensurepip",)),
     "lib2to3": Optional("the Python 2 converter", ("lib2to3",)),
+    # Modules PEP 594 deprecated (gone in Python 3.13) whose libraries weigh more than they do:
+    # nis pulls in Kerberos and Sun RPC, _dbm Berkeley DB.
+    "nis": Optional("NIS lookups (Kerberos, Sun RPC)", (), ("nis",)),
+    "crypt": Optional("Unix crypt(3) hashes (libcrypt)", ("crypt.py",), ("_crypt",)),
+    "spwd": Optional("the shadow password database", (), ("spwd",)),
+    "ossaudiodev": Optional("OSS audio", (), ("ossaudiodev",)),
+    "ndbm": Optional("dbm.ndbm (Berkeley DB); dbm falls back to dbm.dumb", (), ("_dbm",)),
+    "pydoc_data": Optional("help() texts", ("pydoc_data",)),
     "pip": Optional("the package installer", venv=("pip",)),
     "setuptools": Optional(
         "packaging tools",
@@ -243,7 +251,9 @@ def _walk(root: Path, skip: Callable[[Path], bool] = lambda _: False) -> Iterato
         dirnames[:] = sorted(d for d in dirnames if d != "__pycache__" and not skip(relative / d))
         for name in sorted(filenames):
             path = here / name
-            if name.endswith((".pyc", ".pyo")) or path.is_symlink() or not path.is_file():
+            # A link to a file is trusted at its own path with its target's bytes, which is what
+            # the enclave reads there (Debian's stdlib links sitecustomize.py into /etc).
+            if name.endswith((".pyc", ".pyo")) or not path.is_file():
                 continue
             if not skip(relative / name):
                 yield path

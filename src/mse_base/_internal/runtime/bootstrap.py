@@ -26,7 +26,7 @@ from mse_base._internal.dcap import ratls
 from mse_base._internal.enclave import manifest as mf
 from mse_base._internal.enclave.deployment import Deployment
 from mse_base._internal.files import private_key_pem, write_private
-from mse_base._internal.runtime.application import load_application
+from mse_base._internal.runtime.application import forbid_subprocesses, load_application
 from mse_base._internal.runtime.attestation import (
     GRAMINE_ATTESTATION_DIR,
     GramineQuoteProvider,
@@ -126,6 +126,7 @@ def _direct_platform() -> Platform:
 
 def run(deployment: Deployment, platform: Platform | None = None) -> None:
     platform = platform or detect_platform()
+    forbid_subprocesses()
     app = load_application(deployment.application, platform.code_dir)
     log.info("loaded %s (%s)", app.spec, app.interface.upper())
 
