@@ -41,6 +41,20 @@ def gramine() -> None:
     _require_gramine()
 
 
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    home = tmp_path / "home"
+    home.mkdir()
+    variables = dict(os.environ)
+    variables.update(
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        XDG_STATE_HOME=str(home / ".state"),
+        XDG_CACHE_HOME=str(home / ".cache"),
+    )
+    return variables
+
+
 @pytest.fixture(scope="session")
 def runtime_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A venv like the image's: the distribution's Python, the toolkit (not editable) and Flask.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import signal
 import subprocess
 import tarfile
@@ -21,6 +20,9 @@ from tests.net import free_port
 from .conftest import ROOT
 
 UUID = "533a2b83-4bc5-4a9c-955e-208c530bfd15"
+FLASK_REQUIREMENTS = {
+    "requirements.txt": (ROOT / "examples" / "flask" / "requirements.txt").read_bytes()
+}
 # A fixed expiry, so every run here measures the same argv.
 EXPIRY = str((int(time.time()) // 86400 + 30) * 86400)
 
@@ -38,20 +40,6 @@ def pack(files: dict[str, bytes], path: Path) -> Path:
 def example_tar(name: str, path: Path) -> Path:
     directory = ROOT / "examples" / name
     return pack({f: (directory / f).read_bytes() for f in ("app.py", "requirements.txt")}, path)
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    home = tmp_path / "home"
-    home.mkdir()
-    variables = dict(os.environ)
-    variables.update(
-        HOME=str(home),
-        XDG_CONFIG_HOME=str(home / ".config"),
-        XDG_STATE_HOME=str(home / ".state"),
-        XDG_CACHE_HOME=str(home / ".cache"),
-    )
-    return variables
 
 
 def mse_run(bin_dir: Path, tar: Path, workdir: Path, *extra: str, port: int = 8443) -> list[str]:

@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tomllib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -407,6 +408,28 @@ def collect_trusted_files(
         if progress:
             progress(done, total)
     return trusted
+
+
+def changed_trusted_files(manifest_path: Path, workdir: Path) -> list[str]:
+    """The trusted files whose bytes no longer match ``manifest_path`` (changed or gone).
+
+    Gramine refuses such a file (under ``gramine-direct`` it says so only at log level
+    "warning", which the manifest does not enable, and Python then reports the directory as
+    unreadable or the module as missing); mse-run asks this after an enclave stopped early, to
+    name the file instead.
+    """
+    manifest = tomllib.loads(manifest_path.read_text(encoding="utf-8"))
+    changed = []
+    for entry in manifest["sgx"]["trusted_files"]:
+        uri = entry["uri"].removeprefix("file:")
+        path = Path(uri) if uri.startswith("/") else workdir / uri
+        try:
+            digest, _ = _sha256(path)
+        except OSError:
+            digest = ""
+        if digest != entry["sha256"]:
+            changed.append(uri)
+    return changed
 
 
 def _mount(path: str, uri: str, **extra: str) -> dict[str, str]:

@@ -404,15 +404,16 @@ def start_simulation(prepared: Prepared) -> subprocess.Popen[bytes]:
 
 
 def start_direct(prepared: Prepared) -> subprocess.Popen[bytes]:
-    """Start the signed manifest under ``gramine-direct``; its stdin and stderr are piped.
+    """Start the signed manifest under ``gramine-direct``, its standard streams piped.
 
-    The caller writes the launch line (simulation.direct) to stdin and reads Gramine's and the
-    enclave's messages from stderr.
+    The caller writes the launch line (simulation.direct) to stdin and relays the output:
+    Gramine's console (the enclave's stdout and stderr) on stdout, Gramine's log on stderr.
     """
     return subprocess.Popen(
         ["gramine-direct", MANIFEST_NAME],
         # Relative trusted-file URIs (the app, the sealed secrets) resolve from the work directory.
         cwd=prepared.request.workdir,
         stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )

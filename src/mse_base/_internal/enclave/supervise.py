@@ -23,9 +23,10 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from mse_base._internal.dcap.ratls import fetch_certificate
+from mse_base._internal.enclave import manifest as mf
 from mse_base._internal.enclave import pipeline
 from mse_base.errors import Error, VerificationError
 
@@ -237,14 +238,14 @@ def _save_certificate(prepared: Prepared, der: bytes) -> None:
 _GRAMINE_ERROR = re.compile(r"^\[P\d+:[^\]]*\] error: (?P<message>.*)$")
 
 
-class _StderrRelay:
-    """Copy the enclave's stderr to ours as it comes, keeping its last lines for diagnostics."""
+class _Relay:
+    """Copy one of the enclave's output streams to our stderr, keeping its last lines."""
 
-    def __init__(self, child: subprocess.Popen[bytes]) -> None:
-        assert child.stderr is not None
-        self._stream = child.stderr
+    def __init__(self, stream: IO[bytes] | None) -> None:
+        assert stream is not None
+        self._stream = stream
         self.lines: collections.deque[str] = collections.deque(maxlen=50)
-        self._thread = threading.Thread(target=self._relay, name="enclave-stderr", daemon=True)
+        self._thread = threading.Thread(target=self._relay, name="enclave-output", daemon=True)
         self._thread.start()
 
     def _relay(self) -> None:
@@ -288,13 +289,16 @@ def run_direct(prepared: Prepared) -> int:
         sealing_key=DirectLaunch.new_sealing_key(),
     )
     child: subprocess.Popen[bytes] | None = None
-    relay: _StderrRelay | None = None
+    relays: list[_Relay] = []
     try:
         try:
             child = pipeline.start_direct(prepared)
         except OSError as err:
             raise Error(f"gramine-direct could not be started: {err.strerror or err}") from None
-        relay = _StderrRelay(child)
+        # Gramine's console is the host's stdout: the enclave's stdout and stderr both arrive
+        # there; Gramine's own log lines on its stderr. Both go to our stderr, so stdout keeps
+        # only what mse-run prints (one JSON object with --json).
+        relays = [_Relay(child.stdout), _Relay(child.stderr)]
         assert child.stdin is not None
         try:
             child.stdin.write(launch.to_line())
@@ -315,11 +319,20 @@ def run_direct(prepared: Prepared) -> int:
         pipeline.discard_workdir(prepared.request.workdir, prepared.claim)
         raise
     if result is None:
-        relay.join()
-        gramine = relay.gramine_error()
+        for relay in relays:
+            relay.join()
+        # The work directory is kept for these two: the manifest is what to look at.
+        manifest = prepared.request.workdir / f"{pipeline.MANIFEST_NAME}.manifest"
+        changed = mf.changed_trusted_files(manifest, prepared.request.workdir)
+        if changed:
+            more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+            raise Error(
+                f"Gramine refused {changed[0]}{more}: changed after signing (its SHA-256 no "
+                f"longer matches the manifest: {manifest}); run mse-run again to measure and "
+                "sign what is there now"
+            )
+        gramine = relays[1].gramine_error()
         if gramine is not None:
-            # Kept: the manifest is what the user needs to look at.
-            manifest = prepared.request.workdir / f"{pipeline.MANIFEST_NAME}.manifest"
             raise Error(f"Gramine stopped the enclave: {gramine} (manifest: {manifest})")
         # The enclave said why on stderr (relayed) and never served.
         pipeline.discard_workdir(prepared.request.workdir, prepared.claim)
@@ -331,5 +344,6 @@ def run_direct(prepared: Prepared) -> int:
         prepared.request.workdir / "cert.pem",
     )
     code = int(child.wait())
-    relay.join()
+    for relay in relays:
+        relay.join()
     return code
