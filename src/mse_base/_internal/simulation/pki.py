@@ -712,7 +712,7 @@ class SimulationQuoteProvider:
         self._pki: SimulationPKI | None = None
         if quoting_enclave is None:
             self._pki = ensure_simulation_pki(directory)
-            quoting_enclave = self._pki.quoting_enclave()
+        # The PKI's keys are read on the first quote, so a damaged key fails there, once.
         self._qe = quoting_enclave
 
     @property
@@ -729,6 +729,8 @@ class SimulationQuoteProvider:
         """A version 3 ECDSA quote of the simulated enclave with ``report_data`` (64 bytes)."""
         if len(report_data) != REPORT_DATA_SIZE:
             raise ValueError(f"report data must be {REPORT_DATA_SIZE} bytes")
+        if self._qe is None:
+            self._qe = self.pki.quoting_enclave()
         qe = self._qe
         cpusvn = bytes(SIMULATION_TCB_COMPONENTS)
         flags = FLAG_INIT | FLAG_MODE64BIT | (FLAG_DEBUG if self._debug else 0)
