@@ -256,3 +256,49 @@ def test_fastapi_example_served_direct(
     assert direct.mrenclave == expected
     check_served(direct, tmp_path, env, dev_bin, "Hello")
     assert stop(direct) == 0
+
+
+SEALING_APP = b"""\
+import pathlib
+
+from flask import Flask
+
+SECRET = pathlib.Path("/mse/secrets/note")
+SECRET.write_text("sealed hello")
+app = Flask(__name__)
+
+
+@app.get("/")
+def read() -> str:
+    return SECRET.read_text()
+"""
+
+
+def test_sealed_secrets_mount_works_with_a_throwaway_key(
+    runtime_venv: Path,
+    tmp_path: Path,
+    env: dict[str, str],
+    cleanup: list[subprocess.Popen[str]],
+) -> None:
+    bin_dir = runtime_venv / "bin"
+    tar = pack({"app.py": SEALING_APP, **FLASK_REQUIREMENTS}, tmp_path / "app.tar")
+    direct = start_direct(bin_dir, tar, tmp_path, env, free_port())
+    cleanup.append(direct.proc)
+    answer = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "--cacert",
+            str(direct.workdir / "cert.pem"),
+            f"https://localhost:{direct.port}/",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert answer.stdout == "sealed hello"
+    # On the host only Gramine's encrypted file: the plaintext never left the enclave.
+    sealed = (direct.workdir / "secrets" / "note").read_bytes()
+    assert sealed and b"sealed hello" not in sealed
+    assert stop(direct) == 0
