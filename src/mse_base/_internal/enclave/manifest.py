@@ -5,11 +5,19 @@ Syntax follows Gramine 1.9's "Manifest syntax" documentation: ``loader.entrypoin
 ``gramine-sgx-sign`` keeps it rather than hashing again). We hash every trusted file ourselves so
 the manifest we validate is the manifest that is measured, in SGX and in simulation alike.
 
-What is trusted is kept small on purpose (Gramine's docs note that large manifests slow enclave
-start): the interpreter, the shared libraries it and its extension modules load, the standard
-library without its tests, GUI and installer packages, the virtual environment's site-packages, and
-the application. Byte-code caches are left out: they embed source timestamps, and the enclave never
-writes them (``-B``).
+What is trusted is what Gramine loads and nothing it never loads (Gramine's docs note that large
+manifests slow enclave start; under ``file_check_policy = "strict"`` anything left out cannot be
+opened): the interpreter; the shared libraries it and its extension modules load, from Gramine's
+runtime directory (its patched glibc) where it has one of that name, else from the host; the
+standard library; the virtual environment's site-packages; the application. Left out: tests,
+byte-code caches (they embed source timestamps, and the enclave never writes them: ``-B``), the
+static libpython and its build directory, and the :data:`OPTIONAL_PARTS` a web app never imports
+unless the user names them (``mse-run --include``).
+
+Mounts: the tmpfs first and Gramine's glibc at ``/lib`` next, then the host directories at their
+own paths, so nothing under ``/tmp`` or ``/lib`` is hidden; :func:`check_mounts` refuses any
+order in which a later mount would cover an earlier one. Run for real under ``gramine-direct`` by
+``tests/gramine``.
 """
 
 from __future__ import annotations
@@ -61,7 +69,7 @@ _DYNLOAD_ALWAYS_EXCLUDED = ("_test", "_ctypes_test", "_xxtestfuzz", "xxlimited",
 
 
 @dataclass(frozen=True)
-class Optional:
+class OptionalPart:
     """A part of Python a web app never loads, left out of the trusted set unless named.
 
     Leaving out an extension module also leaves out the shared libraries only it pulls in (the
@@ -75,28 +83,28 @@ class Optional:
 
 
 #: What ``mse-run --include NAME`` can put back.
-OPTIONAL_PARTS: dict[str, Optional] = {
-    "tkinter": Optional("Tk GUI (X11, Tcl/Tk)", ("tkinter", "turtle.py"), ("_tkinter",)),
-    "turtledemo": Optional("turtle graphics demos", ("turtledemo",)),
-    "idlelib": Optional("the IDLE editor", ("idlelib",)),
-    "curses": Optional("terminal UI (ncurses)", ("curses",), ("_curses", "_curses_panel")),
-    "readline": Optional("interactive line editing (ncurses)", (), ("readline",)),
-    "ensurepip": Optional("pip's bootstrapper and bundled wheels", ("ensurepip",)),
-    "lib2to3": Optional("the Python 2 converter", ("lib2to3",)),
+OPTIONAL_PARTS: dict[str, OptionalPart] = {
+    "tkinter": OptionalPart("Tk GUI (X11, Tcl/Tk)", ("tkinter", "turtle.py"), ("_tkinter",)),
+    "turtledemo": OptionalPart("turtle graphics demos", ("turtledemo",)),
+    "idlelib": OptionalPart("the IDLE editor", ("idlelib",)),
+    "curses": OptionalPart("terminal UI (ncurses)", ("curses",), ("_curses", "_curses_panel")),
+    "readline": OptionalPart("interactive line editing (ncurses)", (), ("readline",)),
+    "ensurepip": OptionalPart("pip's bootstrapper and bundled wheels", ("ensurepip",)),
+    "lib2to3": OptionalPart("the Python 2 converter", ("lib2to3",)),
     # Modules PEP 594 deprecated (gone in Python 3.13) whose libraries weigh more than they do:
     # nis pulls in Kerberos and Sun RPC, _dbm Berkeley DB.
-    "nis": Optional("NIS lookups (Kerberos, Sun RPC)", (), ("nis",)),
-    "crypt": Optional("Unix crypt(3) hashes (libcrypt)", ("crypt.py",), ("_crypt",)),
-    "spwd": Optional("the shadow password database", (), ("spwd",)),
-    "ossaudiodev": Optional("OSS audio", (), ("ossaudiodev",)),
-    "ndbm": Optional("dbm.ndbm (Berkeley DB); dbm falls back to dbm.dumb", (), ("_dbm",)),
-    "pydoc_data": Optional("help() texts", ("pydoc_data",)),
-    "pip": Optional("the package installer", venv=("pip",)),
-    "setuptools": Optional(
+    "nis": OptionalPart("NIS lookups (Kerberos, Sun RPC)", (), ("nis",)),
+    "crypt": OptionalPart("Unix crypt(3) hashes (libcrypt)", ("crypt.py",), ("_crypt",)),
+    "spwd": OptionalPart("the shadow password database", (), ("spwd",)),
+    "ossaudiodev": OptionalPart("OSS audio", (), ("ossaudiodev",)),
+    "ndbm": OptionalPart("dbm.ndbm (Berkeley DB); dbm falls back to dbm.dumb", (), ("_dbm",)),
+    "pydoc_data": OptionalPart("help() texts", ("pydoc_data",)),
+    "pip": OptionalPart("the package installer", venv=("pip",)),
+    "setuptools": OptionalPart(
         "packaging tools",
         venv=("setuptools", "pkg_resources", "_distutils_hack", "distutils-precedence.pth"),
     ),
-    "wheel": Optional("the wheel builder", venv=("wheel",)),
+    "wheel": OptionalPart("the wheel builder", venv=("wheel",)),
 }
 
 
@@ -333,8 +341,12 @@ def _shared_library_closure(
             match = _LDD_LINE.match(line)
             if match:
                 found.add(os.path.normpath(match.group(1)))
+    # Looked for where the loader will look: the directories of the libraries already found.
+    directories = sorted({str(Path(lib).parent) for lib in found})
     for name in _DLOPENED_BY_GLIBC:
-        found |= {p for p in (f"/lib/x86_64-linux-gnu/{name}",) if Path(p).is_file()}
+        candidates = [Path(d) / name for d in directories if (Path(d) / name).is_file()]
+        if candidates:
+            found.add(str(candidates[0]))
     host: set[Path] = set()
     runtime: set[Path] = set()
     for lib in map(Path, found):
