@@ -242,7 +242,7 @@ def test_flask_example_served_direct_from_a_venv_under_tmp(
     )
     assert "throwaway key" in stderr and "/mse/secrets" in stderr
     check_served(direct, tmp_path, env, bin_dir, "Hello world")
-    assert stop(direct) == 0
+    assert stop(direct) == 0, _read(direct.stderr)
 
 
 def test_fastapi_example_served_direct(
@@ -255,7 +255,7 @@ def test_fastapi_example_served_direct(
     cleanup.append(direct.proc)
     assert direct.mrenclave == expected
     check_served(direct, tmp_path, env, dev_bin, "Hello")
-    assert stop(direct) == 0
+    assert stop(direct) == 0, _read(direct.stderr)
 
 
 SEALING_APP = b"""\
@@ -301,4 +301,4 @@ def test_sealed_secrets_mount_works_with_a_throwaway_key(
     # On the host only Gramine's encrypted file: the plaintext never left the enclave.
     sealed = (direct.workdir / "secrets" / "note").read_bytes()
     assert sealed and b"sealed hello" not in sealed
-    assert stop(direct) == 0
+    assert stop(direct) == 0, _read(direct.stderr)

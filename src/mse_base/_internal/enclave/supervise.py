@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import errno
 import logging
+import os
 import re
 import signal
 import socket
@@ -249,13 +250,19 @@ class _Relay:
         self._thread.start()
 
     def _relay(self) -> None:
+        # Straight to the descriptor: a thread still inside sys.stderr's buffered writer when the
+        # interpreter exits makes Python abort ("could not acquire lock ... at interpreter
+        # shutdown"); log records are flushed as they are written, so the order holds.
+        fd = sys.stderr.fileno()
         for raw in iter(self._stream.readline, b""):
-            sys.stderr.buffer.write(raw)
-            sys.stderr.buffer.flush()
+            view = memoryview(raw)
+            while view:
+                view = view[os.write(fd, view) :]
             self.lines.append(raw.decode(errors="replace").rstrip())
 
     def join(self) -> None:
-        self._thread.join(timeout=10)
+        # EOF comes when gramine-direct exits; a bound so a stuck pipe cannot hang mse-run.
+        self._thread.join(timeout=30)
 
     def gramine_error(self) -> str | None:
         """Gramine's own last error line, if it logged one."""

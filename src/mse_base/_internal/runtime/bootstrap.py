@@ -114,7 +114,13 @@ def _direct_platform() -> Platform:
     except ValueError as err:
         raise UsageError(f"standard input: {err}; start it with mse-run --direct") from None
     # No CPU-derived sealing key without SGX: the encrypted mount takes mse-run's throwaway one.
-    (GRAMINE_ATTESTATION_DIR / "keys" / mf.SEALING_KEY_NAME).write_bytes(launch.sealing_key)
+    key_file = GRAMINE_ATTESTATION_DIR / "keys" / mf.SEALING_KEY_NAME
+    try:
+        key_file.write_bytes(launch.sealing_key)
+    except OSError as err:
+        raise EnvironmentMissing(
+            f"cannot set the sealing key through {key_file}: {err.strerror or err}"
+        ) from None
     return Platform(
         provider,
         Path(mf.ENCLAVE_CODE_DIR),
