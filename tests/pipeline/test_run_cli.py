@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -223,11 +225,50 @@ def test_missing_requirements_listed(tmp_path: Path, env: dict[str, str]) -> Non
     )
 
 
-def test_sgx_mode_without_gramine_says_what_is_missing(
+def _without_gramine(env: dict[str, str]) -> dict[str, str]:
+    """The environment with Gramine's tools out of reach: PATH holds only the venv's scripts."""
+    from .conftest import BIN
+
+    return {**env, "PATH": str(BIN)}
+
+
+@pytest.mark.parametrize("mode", [[], ["--direct"]], ids=["sgx", "direct"])
+def test_without_gramine_says_what_is_missing(
+    flask_tar: Path, tmp_path: Path, env: dict[str, str], home: Path, mode: list[str]
+) -> None:
+    stderr = _fails(
+        [*run_args(flask_tar, tmp_path / "wd"), *mode],
+        _without_gramine(env),
+        "install the gramine package",
+        "--simulation",
+        code=3,
+    )
+    assert ("gramine-direct" if mode else "gramine-sgx") in stderr
+    assert not (tmp_path / "wd").exists()
+    assert list(home.iterdir()) == []
+
+
+def test_direct_and_simulation_exclude_each_other(
     flask_tar: Path, tmp_path: Path, env: dict[str, str], home: Path
 ) -> None:
-    stderr = _fails(run_args(flask_tar, tmp_path / "wd"), env, "Gramine", "--simulation", code=3)
-    assert "gramine-sgx" in stderr
+    args = [*run_args(flask_tar, tmp_path / "wd"), "--direct", "--simulation"]
+    result = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
+    assert result.returncode == 2
+    assert "--simulation: not allowed with argument --direct" in result.stderr
+    assert not (tmp_path / "wd").exists()
+    assert list(home.iterdir()) == []
+
+
+def test_include_names_a_known_part(
+    flask_tar: Path, tmp_path: Path, env: dict[str, str], home: Path
+) -> None:
+    _fails(
+        [*run_args(flask_tar, tmp_path / "wd"), "--simulation", "--include", "numpy"],
+        env,
+        "--include numpy: not a part left out of the enclave; choose from ",
+        "tkinter",
+        code=2,
+    )
     assert not (tmp_path / "wd").exists()
     assert list(home.iterdir()) == []
 
@@ -247,4 +288,9 @@ def test_version(env: dict[str, str]) -> None:
         [str(BIN / "mse-run"), "--version"], capture_output=True, text=True, env=env, check=True
     )
     assert "mse-base" in result.stdout and "Python: 3." in result.stdout
-    assert "Gramine: not installed" in result.stdout
+    installed = shutil.which("gramine-sgx-sign", path=env["PATH"]) is not None
+    if installed:
+        # The version Gramine's own Python package reports, as its tools print it.
+        assert re.search(r"^Gramine: \d+\.\d+", result.stdout, re.MULTILINE), result.stdout
+    else:
+        assert "Gramine: not installed" in result.stdout

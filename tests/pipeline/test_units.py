@@ -236,3 +236,89 @@ def test_cli_guard_leaves_the_apps_warnings_alone() -> None:
 
     with pytest.warns(UserWarning, match="the app's own warning"):
         assert _cli.guard("mse-bootstrap", body, argparse.Namespace(debug=False)) == 0
+
+
+def test_a_mount_that_would_hide_another_is_refused() -> None:
+    from mse_base._internal.enclave import manifest
+
+    ok = [
+        {"type": "tmpfs", "path": "/tmp"},
+        {"path": "/lib", "uri": "file:/usr/lib/x86_64-linux-gnu/gramine/runtime/glibc"},
+        {"path": "/lib/x86_64-linux-gnu", "uri": "file:/lib/x86_64-linux-gnu"},
+        {"path": "/tmp/venv", "uri": "file:/tmp/venv"},
+    ]
+    manifest.check_mounts(ok)
+    # A host library directory at /lib would cover Gramine's glibc.
+    with pytest.raises(manifest.ManifestError, match=r"runtime/glibc is mounted at /lib"):
+        manifest.check_mounts([*ok, {"path": "/lib", "uri": "file:/lib"}])
+    with pytest.raises(manifest.ManifestError, match=r"tmpfs is mounted over /tmp after it"):
+        manifest.check_mounts([*ok, {"type": "tmpfs", "path": "/tmp"}])
+
+
+def test_left_out_parts_and_their_opt_in(tmp_path: Path) -> None:
+    from mse_base._internal.enclave import manifest
+
+    stdlib = tmp_path / "python3.11"
+    for name in (
+        "os.py",
+        "turtle.py",
+        "tkinter/__init__.py",
+        "test/test_os.py",
+        "config-3.11-x86_64-linux-gnu/libpython3.11.a",
+        "lib-dynload/_tkinter.cpython-311-x86_64-linux-gnu.so",
+        "lib-dynload/_ssl.cpython-311-x86_64-linux-gnu.so",
+        "lib-dynload/_testcapi.cpython-311-x86_64-linux-gnu.so",
+        "email/__pycache__/x.cpython-311.pyc",
+    ):
+        (stdlib / name).parent.mkdir(parents=True, exist_ok=True)
+        (stdlib / name).write_text("")
+
+    def kept(include: frozenset[str]) -> list[str]:
+        walked = manifest._walk(stdlib, manifest._stdlib_skip(include))
+        return sorted(p.relative_to(stdlib).as_posix() for p in walked)
+
+    assert kept(frozenset()) == ["lib-dynload/_ssl.cpython-311-x86_64-linux-gnu.so", "os.py"]
+    assert kept(frozenset({"tkinter"})) == [
+        "lib-dynload/_ssl.cpython-311-x86_64-linux-gnu.so",
+        "lib-dynload/_tkinter.cpython-311-x86_64-linux-gnu.so",
+        "os.py",
+        "tkinter/__init__.py",
+        "turtle.py",
+    ]
+    site = tmp_path / "site-packages"
+    for name in ("pip/__init__.py", "pip-26.3.dist-info/RECORD", "flask/__init__.py"):
+        (site / name).parent.mkdir(parents=True, exist_ok=True)
+        (site / name).write_text("")
+    venv = sorted(
+        p.relative_to(site).as_posix()
+        for p in manifest._walk(site, manifest._venv_skip(frozenset()))
+    )
+    assert venv == ["flask/__init__.py"]
+    with pytest.raises(UsageError, match="--include numpy"):
+        manifest.check_included(["numpy"])
+
+
+def test_direct_launch_line_round_trip_and_refusals(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from mse_base._internal.simulation.direct import DirectLaunch
+    from mse_base._internal.simulation.pki import ensure_simulation_pki
+
+    qe = ensure_simulation_pki(tmp_path / "pki").quoting_enclave(
+        ec.generate_private_key(ec.SECP256R1())
+    )
+    launch = DirectLaunch(
+        mrenclave=bytes(range(32)),
+        mrsigner=bytes(32),
+        isv_prod_id=1,
+        isv_svn=2,
+        debug=False,
+        quoting_enclave=qe,
+        sealing_key=DirectLaunch.new_sealing_key(),
+    )
+    back = DirectLaunch.read(io.BytesIO(launch.to_line() + b"ignored"))
+    assert back.mrenclave == launch.mrenclave and back.sealing_key == launch.sealing_key
+    assert back.quoting_enclave.attestation_public_key == qe.attestation_public_key
+    for bad in (b"", b"{}\n", b"not json\n", launch.to_line()[:-20] + b"\n"):
+        with pytest.raises(ValueError):
+            DirectLaunch.read(io.BytesIO(bad))

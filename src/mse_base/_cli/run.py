@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from mse_base._cli import deployment, guard
 
 if TYPE_CHECKING:
-    from mse_base._internal.enclave.pipeline import RunRequest, WorkdirSource
+    from mse_base._internal.enclave.pipeline import Mode, RunRequest, WorkdirSource
 
 
 class _VersionAction(argparse.Action):
@@ -36,6 +36,8 @@ class _VersionAction(argparse.Action):
 
 
 def _run_parser() -> argparse.ArgumentParser:
+    from mse_base._internal.enclave.manifest import OPTIONAL_PARTS
+
     parser = argparse.ArgumentParser(
         prog="mse-run",
         description="Unpack an app, measure and sign its enclave, serve it over RA-TLS.",
@@ -57,8 +59,23 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--memory", action="store_true", help="print the memory budget")
     parser.add_argument("--debug", action="store_true", help="debug enclave, logs, tracebacks")
     parser.add_argument("--force", action="store_true", help="reuse a non-empty work directory")
-    parser.add_argument(
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
         "--simulation", action="store_true", help="run without SGX: simulated quote and measure"
+    )
+    mode.add_argument(
+        "--direct",
+        action="store_true",
+        help="run the SGX manifest under gramine-direct (no SGX): real measurement, "
+        "simulated quote, no hardware isolation",
+    )
+    parser.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="trust a part of Python left out by default (measured; repeatable): "
+        f"{', '.join(sorted(OPTIONAL_PARTS))}",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
@@ -114,6 +131,7 @@ def _progress() -> Callable[[int, int], None] | None:
 
 def _run(args: argparse.Namespace) -> int:
     from mse_base._internal.enclave import pipeline, supervise
+    from mse_base._internal.enclave.manifest import check_included
     from mse_base._internal.enclave.size import parse_enclave_size
     from mse_base._internal.provision.codefile import is_encrypted
 
@@ -123,7 +141,9 @@ def _run(args: argparse.Namespace) -> int:
     args.secrets_server_ca_pem = _secrets_server_ca(args.secrets_server_ca)
     deployment_ = deployment(args)
     enclave_size = parse_enclave_size(args.size)
-    if args.simulation and not args.dry_run:
+    include = check_included(args.include)
+    mode: Mode = "simulation" if args.simulation else "direct" if args.direct else "sgx"
+    if mode != "sgx" and not args.dry_run:
         # Before anything is written; the certificate check after the start still decides.
         supervise.check_port_free(deployment_.bind, deployment_.port)
 
@@ -136,8 +156,9 @@ def _run(args: argparse.Namespace) -> int:
             signer_key=args.signer_key,
             dry_run=args.dry_run,
             force=args.force,
-            mode="simulation" if args.simulation else "sgx",
+            mode=mode,
             workdir_source=source,
+            include=include,
         )
 
     if args.workdir is not None:
@@ -169,6 +190,7 @@ def _temporary_directory() -> Iterator[Path]:
 
 def _run_request(args: argparse.Namespace, request: RunRequest) -> int:
     from mse_base._internal.enclave import pipeline, supervise
+    from mse_base._internal.enclave.manifest import ENCLAVE_SECRETS_DIR
     from mse_base._internal.enclave.size import format_size
 
     prepared = pipeline.prepare(request, None if args.json else _progress())
@@ -196,10 +218,22 @@ def _run_request(args: argparse.Namespace, request: RunRequest) -> int:
         logging.getLogger("mse").warning(
             "SIMULATION: no SGX enclave; the measurement and quote are simulated"
         )
+    if prepared.request.mode == "direct":
+        logging.getLogger("mse").warning(
+            "DIRECT: Gramine LibOS without SGX: no hardware isolation; the quote is simulated"
+        )
+        if not args.dry_run:
+            logging.getLogger("mse").warning(
+                "DIRECT: sealed secrets (%s) use a throwaway key: what this run seals no later "
+                "run, and no SGX enclave, can read",
+                ENCLAVE_SECRETS_DIR,
+            )
     if args.dry_run:
         return 0
-    if not prepared.simulated:
+    if prepared.request.mode == "sgx":
         return pipeline.launch_sgx(prepared)
+    if prepared.request.mode == "direct":
+        return supervise.run_direct(prepared)
     return supervise.run_simulation(prepared)
 
 

@@ -5,11 +5,19 @@ Syntax follows Gramine 1.9's "Manifest syntax" documentation: ``loader.entrypoin
 ``gramine-sgx-sign`` keeps it rather than hashing again). We hash every trusted file ourselves so
 the manifest we validate is the manifest that is measured, in SGX and in simulation alike.
 
-What is trusted is kept small on purpose (Gramine's docs note that large manifests slow enclave
-start): the interpreter, the shared libraries it and its extension modules load, the standard
-library without its tests, GUI and installer packages, the virtual environment's site-packages, and
-the application. Byte-code caches are left out: they embed source timestamps, and the enclave never
-writes them (``-B``).
+What is trusted is what Gramine loads and nothing it never loads (Gramine's docs note that large
+manifests slow enclave start; under ``file_check_policy = "strict"`` anything left out cannot be
+opened): the interpreter; the shared libraries it and its extension modules load, from Gramine's
+runtime directory (its patched glibc) where it has one of that name, else from the host; the
+standard library; the virtual environment's site-packages; the application. Left out: tests,
+byte-code caches (they embed source timestamps, and the enclave never writes them: ``-B``), the
+static libpython and its build directory, and the :data:`OPTIONAL_PARTS` a web app never imports
+unless the user names them (``mse-run --include``).
+
+Mounts: the tmpfs first and Gramine's glibc at ``/lib`` next, then the host directories at their
+own paths, so nothing under ``/tmp`` or ``/lib`` is hidden; :func:`check_mounts` refuses any
+order in which a later mount would cover an earlier one. Run for real under ``gramine-direct`` by
+``tests/gramine``.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tomllib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +38,7 @@ from typing import Any
 import tomli_w
 
 from mse_base._internal.enclave.size import format_size
-from mse_base.errors import EnvironmentMissing, Error
+from mse_base.errors import EnvironmentMissing, Error, UsageError
 
 # Fixed paths inside the enclave; the host paths behind them live in the work directory and are
 # given relative to it, so the work directory's location never reaches the measurement.
@@ -42,38 +51,75 @@ ENCLAVE_TMPFS_DIR = "/tmp"  # noqa: S108 - Gramine's tmpfs, not the host's /tmp
 TLS_CERT_NAME = "cert.pem"
 TLS_KEY_NAME = "tls-key.pem"
 HOST_CODE_DIR = "code"
+# The key of the sealed-secrets mount: derived from MRENCLAVE by the CPU (SGX only; under
+# gramine-direct the bootstrap sets a throwaway one through /dev/attestation/keys/).
+SEALING_KEY_NAME = "_sgx_mrenclave"
 HOST_SECRETS_DIR = "secrets"
 
-# Gramine ships its own patched glibc (the "runtime dir"), mounted at /lib; the system's copies of
-# these libraries are therefore never loaded in the enclave and are not trusted from the host.
-_GLIBC_RUNTIME_LIBS = frozenset(
-    {
-        "ld-linux-x86-64.so.2",
-        "libc.so.6",
-        "libdl.so.2",
-        "libm.so.6",
-        "libpthread.so.0",
-        "libresolv.so.2",
-        "librt.so.1",
-        "libutil.so.1",
-        "libnss_dns.so.2",
-        "libnss_files.so.2",
-    }
-)
-# Standard-library packages an HTTP server never imports; leaving them out shrinks the manifest.
-_STDLIB_EXCLUDED = frozenset(
-    {
-        "test",
-        "idlelib",
-        "tkinter",
-        "turtledemo",
-        "ensurepip",
-        "lib2to3",
-        "site-packages",
-        "dist-packages",
-        "__pycache__",
-    }
-)
+# Gramine ships its own patched glibc (the "runtime dir"), mounted at /lib and first on
+# LD_LIBRARY_PATH: a library of that name is loaded from there, never from the host, so it is
+# the runtime's copy that is trusted (leaving it out stops Gramine at once: "libos_init() failed
+# in init_elf_objects: Permission denied"). glibc dlopens libgcc_s for pthread_exit and
+# unwinding; it is not in the runtime dir, so the host's copy is trusted.
+_DLOPENED_BY_GLIBC = ("libgcc_s.so.1",)
+# Always left out: tests, byte-code caches, the static libpython and its build configuration
+# (``config-3.11-...``: 45 MB nothing loads at run time), other environments' packages.
+_STDLIB_ALWAYS_EXCLUDED = frozenset({"test", "site-packages", "dist-packages", "__pycache__"})
+_DYNLOAD_ALWAYS_EXCLUDED = ("_test", "_ctypes_test", "_xxtestfuzz", "xxlimited", "_xxsubinterp")
+
+
+@dataclass(frozen=True)
+class OptionalPart:
+    """A part of Python a web app never loads, left out of the trusted set unless named.
+
+    Leaving out an extension module also leaves out the shared libraries only it pulls in (the
+    closure is computed from what is trusted): X11 and Tcl/Tk for tkinter, ncurses for curses.
+    """
+
+    description: str
+    stdlib: tuple[str, ...] = ()  # packages or modules of the standard library
+    dynload: tuple[str, ...] = ()  # extension modules in lib-dynload, by module name
+    venv: tuple[str, ...] = ()  # top-level entries of the venv's site-packages
+
+
+#: What ``mse-run --include NAME`` can put back.
+OPTIONAL_PARTS: dict[str, OptionalPart] = {
+    "tkinter": OptionalPart("Tk GUI (X11, Tcl/Tk)", ("tkinter", "turtle.py"), ("_tkinter",)),
+    "turtledemo": OptionalPart("turtle graphics demos", ("turtledemo",)),
+    "idlelib": OptionalPart("the IDLE editor", ("idlelib",)),
+    "curses": OptionalPart("terminal UI (ncurses)", ("curses",), ("_curses", "_curses_panel")),
+    "readline": OptionalPart("interactive line editing (ncurses)", (), ("readline",)),
+    "ensurepip": OptionalPart("pip's bootstrapper and bundled wheels", ("ensurepip",)),
+    "lib2to3": OptionalPart("the Python 2 converter", ("lib2to3",)),
+    # Modules PEP 594 deprecated (gone in Python 3.13) whose libraries weigh more than they do:
+    # nis pulls in Kerberos and Sun RPC, _dbm Berkeley DB.
+    "nis": OptionalPart("NIS lookups (Kerberos, Sun RPC)", (), ("nis",)),
+    "crypt": OptionalPart("Unix crypt(3) hashes (libcrypt)", ("crypt.py",), ("_crypt",)),
+    "spwd": OptionalPart("the shadow password database", (), ("spwd",)),
+    "ossaudiodev": OptionalPart("OSS audio", (), ("ossaudiodev",)),
+    "ndbm": OptionalPart("dbm.ndbm (Berkeley DB); dbm falls back to dbm.dumb", (), ("_dbm",)),
+    "pydoc_data": OptionalPart("help() texts", ("pydoc_data",)),
+    "pip": OptionalPart("the package installer", venv=("pip",)),
+    "setuptools": OptionalPart(
+        "packaging tools",
+        venv=("setuptools", "pkg_resources", "_distutils_hack", "distutils-precedence.pth"),
+    ),
+    "wheel": OptionalPart("the wheel builder", venv=("wheel",)),
+}
+
+
+def check_included(names: Iterable[str]) -> frozenset[str]:
+    """The ``--include`` names, each one a known optional part."""
+    chosen = frozenset(names)
+    unknown = sorted(chosen - set(OPTIONAL_PARTS))
+    if unknown:
+        raise UsageError(
+            f"--include {unknown[0]}: not a part left out of the enclave; "
+            f"choose from {', '.join(sorted(OPTIONAL_PARTS))}"
+        )
+    return chosen
+
+
 _LDD_BATCH = 256
 _LDD_LINE = re.compile(r"^\s*(?:\S+\s+=>\s+)?(/\S+)\s+\(0x[0-9a-f]+\)\s*$")
 
@@ -174,7 +220,7 @@ class PythonLayout:
             stdlib=Path(base["stdlib"]),
             platstdlib=Path(base["platstdlib"]),
             site_packages=tuple(site),
-            toolkit=Path(__file__).resolve().parent.parent,
+            toolkit=Path(__file__).resolve().parents[2],
         )
 
     @property
@@ -203,17 +249,79 @@ class TrustedSet:
         return sum(f.size for f in self.files)
 
 
-def _walk(root: Path, excluded: frozenset[str] = frozenset({"__pycache__"})) -> Iterator[Path]:
+def _walk(root: Path, skip: Callable[[Path], bool] = lambda _: False) -> Iterator[Path]:
+    """Regular files under ``root`` in sorted order, without byte code or what ``skip`` names.
+
+    ``skip`` sees paths relative to ``root``, for directories (then pruned) and files alike.
+    """
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in excluded)
+        here = Path(dirpath)
+        relative = here.relative_to(root)
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__" and not skip(relative / d))
         for name in sorted(filenames):
-            path = Path(dirpath) / name
-            if name.endswith((".pyc", ".pyo")) or path.is_symlink() or not path.is_file():
+            path = here / name
+            # A link to a file is trusted at its own path with its target's bytes, which is what
+            # the enclave reads there (Debian's stdlib links sitecustomize.py into /etc).
+            if name.endswith((".pyc", ".pyo")) or not path.is_file():
                 continue
-            yield path
+            if not skip(relative / name):
+                yield path
 
 
-def _shared_library_closure(objects: Iterable[Path]) -> list[Path]:
+def _stdlib_skip(include: frozenset[str]) -> Callable[[Path], bool]:
+    left_out = {
+        entry
+        for name, part in OPTIONAL_PARTS.items()
+        if name not in include
+        for entry in part.stdlib
+    } | _STDLIB_ALWAYS_EXCLUDED
+    dynload = tuple(
+        entry
+        for name, part in OPTIONAL_PARTS.items()
+        if name not in include
+        for entry in part.dynload
+    )
+
+    def skip(relative: Path) -> bool:
+        parts = relative.parts
+        if len(parts) == 1:
+            return parts[0] in left_out or parts[0].startswith("config-")
+        if parts[0] == "lib-dynload" and len(parts) == 2:
+            module = parts[1].split(".", 1)[0]
+            return module in dynload or module.startswith(_DYNLOAD_ALWAYS_EXCLUDED)
+        return parts[-1].startswith("libpython") and parts[-1].endswith(".a")
+
+    return skip
+
+
+def _normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def _venv_skip(include: frozenset[str]) -> Callable[[Path], bool]:
+    left_out = {
+        _normalized(entry)
+        for name, part in OPTIONAL_PARTS.items()
+        if name not in include
+        for entry in part.venv
+    }
+
+    def skip(relative: Path) -> bool:
+        if len(relative.parts) != 1:
+            return False
+        name = relative.name
+        if name.endswith((".dist-info", ".egg-info")):
+            # name-version.dist-info: the distribution's metadata goes with it.
+            name = name.rsplit(".", 1)[0].split("-", 1)[0]
+        return _normalized(name) in left_out
+
+    return skip
+
+
+def _shared_library_closure(
+    objects: Iterable[Path], runtime_dir: Path | None
+) -> tuple[list[Path], list[Path]]:
+    """The shared libraries ``objects`` load: (from the host, from Gramine's runtime dir)."""
     ldd = shutil.which("ldd")
     if ldd is None:
         raise EnvironmentMissing("ldd is missing: install libc-bin to list the enclave's libraries")
@@ -231,9 +339,24 @@ def _shared_library_closure(objects: Iterable[Path]) -> list[Path]:
         )
         for line in result.stdout.splitlines():
             match = _LDD_LINE.match(line)
-            if match and Path(match.group(1)).name not in _GLIBC_RUNTIME_LIBS:
+            if match:
                 found.add(os.path.normpath(match.group(1)))
-    return [Path(p) for p in sorted(found)]
+    # Looked for where the loader will look: the directories of the libraries already found.
+    directories = sorted({str(Path(lib).parent) for lib in found})
+    for name in _DLOPENED_BY_GLIBC:
+        candidates = [Path(d) / name for d in directories if (Path(d) / name).is_file()]
+        if candidates:
+            found.add(str(candidates[0]))
+    host: set[Path] = set()
+    runtime: set[Path] = set()
+    for lib in map(Path, found):
+        # The loader inside the enclave finds a runtime library first (/lib leads
+        # LD_LIBRARY_PATH), whatever directory the host's ldd found it in.
+        if runtime_dir is not None and (runtime_dir / lib.name).is_file():
+            runtime.add(runtime_dir / lib.name)
+        else:
+            host.add(lib)
+    return sorted(host), sorted(runtime)
 
 
 def _sha256(path: Path) -> tuple[str, int]:
@@ -250,24 +373,36 @@ def collect_trusted_files(
     python: PythonLayout,
     workdir: Path,
     progress: Callable[[int, int], None] | None = None,
+    *,
+    runtime_dir: Path | None = None,
+    include: frozenset[str] = frozenset(),
 ) -> TrustedSet:
-    """Hash everything the enclave may read. Host paths of the app are relative to ``workdir``."""
+    """Hash everything the enclave may read. Host paths of the app are relative to ``workdir``.
+
+    ``runtime_dir``: Gramine's glibc, whose libraries replace the host's; None only where no
+    Gramine is installed (the simulation), which then trusts no glibc at all. ``include``: the
+    names of :data:`OPTIONAL_PARTS` to trust after all.
+    """
+    stdlib_skip = _stdlib_skip(include)
     system: list[Path] = [python.executable]
-    system += _walk(python.stdlib, _STDLIB_EXCLUDED)
+    system += _walk(python.stdlib, stdlib_skip)
     if python.platstdlib != python.stdlib:
-        system += _walk(python.platstdlib, _STDLIB_EXCLUDED)
+        system += _walk(python.platstdlib, stdlib_skip)
     pyvenv_cfg = python.venv / "pyvenv.cfg"
     if pyvenv_cfg.is_file():
         system.append(pyvenv_cfg)
-    for site in (*python.site_packages, *python.extra_dirs):
-        system += _walk(site)
+    venv_skip = _venv_skip(include)
+    for site in python.site_packages:
+        system += _walk(site, venv_skip)
+    for extra in python.extra_dirs:
+        system += _walk(extra)
     system = sorted(set(system))
     extensions = [p for p in system if p.name.endswith(".so") or ".so." in p.name]
-    libraries = _shared_library_closure([python.executable, *extensions])
-    system = sorted(set(system) | set(libraries))
+    libraries, runtime = _shared_library_closure([python.executable, *extensions], runtime_dir)
+    system = sorted(set(system) | set(libraries) | set(runtime))
 
     code_root = workdir / HOST_CODE_DIR
-    code = list(_walk(code_root, frozenset()))
+    code = list(_walk(code_root))
     total = len(system) + len(code)
     trusted = TrustedSet(library_dirs=sorted({str(lib.parent) for lib in libraries}))
     done = 0
@@ -287,6 +422,28 @@ def collect_trusted_files(
     return trusted
 
 
+def changed_trusted_files(manifest_path: Path, workdir: Path) -> list[str]:
+    """The trusted files whose bytes no longer match ``manifest_path`` (changed or gone).
+
+    Gramine refuses such a file (under ``gramine-direct`` it says so only at log level
+    "warning", which the manifest does not enable, and Python then reports the directory as
+    unreadable or the module as missing); mse-run asks this after an enclave stopped early, to
+    name the file instead.
+    """
+    manifest = tomllib.loads(manifest_path.read_text(encoding="utf-8"))
+    changed = []
+    for entry in manifest["sgx"]["trusted_files"]:
+        uri = entry["uri"].removeprefix("file:")
+        path = Path(uri) if uri.startswith("/") else workdir / uri
+        try:
+            digest, _ = _sha256(path)
+        except OSError:
+            digest = ""
+        if digest != entry["sha256"]:
+            changed.append(uri)
+    return changed
+
+
 def _mount(path: str, uri: str, **extra: str) -> dict[str, str]:
     return {"path": path, "uri": uri, **extra}
 
@@ -295,16 +452,22 @@ def build_manifest(
     spec: EnclaveSpec, python: PythonLayout, gramine: GramineLayout, trusted: TrustedSet
 ) -> dict[str, Any]:
     """The manifest as a TOML-ready mapping; the same inputs always give the same mapping."""
-    python_dirs = sorted(
+    # Host directories appear in the enclave at their own paths. One inside another (the stdlib
+    # inside the interpreter's lib directory, say) is already visible through the outer mount.
+    host_dirs = sorted(
         {str(python.stdlib), str(python.platstdlib), str(python.venv)}
         | {str(python.executable.parent)}
         | {str(d) for d in python.extra_dirs}
+        | set(trusted.library_dirs)
     )
-    mounts: list[dict[str, str]] = [_mount("/lib", f"file:{gramine.runtime_dir}")]
-    mounts += [_mount(d, f"file:{d}") for d in trusted.library_dirs]
-    # A Python directory inside another one (the stdlib inside the prefix, say) is already
-    # visible through the outer mount.
-    mounts += [_mount(d, f"file:{d}") for d in python_dirs if not _under_any(d, python_dirs)]
+    # Mounts apply in order and a later one hides whatever an earlier one put beneath its path.
+    # The tmpfs comes first, so an interpreter, venv or library under /tmp stays visible (mounted
+    # on top of it); Gramine's glibc next, so host library directories under /lib stay visible.
+    mounts: list[dict[str, str]] = [
+        {"type": "tmpfs", "path": ENCLAVE_TMPFS_DIR},
+        _mount("/lib", f"file:{gramine.runtime_dir}"),
+    ]
+    mounts += [_mount(d, f"file:{d}") for d in host_dirs if not _under_any(d, host_dirs)]
     mounts += [
         _mount(ENCLAVE_CODE_DIR, f"file:{HOST_CODE_DIR}"),
         # Sealed with the MRENCLAVE-bound key: only this exact enclave on this CPU can read it.
@@ -312,10 +475,10 @@ def build_manifest(
             ENCLAVE_SECRETS_DIR,
             f"file:{HOST_SECRETS_DIR}",
             type="encrypted",
-            key_name="_sgx_mrenclave",
+            key_name=SEALING_KEY_NAME,
         ),
-        {"type": "tmpfs", "path": ENCLAVE_TMPFS_DIR},
     ]
+    check_mounts(mounts)
     library_path = ":".join(["/lib", *trusted.library_dirs])
     return {
         "loader": {
@@ -352,7 +515,29 @@ def build_manifest(
 
 
 def _under_any(path: str, others: Iterable[str]) -> bool:
-    return any(path != o and path.startswith(o.rstrip("/") + "/") for o in others)
+    return any(path != o and _within(path, o) for o in others)
+
+
+def _within(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def check_mounts(mounts: list[dict[str, str]]) -> None:
+    """Refuse a mount that hides an earlier one: its files would vanish inside the enclave.
+
+    Gramine applies mounts in order; one at a directory that contains an earlier mount's path
+    covers it (a host library directory at /lib would hide Gramine's glibc, say).
+    """
+    for index, earlier in enumerate(mounts):
+        for later in mounts[index + 1 :]:
+            if _within(earlier["path"], later["path"]):
+                what = earlier.get("uri", earlier.get("type", "tmpfs")).removeprefix("file:")
+                raise ManifestError(
+                    f"{what} is mounted at {earlier['path']} in the enclave, but "
+                    f"{later.get('uri', 'tmpfs').removeprefix('file:')} is mounted over "
+                    f"{later['path']} after it and would hide it: move the interpreter or "
+                    "virtual environment out of that directory"
+                )
 
 
 def dumps(manifest: dict[str, Any]) -> str:

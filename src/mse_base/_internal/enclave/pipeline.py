@@ -3,7 +3,9 @@
 SGX and simulation share every step except two: who computes MRENCLAVE and signs the SIGSTRUCT
 (``gramine-sgx-sign``, or :mod:`measure` plus our own SIGSTRUCT writer) and what runs the
 bootstrap (``gramine-sgx``, or a plain child process with the simulation quote provider). Both
-read the identity back from the SIGSTRUCT file with the same parser.
+read the identity back from the SIGSTRUCT file with the same parser. ``--direct`` signs as SGX
+does and runs that same manifest under ``gramine-direct`` (Gramine's LibOS without SGX), with a
+quote from the simulation PKI carrying the real measurement (see simulation.direct).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from mse_base._internal.enclave.sigstruct import Sigstruct, build_sigstruct, par
 from mse_base._internal.files import write_atomic
 from mse_base.errors import EnvironmentMissing, Error, UsageError
 
-Mode = Literal["sgx", "simulation"]
+Mode = Literal["sgx", "simulation", "direct"]
 # Where the work directory came from, for messages: the option, the default under
 # $XDG_STATE_HOME or under ~/.local/state, or a temporary directory (a --dry-run without
 # --workdir).
@@ -59,6 +61,8 @@ class RunRequest:
     force: bool
     mode: Mode
     workdir_source: WorkdirSource = "--workdir"
+    # Optional parts of Python trusted after all (mse-run --include; see manifest.OPTIONAL_PARTS).
+    include: frozenset[str] = frozenset()
 
     def workdir_name(self) -> str:
         """The work directory as the user knows it: by the option, or as the default one."""
@@ -94,6 +98,7 @@ class Prepared:
 
     @property
     def simulated(self) -> bool:
+        """Whether MRENCLAVE is simulated (only --simulation; --direct has the real one)."""
         return self.request.mode == "simulation"
 
     def summary(self) -> dict[str, Any]:
@@ -107,7 +112,8 @@ class Prepared:
             "trusted_files": self.trusted_files,
             "trusted_bytes": self.trusted_bytes,
             "mode": self.request.mode,
-            "simulated": self.simulated,
+            # No SGX hardware involved: a simulated measurement, or (--direct) a simulated quote.
+            "simulated": self.request.mode != "sgx",
             "mrsigner_meaningful": not self.signer.throwaway,
             # A temporary work directory is gone by the time anyone reads this.
             "workdir": (
@@ -116,22 +122,30 @@ class Prepared:
         }
 
 
+_GRAMINE_MISSING = (
+    "Gramine is not installed: install the gramine package (Gramine 1.9, which provides "
+    "gramine-sgx-sign and gramine-direct), run mse-run in the mse-base image, which ships it, or "
+    "add --simulation to try the pipeline without Gramine"
+)
+
+
 def require_gramine(mode: Mode, dry_run: bool) -> None:
-    """Fail before touching anything when SGX mode lacks Gramine or the SGX device."""
+    """Fail before touching anything when SGX or --direct lacks Gramine or the SGX device."""
     if mode == "simulation":
         return
-    tools = ["gramine-sgx-sign"] + ([] if dry_run else ["gramine-sgx"])
+    runner = "gramine-direct" if mode == "direct" else "gramine-sgx"
+    tools = ["gramine-sgx-sign"] + ([] if dry_run else [runner])
     missing = [tool for tool in tools if shutil.which(tool) is None]
     if missing:
-        raise EnvironmentMissing(
-            f"{', '.join(missing)} not found: run mse-run in the mse-base image, which ships "
-            "Gramine, or add --simulation to try the pipeline without SGX"
-        )
-    if not dry_run and not any(Path(p).exists() for p in ("/dev/sgx_enclave", "/dev/sgx/enclave")):
+        raise EnvironmentMissing(f"{', '.join(missing)} not found. {_GRAMINE_MISSING}")
+    if mode == "direct" or dry_run:
+        return
+    if not any(Path(p).exists() for p in ("/dev/sgx_enclave", "/dev/sgx/enclave")):
         raise EnvironmentMissing(
             "no SGX device (/dev/sgx_enclave): run on an SGX machine with "
             "`docker run --device /dev/sgx_enclave --device /dev/sgx_provision "
-            "-v /var/run/aesmd:/var/run/aesmd ...`, or add --simulation"
+            "-v /var/run/aesmd:/var/run/aesmd ...`, or add --direct (Gramine without SGX) or "
+            "--simulation"
         )
 
 
@@ -230,7 +244,7 @@ def _signer(request: RunRequest) -> SignerKey | None:
     """
     path = request.signer_key or default_key_path()
     if request.signer_key is None and not path.exists():
-        if request.dry_run or request.mode == "simulation":
+        if request.dry_run or request.mode != "sgx":
             return None
         raise UsageError(
             f"no enclave signing key at {path}: mount yours there (RSA-3072, e=3), "
@@ -285,15 +299,24 @@ def _prepare_in(
         isv_svn=0,
         argv=argv,
     )
-    trusted = mf.collect_trusted_files(python, request.workdir, progress)
-    gramine = mf.GramineLayout.detect() or mf.GramineLayout.default()
+    gramine = mf.GramineLayout.detect()
+    if gramine is None and request.mode != "simulation":
+        raise EnvironmentMissing(_GRAMINE_MISSING)
+    trusted = mf.collect_trusted_files(
+        python,
+        request.workdir,
+        progress,
+        runtime_dir=None if gramine is None else gramine.runtime_dir,
+        include=request.include,
+    )
+    gramine = gramine or mf.GramineLayout.default()
     manifest = mf.build_manifest(spec, python, gramine, trusted)
     mf.validate(manifest, spec)
     manifest_text = mf.dumps(manifest)
     manifest_path = request.workdir / f"{MANIFEST_NAME}.manifest"
     manifest_path.write_text(manifest_text, encoding="utf-8")
     sig_path = request.workdir / f"{MANIFEST_NAME}.sig"
-    if request.mode == "sgx":
+    if request.mode != "simulation":
         _gramine_sign(request.workdir, manifest_path, sig_path, signer)
     else:
         mrenclave = simulated_mrenclave(manifest_text, spec.enclave_size, spec.max_threads)
@@ -381,3 +404,19 @@ def start_simulation(prepared: Prepared) -> subprocess.Popen[bytes]:
     env = simulation_environment(prepared)
     # The measured argv, unchanged: the same interpreter, flags and arguments as in the enclave.
     return subprocess.Popen(list(prepared.argv), cwd=prepared.request.workdir, env=env)
+
+
+def start_direct(prepared: Prepared) -> subprocess.Popen[bytes]:
+    """Start the signed manifest under ``gramine-direct``, its standard streams piped.
+
+    The caller writes the launch line (simulation.direct) to stdin and relays the output:
+    Gramine's console (the enclave's stdout and stderr) on stdout, Gramine's log on stderr.
+    """
+    return subprocess.Popen(
+        ["gramine-direct", MANIFEST_NAME],
+        # Relative trusted-file URIs (the app, the sealed secrets) resolve from the work directory.
+        cwd=prepared.request.workdir,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )

@@ -27,7 +27,13 @@ from typing import Any, Literal
 from mse_base._internal.enclave.deployment import APPLICATION_SPEC
 from mse_base.errors import Error, UsageError
 
-__all__ = ["Application", "ApplicationError", "load_application"]
+__all__ = [
+    "Application",
+    "ApplicationError",
+    "SubprocessForbidden",
+    "forbid_subprocesses",
+    "load_application",
+]
 
 Interface = Literal["wsgi", "asgi"]
 
@@ -41,6 +47,42 @@ class ApplicationError(Error):
     """The application could not be imported, or is neither a WSGI nor an ASGI app."""
 
     exit_code = 1
+
+
+class SubprocessForbidden(PermissionError):
+    """The app tried to start a process, which the enclave's manifest forbids.
+
+    A PermissionError (an OSError), so code that already falls back when a program cannot be
+    run still does.
+    """
+
+
+# The audit events (Python's "Audit events table") of every way to start a process.
+_PROCESS_EVENTS = frozenset(
+    {"subprocess.Popen", "os.system", "os.fork", "os.forkpty", "os.posix_spawn", "os.spawn"}
+    | {"os.exec", "pty.spawn"}
+)
+
+
+def forbid_subprocesses() -> None:
+    """Make any attempt to start a process fail with the reason, not Gramine's EAGAIN.
+
+    Gramine answers fork with EAGAIN under ``sys.disallow_subprocesses`` (Python then reports
+    "BlockingIOError: Resource temporarily unavailable"). An audit hook cannot be removed: call
+    this only in the process that serves the enclave's app (the bootstrap), in every mode, so the
+    simulation refuses what the enclave refuses.
+    """
+
+    def hook(event: str, args: tuple[object, ...]) -> None:
+        if event in _PROCESS_EVENTS:
+            what = f"{event} {args[0]!r}" if args else event
+            raise SubprocessForbidden(
+                f"the enclave cannot start processes ({what}): its manifest sets "
+                "Gramine's sys.disallow_subprocesses; do the work in-process, or outside the "
+                "enclave"
+            )
+
+    sys.addaudithook(hook)
 
 
 @dataclass(frozen=True)

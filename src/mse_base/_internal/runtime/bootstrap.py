@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +30,16 @@ from mse_base._internal.dcap import ratls
 from mse_base._internal.enclave import manifest as mf
 from mse_base._internal.enclave.deployment import Deployment
 from mse_base._internal.files import private_key_pem, read_limited, write_private
-from mse_base._internal.runtime.application import Application, load_application
-from mse_base._internal.runtime.attestation import GramineQuoteProvider, QuoteProvider
+from mse_base._internal.runtime.application import (
+    Application,
+    forbid_subprocesses,
+    load_application,
+)
+from mse_base._internal.runtime.attestation import (
+    GRAMINE_ATTESTATION_DIR,
+    GramineQuoteProvider,
+    QuoteProvider,
+)
 from mse_base._internal.runtime.serve import TLSFiles, serve
 from mse_base.errors import EnvironmentMissing, UsageError
 
@@ -49,6 +58,7 @@ class Platform:
     # Where the TLS key and certificate go, and whether to remove them when serving ends.
     tls_dir: Path
     remove_tls_dir: bool
+    mode: str = "SGX"
 
 
 def detect_platform() -> Platform:
@@ -61,6 +71,9 @@ def detect_platform() -> Platform:
             remove_tls_dir=False,  # enclave memory: gone with the enclave
         )
     state_path = os.environ.get(SIMULATION_ENV)
+    if not state_path and GRAMINE_ATTESTATION_DIR.is_dir():
+        # Gramine without SGX (mse-run --direct): the same enclave, a simulated quote.
+        return _direct_platform()
     if not state_path:
         raise EnvironmentMissing(
             "no /dev/attestation: mse-bootstrap runs inside Gramine; start it with mse-run "
@@ -78,7 +91,11 @@ def detect_platform() -> Platform:
             debug=bool(state["debug"]),
         )
         return Platform(
-            provider, Path(state["code_dir"]), Path(state["tls_dir"]), remove_tls_dir=True
+            provider,
+            Path(state["code_dir"]),
+            Path(state["tls_dir"]),
+            remove_tls_dir=True,
+            mode="SIMULATION",
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UsageError(
@@ -86,8 +103,47 @@ def detect_platform() -> Platform:
         ) from None
 
 
+def _direct_platform() -> Platform:
+    """Inside ``gramine-direct``: what mse-run wrote on standard input (see simulation.direct)."""
+    from mse_base._internal.simulation.direct import DirectLaunch
+    from mse_base._internal.simulation.pki import SimulationQuoteProvider
+
+    if sys.stdin is None or sys.stdin.isatty():
+        raise EnvironmentMissing(
+            "no /dev/attestation/quote: this is Gramine without SGX; start it with mse-run --direct"
+        )
+    try:
+        launch = DirectLaunch.read(sys.stdin.buffer)
+        provider = SimulationQuoteProvider(
+            mrenclave=launch.mrenclave,
+            mrsigner=launch.mrsigner,
+            isv_prod_id=launch.isv_prod_id,
+            isv_svn=launch.isv_svn,
+            debug=launch.debug,
+            quoting_enclave=launch.quoting_enclave,
+        )
+    except ValueError as err:
+        raise UsageError(f"standard input: {err}; start it with mse-run --direct") from None
+    # No CPU-derived sealing key without SGX: the encrypted mount takes mse-run's throwaway one.
+    key_file = GRAMINE_ATTESTATION_DIR / "keys" / mf.SEALING_KEY_NAME
+    try:
+        key_file.write_bytes(launch.sealing_key)
+    except OSError as err:
+        raise EnvironmentMissing(
+            f"cannot set the sealing key through {key_file}: {err.strerror or err}"
+        ) from None
+    return Platform(
+        provider,
+        Path(mf.ENCLAVE_CODE_DIR),
+        Path(mf.ENCLAVE_TMPFS_DIR) / "mse-tls",
+        remove_tls_dir=False,  # Gramine's tmpfs: gone with the enclave
+        mode="DIRECT",
+    )
+
+
 def run(deployment: Deployment, platform: Platform | None = None) -> None:
     platform = platform or detect_platform()
+    forbid_subprocesses()
     app: Application | None = None
     if deployment.provision is None:
         app = _load(deployment, platform.code_dir)
@@ -101,7 +157,7 @@ def run(deployment: Deployment, platform: Platform | None = None) -> None:
         not_after=deployment.expiry,
         quote=quote,
     )
-    mode = "SIMULATION" if platform.provider.simulated else "SGX"
+    mode = platform.mode
     with _tls_dir(platform) as tls_dir:
         key_path = tls_dir / mf.TLS_KEY_NAME
         cert_path = tls_dir / mf.TLS_CERT_NAME

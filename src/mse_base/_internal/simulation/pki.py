@@ -27,6 +27,7 @@ import json
 import os
 import secrets
 import struct
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -61,6 +62,7 @@ from mse_base.errors import EnvironmentMissing
 
 __all__ = [
     "SIMULATION_FMSPC",
+    "QuotingEnclave",
     "SimulationPKI",
     "SimulationQuoteProvider",
     "ensure_simulation_pki",
@@ -163,16 +165,26 @@ def _write_cert(path: Path, cert: x509.Certificate) -> None:
     write_atomic(path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
 
+# fcntl record locks belong to the process, not the descriptor: threads of one process share
+# them, so this lock serialises the threads first.
+_THREAD_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def _locked(directory: Path) -> Iterator[None]:
-    """Serialise creation and refresh between processes (an advisory ``flock``)."""
-    fd = os.open(directory / _LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+    """Serialise creation and refresh between processes and threads.
+
+    An fcntl record lock (``lockf``), not ``flock``: Gramine's LibOS implements the former and
+    answers the latter with ENOSYS, and this code may run inside it.
+    """
+    with _THREAD_LOCK:
+        fd = os.open(directory / _LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.lockf(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
 
 def _raw_signature(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
@@ -427,10 +439,70 @@ class SimulationPKI:
     @cached_property
     def attestation_public_key(self) -> bytes:
         """The attestation key as the quote carries it: ``x || y``, 64 bytes."""
-        point = self._attestation_key.public_key().public_bytes(
-            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        return _raw_public_key(self._attestation_key)
+
+    def quoting_enclave(
+        self, attestation_key: ec.EllipticCurvePrivateKey | None = None
+    ) -> QuotingEnclave:
+        """The simulated quoting enclave: an attestation key and the QE report that certifies it.
+
+        As Intel's QE does, the QE report (signed by the PCK key) binds the attestation key in
+        its report data, so whoever holds the result signs quotes without the PCK key. Given a
+        fresh ``attestation_key``, that is what ``mse-run --direct`` hands its enclave.
+        """
+        key = attestation_key if attestation_key is not None else self._attestation_key
+        qe_report = _report_body(
+            cpusvn=bytes(SIMULATION_TCB_COMPONENTS),
+            attributes=QE_ATTRIBUTES,
+            mrenclave=QE_MRENCLAVE,
+            mrsigner=QE_MRSIGNER,
+            isv_prod_id=QE_ISV_PROD_ID,
+            isv_svn=QE_ISV_SVN,
+            report_data=hashlib.sha256(_raw_public_key(key) + QE_AUTH_DATA).digest() + bytes(32),
         )
-        return point[1:]
+        return QuotingEnclave(key, qe_report, self.sign_qe_report(qe_report), self.pck_chain_pem)
+
+
+def _raw_public_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    point = key.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    return point[1:]
+
+
+@dataclass(frozen=True)
+class QuotingEnclave:
+    """What signs quotes: the attestation key, its PCK-signed QE report, the PCK chain."""
+
+    attestation_key: ec.EllipticCurvePrivateKey
+    qe_report: bytes
+    qe_report_signature: bytes
+    pck_chain_pem: bytes
+
+    @property
+    def attestation_public_key(self) -> bytes:
+        return _raw_public_key(self.attestation_key)
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "attestation_key": private_key_pem(self.attestation_key).decode("ascii"),
+            "qe_report": self.qe_report.hex(),
+            "qe_report_signature": self.qe_report_signature.hex(),
+            "pck_chain": self.pck_chain_pem.decode("ascii"),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, str]) -> QuotingEnclave:
+        """Raises ValueError, KeyError or TypeError on anything malformed."""
+        key = serialization.load_pem_private_key(data["attestation_key"].encode(), None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+            raise ValueError("the attestation key is not an ECDSA P-256 key")
+        return cls(
+            key,
+            bytes.fromhex(data["qe_report"]),
+            bytes.fromhex(data["qe_report_signature"]),
+            data["pck_chain"].encode("ascii"),
+        )
 
 
 def _keys_complete(directory: Path) -> bool:
@@ -530,7 +602,7 @@ def ensure_simulation_pki(directory: Path | None = None) -> SimulationPKI:
     """Create the simulation PKI on first use and refresh its collateral when it goes stale.
 
     Idempotent and safe when several processes call it at once: creation runs under an
-    exclusive ``flock`` and every file is replaced atomically. Keys, once made, are kept.
+    exclusive lock and every file is replaced atomically. Keys, once made, are kept.
     """
     directory = directory if directory is not None else simulation_dir()
     try:
@@ -615,7 +687,13 @@ class SimulationQuoteProvider:
         isv_svn: int = 0,
         debug: bool = False,
         directory: Path | None = None,
+        quoting_enclave: QuotingEnclave | None = None,
     ) -> None:
+        """Quotes signed by ``quoting_enclave``, or by the simulation PKI in ``directory``.
+
+        Given a quoting enclave, the provider never touches the PKI's files (it may not see
+        them: inside ``gramine-direct`` it only has what mse-run handed it).
+        """
         if len(mrenclave) != 32 or len(mrsigner) != 32:
             raise ValueError("MRENCLAVE and MRSIGNER must be 32 bytes each")
         if not (0 <= isv_prod_id <= 0xFFFF and 0 <= isv_svn <= 0xFFFF):
@@ -625,7 +703,11 @@ class SimulationQuoteProvider:
         self._isv_prod_id = isv_prod_id
         self._isv_svn = isv_svn
         self._debug = debug
-        self._pki = ensure_simulation_pki(directory)
+        self._pki: SimulationPKI | None = None
+        if quoting_enclave is None:
+            self._pki = ensure_simulation_pki(directory)
+        # The PKI's keys are read on the first quote, so a damaged key fails there, once.
+        self._qe = quoting_enclave
 
     @property
     def simulated(self) -> bool:
@@ -633,17 +715,21 @@ class SimulationQuoteProvider:
 
     @property
     def pki(self) -> SimulationPKI:
+        if self._pki is None:
+            raise ValueError("this provider was given a quoting enclave, not the simulation PKI")
         return self._pki
 
     def quote(self, report_data: bytes) -> bytes:
         """A version 3 ECDSA quote of the simulated enclave with ``report_data`` (64 bytes)."""
         if len(report_data) != REPORT_DATA_SIZE:
             raise ValueError(f"report data must be {REPORT_DATA_SIZE} bytes")
-        pki = self._pki
+        if self._qe is None:
+            self._qe = self.pki.quoting_enclave()
+        qe = self._qe
         cpusvn = bytes(SIMULATION_TCB_COMPONENTS)
         flags = FLAG_INIT | FLAG_MODE64BIT | (FLAG_DEBUG if self._debug else 0)
-        # user_data: the QE id (16 bytes, here derived from the PCK key) then 4 zero bytes.
-        qe_id = hashlib.sha256(pki.pck_chain_pem).digest()[:16]
+        # user_data: the QE id (16 bytes, here derived from the PCK chain) then 4 zero bytes.
+        qe_id = hashlib.sha256(qe.pck_chain_pem).digest()[:16]
         header = struct.pack(
             "<HHIHH16s20s",
             QUOTE_VERSION_3,
@@ -663,23 +749,13 @@ class SimulationQuoteProvider:
             isv_svn=self._isv_svn,
             report_data=report_data,
         )
-        att_key = pki.attestation_public_key
-        qe_report = _report_body(
-            cpusvn=cpusvn,
-            attributes=QE_ATTRIBUTES,
-            mrenclave=QE_MRENCLAVE,
-            mrsigner=QE_MRSIGNER,
-            isv_prod_id=QE_ISV_PROD_ID,
-            isv_svn=QE_ISV_SVN,
-            report_data=hashlib.sha256(att_key + QE_AUTH_DATA).digest() + bytes(32),
-        )
-        chain = pki.pck_chain_pem
+        chain = qe.pck_chain_pem
         signature_data = b"".join(
             (
-                pki.sign_with_attestation_key(header + body),
-                att_key,
-                qe_report,
-                pki.sign_qe_report(qe_report),
+                _raw_signature(qe.attestation_key, header + body),
+                qe.attestation_public_key,
+                qe.qe_report,
+                qe.qe_report_signature,
                 struct.pack("<H", len(QE_AUTH_DATA)),
                 QE_AUTH_DATA,
                 struct.pack("<HI", CERT_DATA_PCK_CHAIN, len(chain)),

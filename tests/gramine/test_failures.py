@@ -1,0 +1,107 @@
+"""``mse-run --direct`` refusing bad enclaves with one clear line, on real Gramine."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from pathlib import Path
+
+from tests.net import free_port
+
+from .test_direct import FLASK_REQUIREMENTS, mse_run, pack
+
+SLOW_READER = b"""\
+import pathlib
+
+from flask import Flask
+
+# Read only after the interpreter, the bootstrap and Flask have loaded: seconds after mse-run
+# printed the measurement, so the test can change the file in between.
+DATA = (pathlib.Path(__file__).parent / "data.txt").read_text()
+app = Flask(__name__)
+"""
+
+SPAWNER = b"""\
+import subprocess
+
+VERSION = subprocess.run(["/bin/true"], check=True)
+app = None
+"""
+
+
+def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, env=env, timeout=300, check=False)
+
+
+def test_app_file_changed_after_signing_is_refused(
+    runtime_venv: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
+    tar = pack(
+        {"app.py": SLOW_READER, "data.txt": b"signed\n", **FLASK_REQUIREMENTS},
+        tmp_path / "app.tar",
+    )
+    workdir = tmp_path / "wd"
+    args = [*mse_run(runtime_venv / "bin", tar, workdir, port=free_port()), "--direct"]
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True
+    )
+    assert proc.stdout is not None
+    # The measurement is printed once the manifest is signed, before Gramine starts.
+    assert proc.stdout.readline().startswith("MRENCLAVE: ")
+    (workdir / "code" / "data.txt").write_text("changed after signing\n")
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 1, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last == (
+        "mse-run: error: Gramine refused code/data.txt: changed after signing (its SHA-256 no "
+        f"longer matches the manifest: {workdir / 'mse.manifest'}); run mse-run again to measure "
+        "and sign what is there now"
+    ), stderr
+    assert "Traceback" not in stderr
+
+
+def test_app_starting_a_process_gets_the_reason(
+    runtime_venv: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
+    tar = pack({"app.py": SPAWNER}, tmp_path / "app.tar")
+    result = _run(
+        [*mse_run(runtime_venv / "bin", tar, tmp_path / "wd", port=free_port()), "--direct"], env
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert "the enclave cannot start processes (subprocess.Popen" in last, result.stderr
+    assert "sys.disallow_subprocesses" in last
+    assert not (tmp_path / "wd").exists()
+
+
+def test_missing_module_is_one_line(
+    runtime_venv: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
+    tar = pack({"app.py": b"app = None\n"}, tmp_path / "app.tar")
+    args = mse_run(runtime_venv / "bin", tar, tmp_path / "wd", port=free_port())
+    args[args.index("app:app")] = "nosuchmodule:app"
+    result = _run([*args, "--direct"], env)
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and "cannot import module 'nosuchmodule'" in errors[0], result.stderr
+    assert not (tmp_path / "wd").exists()
+
+
+def test_busy_port_refused_before_anything_is_written(
+    runtime_venv: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
+    tar = pack({"app.py": b"app = None\n"}, tmp_path / "app.tar")
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = _run(
+            [*mse_run(runtime_venv / "bin", tar, tmp_path / "wd", port=port), "--direct"], env
+        )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"mse-run: error: port {port} on 0.0.0.0 is already in use by another process; stop it "
+        "or choose another --port"
+    )
+    assert not (tmp_path / "wd").exists()
+    assert list(Path(env["HOME"]).iterdir()) == []
