@@ -345,24 +345,28 @@ def _stage_encrypted(path: Path, destination: Path) -> UnpackedCode:
     return UnpackedCode(destination, 1, len(data))
 
 
-def unpack_code(tar_path: Path, destination: Path) -> UnpackedCode:
+def unpack_code(tar_path: Path, destination: Path, *, in_place: bool = False) -> UnpackedCode:
     """Unpack ``tar_path`` (plain or compressed) into ``destination``, which must not exist.
 
-    An encrypted code file is staged as it is (see the module docstring).
+    An encrypted code file is staged as it is (see the module docstring). ``in_place`` is for the
+    enclave's memory (decrypted code in Gramine's tmpfs, which cannot rename a directory or change
+    modes): straight into ``destination``, modes as extracted, removed again on failure; nothing
+    is measured from it, so uniform modes do not matter there.
     """
     _check_path(tar_path)
     if codefile.is_encrypted(tar_path):
         return _stage_encrypted(tar_path, destination)
     with _open(tar_path) as archive:
         members, files, total = _read_members(tar_path, archive)
-        staging = destination.with_name(destination.name + ".partial")
+        staging = destination if in_place else destination.with_name(destination.name + ".partial")
         try:
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(mode=0o755, parents=True)
             try:
                 _extract(archive, members, staging)
-                _normalise_modes(staging)
-                staging.rename(destination)
+                if not in_place:
+                    _normalise_modes(staging)
+                    staging.rename(destination)
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise

@@ -113,7 +113,7 @@ class _Installer:
         write_private(tar, plaintext)
         shutil.rmtree(target, ignore_errors=True)  # left by an attempt that failed later
         try:
-            unpack_code(tar, target)
+            unpack_code(tar, target, in_place=True)
             # mse-run could not read it on the host: its requirements are checked here.
             check_requirements(target)
         except Error as err:  # a bad tar, unmet requirements: the code, not the enclave
@@ -339,7 +339,7 @@ def receive(
             deployment.provision_timeout,
         )
         try:
-            endpoint.finished.wait(deployment.provision_timeout)
+            _wait(endpoint.finished, deployment.provision_timeout)
         finally:
             server.shutdown()
     if server.failure is not None:
@@ -410,7 +410,7 @@ def pull(
                         "the app was not started"
                     ) from None
                 log.info("secrets server %s: %s; retrying", server, err)
-            if stopped.wait(_PULL_RETRY):
+            if _wait(stopped, _PULL_RETRY):
                 log.info("stopped before provisioning; the app was not started")
                 return None
     if status != 200:
@@ -450,6 +450,26 @@ def _reason(body: bytes) -> str:
     except (ValueError, AttributeError):
         text = ""
     return _printable(text)[:300] or "(no reason given)"
+
+
+# How long the main thread blocks at a time while it waits.
+_SLICE = 0.25
+
+
+def _wait(event: threading.Event, seconds: float) -> bool:
+    """``event.wait(seconds)`` in short slices.
+
+    Python runs a signal handler only when the main thread executes bytecode, and a wait blocked
+    in the kernel (or in Gramine's emulation of it) may not be interrupted by the signal: so
+    SIGTERM is seen within a slice, not at the end of the timeout.
+    """
+    deadline = time.monotonic() + seconds
+    while not event.is_set():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        event.wait(min(left, _SLICE))
+    return True
 
 
 @contextlib.contextmanager

@@ -1,0 +1,171 @@
+"""Provisioning under real Gramine (``mse-run --direct``): push, encrypted code, pull, SIGTERM.
+
+The enclave is the product's own manifest in Gramine's LibOS: the secrets and the decrypted code
+go to Gramine's tmpfs, the code tar is unpacked there, the wait for provisioning must see
+SIGTERM through Gramine's signal injection.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mse_base._internal.simulation.pki import ensure_simulation_pki
+from tests.certs import self_signed_pem
+from tests.net import free_port
+
+from .test_direct import UUID, mse_run, pack
+
+APP = (Path(__file__).resolve().parents[1] / "provision" / "secret_app.py").read_bytes()
+SECRET = "direct-s3cr3t-41c9"
+
+
+def _read(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _start(
+    args: list[str], tmp: Path, env: dict[str, str], procs: list[subprocess.Popen[str]]
+) -> tuple[subprocess.Popen[str], str, Path]:
+    out, err = tmp / "direct.out", tmp / "direct.err"
+    proc = subprocess.Popen(
+        [*args, "--direct"], stdout=out.open("w"), stderr=err.open("w"), env=env, text=True
+    )
+    procs.append(proc)
+    deadline = time.monotonic() + 180
+    while "waiting for provisioning" not in _read(err) and "fetching secrets" not in _read(err):
+        assert proc.poll() is None and time.monotonic() < deadline, _read(out) + _read(err)
+        time.sleep(0.2)
+    mrenclave = _read(out).splitlines()[0].split()[1]
+    return proc, mrenclave, err
+
+
+def _wait_for(err: Path, text: str, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 120
+    while text not in _read(err):
+        assert proc.poll() is None and time.monotonic() < deadline, _read(err)
+        time.sleep(0.2)
+
+
+def _curl(port: int, cert: Path, path: str) -> str:
+    return subprocess.run(
+        ["curl", "-sS", "--fail", "--cacert", str(cert), f"https://localhost:{port}{path}"],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout  # fmt: skip
+
+
+def test_push_runs_encrypted_code_in_gramine(
+    runtime_venv: Path, tmp_path: Path, env: dict[str, str], procs: list[subprocess.Popen[str]]
+) -> None:
+    bin_dir = runtime_venv / "bin"
+    tar = pack({"app.py": APP}, tmp_path / "app.tar")
+    key, sealed = tmp_path / "code.key", tmp_path / "app.tar.enc"
+    subprocess.run(
+        [str(bin_dir / "mse-secrets"), "encrypt-code", str(tar), "--key-out", str(key),
+         "-o", str(sealed)],
+        check=True, capture_output=True, env=env,
+    )  # fmt: skip
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps({"API_KEY": SECRET}))
+    wrong = tmp_path / "wrong.key"
+    wrong.write_text("11" * 32 + "\n")
+    port = free_port()
+    args = mse_run(bin_dir, sealed, tmp_path / "wd", "--provision", "push", port=port)
+    proc, mrenclave, err = _start(args, tmp_path, env, procs)
+    ca = Path(env["XDG_CONFIG_HOME"]) / "mse" / "simulation" / "ca.pem"
+
+    def push(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(bin_dir / "mse-secrets"), "push", f"https://localhost:{port}", "--mrenclave",
+             mrenclave, "--uuid", UUID, "--simulation-ca", str(ca), "--secrets", str(secrets),
+             *extra],
+            capture_output=True, text=True, env=env, timeout=120, check=False,
+        )  # fmt: skip
+
+    refused = push("--code-key", str(wrong))
+    assert refused.returncode == 1
+    assert "422 'code_key' does not decrypt this enclave's code" in refused.stderr
+    pushed = push("--code-key", str(key))
+    assert pushed.returncode == 0, pushed.stderr + _read(err)
+    _wait_for(err, "serving https://", proc)
+    assert _curl(port, tmp_path / "wd" / "cert.pem", "/secret/API_KEY") == SECRET
+    again = push("--code-key", str(key))
+    assert "409 already provisioned" in again.stderr
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    assert SECRET not in _read(err)
+
+
+def test_sigterm_while_waiting_stops_the_enclave(
+    runtime_venv: Path, tmp_path: Path, env: dict[str, str], procs: list[subprocess.Popen[str]]
+) -> None:
+    tar = pack({"app.py": APP}, tmp_path / "app.tar")
+    args = mse_run(runtime_venv / "bin", tar, tmp_path / "wd", "--provision", "push",
+                   "--provision-timeout", "3600", port=free_port())  # fmt: skip
+    proc, _, err = _start(args, tmp_path, env, procs)
+    proc.send_signal(signal.SIGTERM)
+    # Far below the hour it would otherwise wait: the wait sees the signal.
+    assert proc.wait(timeout=60) == 0
+    assert "stopped before provisioning; the app was not started" in _read(err)
+
+
+def test_pull_from_a_secrets_server_in_gramine(
+    runtime_venv: Path,
+    dev_bin: Path,
+    tmp_path: Path,
+    env: dict[str, str],
+    procs: list[subprocess.Popen[str]],
+) -> None:
+    bin_dir = runtime_venv / "bin"
+    tar = pack({"app.py": APP}, tmp_path / "app.tar")
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps({"API_KEY": SECRET}))
+    cert, key = self_signed_pem(tmp_path, "owner")
+    app_port, server_port = free_port(), free_port()
+    # An IP address: inside Gramine "localhost" does not resolve (its emulated name files).
+    pull = ("--provision", "pull", "--secrets-server", f"https://127.0.0.1:{server_port}",
+            "--secrets-server-ca", str(cert))  # fmt: skip
+    args = mse_run(bin_dir, tar, tmp_path / "wd", *pull, port=app_port)
+    # The server and its CA are measured: the policy pins the MRENCLAVE they give.
+    dry = subprocess.run(
+        [*mse_run(bin_dir, tar, tmp_path / "dry", *pull, port=app_port), "--dry-run", "--json"],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert dry.returncode == 0, dry.stderr
+    mrenclave = json.loads(dry.stdout)["mrenclave"]
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f'mrenclave = ["{mrenclave}"]\n')
+    pki = Path(env["XDG_CONFIG_HOME"]) / "mse" / "simulation"
+    ensure_simulation_pki(pki)  # what mse-run makes on first use; the server trusts it first
+    serve_err = tmp_path / "serve.err"
+    # The owner's side runs from the development venv: pyOpenSSL is not in the image's.
+    server = subprocess.Popen(
+        [str(dev_bin / "mse-secrets"), "serve", "--policy", str(policy), "--secrets", str(secrets),
+         "--cert", str(cert), "--key", str(key), "--bind", "127.0.0.1", "--port",
+         str(server_port), "--simulation-ca", str(pki / "ca.pem")],
+        stdout=subprocess.DEVNULL, stderr=serve_err.open("w"), env=env, text=True,
+    )  # fmt: skip
+    procs.append(server)
+    _wait_for(serve_err, "serving", server)
+    proc, _, err = _start(args, tmp_path, env, procs)
+    _wait_for(err, "serving https://", proc)
+    assert _curl(app_port, tmp_path / "wd" / "cert.pem", "/secret/API_KEY") == SECRET
+    assert f"200 released to MRENCLAVE {mrenclave}" in _read(serve_err)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
