@@ -4,8 +4,9 @@ Owns what runs under Gramine once ``mse-bootstrap`` starts: loading the app (``a
 getting a quote (``attestation``), making the RA-TLS key and certificate and starting the server
 (``bootstrap``), and the in-process HTTPS server (``serve``).
 
-May import ``mse_base.errors``, ``enclave.deployment`` (the measured parameters, parsed the same
-way as on the host), ``enclave.manifest`` (the in-enclave paths), ``dcap.ratls`` (the
-certificate format) and ``simulation`` (the quote source when there is no SGX). Never imports the
-verifier: the enclave proves, it does not check.
+May import ``mse_base.errors``, the shared ``files``, ``enclave.deployment`` (the measured
+parameters, parsed the same way as on the host), ``enclave.manifest`` (the in-enclave paths),
+``dcap.quote`` and ``dcap.ratls`` (the quote layout and the certificate format) and
+``simulation`` (the quote source when there is no SGX). Never imports the verifier: the enclave
+proves, it does not check.
 """
