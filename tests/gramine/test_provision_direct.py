@@ -49,7 +49,12 @@ def _start(
     )
     procs.append(proc)
     deadline = time.monotonic() + 180
-    while "waiting for provisioning" not in _read(err) and "fetching secrets" not in _read(err):
+    # A push enclave is ready once mse-run has verified its provisioning endpoint; a pull one
+    # verifies only once it serves, so it is ready here as soon as it starts fetching.
+    while not (
+        ("waiting for provisioning" in _read(err) and "RA-TLS check passed" in _read(err))
+        or "fetching secrets" in _read(err)
+    ):
         assert proc.poll() is None and time.monotonic() < deadline, _read(out) + _read(err)
         time.sleep(0.2)
     mrenclave = _read(out).splitlines()[0].split()[1]
@@ -164,7 +169,8 @@ def test_pull_from_a_secrets_server_in_gramine(
     procs.append(server)
     _wait_for(serve_err, "serving", server)
     proc, _, err = _start(args, tmp_path, env, procs)
-    _wait_for(err, "serving https://", proc)
+    # mse-run saves the certificate (cert.pem) once it has verified the serving enclave.
+    _wait_for(err, "RA-TLS check passed", proc)
     assert _curl(app_port, tmp_path / "wd" / "cert.pem", "/secret/API_KEY") == SECRET
     assert f"200 released to MRENCLAVE {mrenclave}" in _read(serve_err)
     proc.send_signal(signal.SIGTERM)

@@ -7,7 +7,7 @@ Example::
 
     from mse_base.verify import Collateral, Policy, Verifier
 
-    # A collateral directory and its quote (run from the repository root, ../shared beside it).
+    # A collateral directory and its quote (run from the repository root).
     case = Path("tests/data/sgx-quotes/automata_sgx_v3")
     mrenclave = bytes.fromhex("a4f45c39dac622cb1dd32ddb35a52ec92db41d0fa88a1c911c49e59c534f61cd")
     policy = Policy(

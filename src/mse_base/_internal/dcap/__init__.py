@@ -5,6 +5,7 @@ Owns the quote format (``quote``), the PCK certificate chain and its SGX extensi
 collateral from Intel PCS or a PCCS (``pccs``), the RA-TLS certificate forms (``ratls``) and the
 verification error types (``errors``).
 
-May import only ``mse_base.errors`` and the package's trust store: this is what a client installs
-to check an enclave, so it must not pull in the launcher, the server or the simulation.
+May import ``mse_base.errors`` and the shared ``files`` and ``utc``, plus the package's trust
+store. Nothing else: this is what a client installs to check an enclave, so it must not pull in
+the launcher, the server or the simulation.
 """

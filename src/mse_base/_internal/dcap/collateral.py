@@ -63,7 +63,7 @@ class Collateral:
 
     @classmethod
     def from_directory(cls, path: Path) -> Collateral:
-        """Load a directory laid out like ``shared/sgx-quotes/<case>/``.
+        """Load a directory laid out like ``tests/data/sgx-quotes/<case>/``.
 
         Files: ``tcb_info.json``, ``qe_identity.json``, ``tcb_info_issuer_chain.pem``,
         ``pck_crl.der``, ``root_ca_crl.der`` and, if present, ``qe_identity_issuer_chain.pem``

@@ -6,7 +6,8 @@ manifest (``manifest``), the SIGSTRUCT and its signing key (``sigstruct``, ``sig
 measurement (``measure``), the pipeline that ties them together and launches (``pipeline``), and
 the supervision of the launched process (``supervise``).
 
-May import ``mse_base.errors`` and, in ``supervise`` only, ``dcap``, ``simulation`` and
-``mse_base.verify`` (to check the enclave it started). Never imports ``runtime``: the enclave's
-own code must not be needed to build it.
+May import ``mse_base.errors``, the shared ``files`` and ``utc``, and ``provision.codefile``
+(the encrypted-code format, whose files the code-tar module stages unread). Never imports
+``runtime``: the enclave's own code must not be needed to build it. Only ``supervise``, which
+checks the enclave it started, may also import the verifier; its docstring says what exactly.
 """

@@ -4,9 +4,10 @@ Launching is the pipeline's; this module watches what it launched. It owns the c
 port is free before a start, that the server answering on the port is this enclave (its own
 certificate, byte for byte, in simulation; under ``--direct``, a quote signed with the attestation
 key handed to this enclave alone), and that its RA-TLS certificate verifies against the
-measurement the pipeline computed, before the enclave is reported ready. May import
-``enclave``, ``dcap``, ``simulation`` and :mod:`mse_base.verify`; never the runtime (that is the
-enclave's side).
+measurement the pipeline computed, before the enclave is reported ready.
+
+May import ``mse_base.errors``, the shared ``files`` and ``utc``, ``enclave``, ``dcap``,
+``simulation`` and ``mse_base.verify``. Never imports the runtime (that is the enclave's side).
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ tag. The key is 32 random bytes, kept in a file as 64 hex digits and a newline, 
 reaches the enclave only in a push (``code_key``), over the connection whose certificate the owner
 verified. A new nonce on every encryption, and a key is meant for one tar: re-encrypting makes a
 new key too (``mse-secrets encrypt-code`` always does).
+
+May import ``mse_base.errors`` and the shared ``files`` only: the enclave's runtime and the host's
+pipeline use this module.
 """
 
 from __future__ import annotations

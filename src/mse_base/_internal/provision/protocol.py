@@ -15,6 +15,8 @@ Pull is the other direction: the enclave asks ``GET /mse/secrets`` of the owner'
 ``mse-secrets serve`` with its RA-TLS certificate as TLS client certificate, and gets 200 with
 ``{"secrets": {...}, "code_key": "..."}`` (no uuid: the server answers every enclave its policy
 accepts the same) or 403 ``{"error": "..."}``.
+
+May import ``mse_base.errors`` only: the enclave's runtime uses this module.
 """
 
 from __future__ import annotations

@@ -4,6 +4,6 @@ Owns a local CA, PCK certificates, quotes and collateral in Intel's formats (``p
 the whole pipeline and the verifier run without SGX. A verifier accepts these quotes only when
 told to trust the simulation CA.
 
-May import ``mse_base.errors``, ``dcap`` (the quote and PCK layouts it mimics) and
-``enclave.sigstruct`` (the attribute flags).
+May import ``mse_base.errors``, the shared ``files`` and ``utc``, ``dcap`` (the quote and PCK
+layouts it mimics) and ``enclave.sigstruct`` (the attribute flags).
 """
