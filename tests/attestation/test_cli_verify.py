@@ -215,7 +215,9 @@ def test_human_output_and_wrong_mrenclave(shared: Path) -> None:
         (["--quote", "x", "--mrenclave", "abc"], "--mrenclave"),
         (["--quote", "x", "--mrsigner", "zz" * 32], "--mrsigner"),
         (["--quote", "x", "--at", "yesterday"], "--at"),
-        (["--quote", "x", "--isv-prod-id", "70000"], "--isv-prod-id"),
+        # Policy checks the values; the line names the option (and says what Policy said).
+        (["--quote", "x", "--isv-prod-id", "70000"], "--isv-prod-id 70000: expected an integer"),
+        (["--quote", "x", "--min-isv-svn", "-1"], "--min-isv-svn -1: expected an integer"),
         (["--quote", REAL_QUOTE, "--collateral", "/nonexistent-dir"], "/nonexistent-dir"),
         (["--quote", "x", "--collateral", "d", "--pccs-url", "http://x"], "not allowed"),
         (["--quote", REAL_QUOTE, "--pccs-url", "ftp://x"], "--pccs-url"),

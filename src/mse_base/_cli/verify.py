@@ -295,12 +295,52 @@ def _fetch_server_certificate(url: str) -> bytes:
     return fetch_certificate(parts.hostname, port, parts.hostname)
 
 
+# The option behind each Policy field, to name it when Policy refuses a value.
+_POLICY_OPTIONS = {
+    "mrenclave": "--mrenclave",
+    "mrsigner": "--mrsigner",
+    "isv_prod_id": "--isv-prod-id",
+    "min_isv_svn": "--min-isv-svn",
+    "allowed_tcb_statuses": "--allow-status",
+}
+
+
+def _policy(args: argparse.Namespace, mrenclaves: frozenset[bytes], mrsigner: bytes | None) -> Any:
+    """The Policy of the options. Policy checks every value (as for a library caller); the CLI
+    only says which option a refusal is about."""
+    from mse_base.errors import UsageError
+    from mse_base.verify import Policy
+
+    try:
+        return Policy(
+            mrenclave=mrenclaves or None,
+            mrsigner=mrsigner,
+            isv_prod_id=args.isv_prod_id,
+            min_isv_svn=args.min_isv_svn,
+            allow_debug=args.allow_debug,
+            allowed_tcb_statuses=frozenset({"UpToDate", *args.allow_status}),
+            allow_stale_crls=args.insecure_allow_stale_crl,
+        )
+    except UsageError as err:
+        field, _, detail = str(err).removeprefix("policy ").partition(": ")
+        values = {
+            "isv_prod_id": [args.isv_prod_id],
+            "min_isv_svn": [args.min_isv_svn],
+            "allowed_tcb_statuses": args.allow_status,
+        }.get(field, [])
+        option = _POLICY_OPTIONS.get(field)
+        if option is None:  # a message of another form: shown as Policy wrote it
+            raise
+        shown = " ".join(f"{option} {value}" for value in values) or option
+        raise UsageError(f"{shown}: {detail}") from None
+
+
 def _verify(args: argparse.Namespace) -> int:
     from mse_base._internal.dcap import ratls
     from mse_base._internal.dcap.collateral import Collateral, CollateralSource
     from mse_base._internal.dcap.pccs import INTEL_PCS_URL, PCCSCollateralSource
     from mse_base.errors import UsageError, VerificationError
-    from mse_base.verify import PartialResult, Policy, Verifier
+    from mse_base.verify import PartialResult, Verifier
 
     if not args.debug:
         # cryptography warns about odd encodings in the certificates and CRLs it is handed
@@ -308,16 +348,8 @@ def _verify(args: argparse.Namespace) -> int:
         # one line a user should read. Only mse-verify: an app's own warnings must stay visible.
         warnings.simplefilter("ignore")
     mrenclaves = frozenset(_hex_option("--mrenclave", v, 32) for v in args.mrenclave)
-    try:
-        # Policy is where a TCB status is checked; the CLI only names the option.
-        allowed = Policy(allowed_tcb_statuses=frozenset({"UpToDate", *args.allow_status}))
-    except UsageError as err:
-        detail = str(err).removeprefix("policy allowed_tcb_statuses: ")
-        raise UsageError(f"--allow-status {' '.join(args.allow_status)}: {detail}") from None
     mrsigner = _hex_option("--mrsigner", args.mrsigner, 32) if args.mrsigner else None
-    for name, value in (("--isv-prod-id", args.isv_prod_id), ("--min-isv-svn", args.min_isv_svn)):
-        if value is not None and not 0 <= value <= 0xFFFF:
-            raise UsageError(f"{name} {value} must be in 0..65535")
+    policy = _policy(args, mrenclaves, mrsigner)
     at = _verification_time(args.at)
     # Local inputs are read first: a typo in a path is reported before any network access.
     quote_bytes = _quote_input(args.quote) if args.quote is not None else None
@@ -352,15 +384,6 @@ def _verify(args: argparse.Namespace) -> int:
     else:
         collateral = PCCSCollateralSource(INTEL_PCS_URL)
 
-    policy = Policy(
-        mrenclave=mrenclaves or None,
-        mrsigner=mrsigner,
-        isv_prod_id=args.isv_prod_id,
-        min_isv_svn=args.min_isv_svn,
-        allow_debug=args.allow_debug,
-        allowed_tcb_statuses=allowed.allowed_tcb_statuses,
-        allow_stale_crls=args.insecure_allow_stale_crl,
-    )
     verifier = Verifier(
         collateral=collateral,
         policy=policy,
