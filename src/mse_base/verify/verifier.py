@@ -261,7 +261,10 @@ class Verifier:
     ``collateral`` is either a fixed :class:`Collateral` or a :class:`CollateralSource` asked for
     the quote's FMSPC. ``trust_root`` defaults to the pinned Intel SGX Root CA; another root is
     accepted only together with ``simulation=True`` (the simulation CA), and then every result
-    says ``simulation=True``.
+    says ``simulation=True``. Bad arguments, among them a ``trust_root`` that is not a
+    self-signed ECDSA P-256 CA, raise :class:`~mse_base.errors.UsageError`; a packaged Intel
+    root that lost its pinned key (a damaged installation) raises
+    :class:`~mse_base.errors.EnvironmentMissing`. Neither is a rejected quote.
     """
 
     def __init__(
