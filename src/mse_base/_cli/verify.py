@@ -16,7 +16,9 @@ from typing import Any
 from mse_base._cli import guard
 
 _VERIFY_EPILOG = """\
-exit status: 0 verified, 1 rejected (the reason on stderr, or in the JSON), 2 usage error.
+exit status: 0 verified, 1 rejected (the reason on stderr, or in the JSON), 2 usage error,
+3 mse-verify cannot run here (a damaged installation, or a simulation PKI beside
+--simulation-ca that cannot re-issue its collateral).
 Default collateral: Intel PCS (https://api.trustedservices.intel.com), cached under
 $XDG_CACHE_HOME/mse/collateral; with --simulation-ca, the collateral/ directory next to it.
 --save-cert writes the presented certificate before it is verified (also when it is rejected)
@@ -163,6 +165,31 @@ def _simulation_ca_input(path: Path) -> bytes:
     )
 
 
+def _simulation_ca(path: Path) -> Any:
+    """The ``--simulation-ca`` certificate, checked as a trust root before anything uses it."""
+    from cryptography import x509
+
+    from mse_base._internal.dcap import chain
+    from mse_base._internal.simulation.pki import simulation_dir
+    from mse_base.errors import UsageError
+
+    fix = f"pass the ca.pem of the simulation ({simulation_dir() / 'ca.pem'})"
+    try:
+        root = x509.load_pem_x509_certificate(_simulation_ca_input(path))
+    except ValueError:
+        raise UsageError(f"--simulation-ca {path}: not a PEM certificate; {fix}") from None
+    try:
+        chain.check_trust_root(root)
+    except UsageError as err:
+        raise UsageError(f"--simulation-ca {path}: {err}; {fix}") from None
+    if chain.spki_sha256(root) == chain.INTEL_SGX_ROOT_SPKI_SHA256:
+        raise UsageError(
+            f"--simulation-ca {path}: this is the Intel SGX Root CA, which verifies real quotes; "
+            "drop --simulation-ca"
+        )
+    return root
+
+
 def _check_save_target(path: Path) -> None:
     """Refuse a ``--save-cert`` path that cannot become a new file, before any network access."""
     from mse_base.errors import UsageError
@@ -218,9 +245,13 @@ def _simulation_collateral_dir(ca_pem: Path) -> Path:
     copied ca.pem is used with whatever collateral was copied beside it.
     """
     from mse_base._internal.simulation.pki import refresh_collateral, simulation_dir
-    from mse_base.errors import UsageError
+    from mse_base.errors import EnvironmentMissing, UsageError
 
-    refresh_collateral(ca_pem.parent)
+    try:
+        refresh_collateral(ca_pem.parent)
+    except EnvironmentMissing as err:
+        # Its keys are readable but damaged: the PKI cannot re-issue its collateral (exit 3).
+        raise EnvironmentMissing(f"--simulation-ca {ca_pem}: {err}") from None
     directory = ca_pem.parent / "collateral"
     if not directory.is_dir():
         raise UsageError(
@@ -264,15 +295,52 @@ def _fetch_server_certificate(url: str) -> bytes:
     return fetch_certificate(parts.hostname, port, parts.hostname)
 
 
-def _verify(args: argparse.Namespace) -> int:
-    from cryptography import x509
+# The option behind each Policy field, to name it when Policy refuses a value.
+_POLICY_OPTIONS = {
+    "mrenclave": "--mrenclave",
+    "mrsigner": "--mrsigner",
+    "isv_prod_id": "--isv-prod-id",
+    "min_isv_svn": "--min-isv-svn",
+    "allowed_tcb_statuses": "--allow-status",
+}
 
+
+def _policy(args: argparse.Namespace, mrenclaves: frozenset[bytes], mrsigner: bytes | None) -> Any:
+    """The Policy of the options. Policy checks every value (as for a library caller); the CLI
+    only says which option a refusal is about."""
+    from mse_base.errors import UsageError
+    from mse_base.verify import Policy
+
+    try:
+        return Policy(
+            mrenclave=mrenclaves or None,
+            mrsigner=mrsigner,
+            isv_prod_id=args.isv_prod_id,
+            min_isv_svn=args.min_isv_svn,
+            allow_debug=args.allow_debug,
+            allowed_tcb_statuses=frozenset({"UpToDate", *args.allow_status}),
+            allow_stale_crls=args.insecure_allow_stale_crl,
+        )
+    except UsageError as err:
+        field, _, detail = str(err).removeprefix("policy ").partition(": ")
+        values = {
+            "isv_prod_id": [args.isv_prod_id],
+            "min_isv_svn": [args.min_isv_svn],
+            "allowed_tcb_statuses": args.allow_status,
+        }.get(field, [])
+        option = _POLICY_OPTIONS.get(field)
+        if option is None:  # a message of another form: shown as Policy wrote it
+            raise
+        shown = " ".join(f"{option} {value}" for value in values) or option
+        raise UsageError(f"{shown}: {detail}") from None
+
+
+def _verify(args: argparse.Namespace) -> int:
     from mse_base._internal.dcap import ratls
     from mse_base._internal.dcap.collateral import Collateral, CollateralSource
     from mse_base._internal.dcap.pccs import INTEL_PCS_URL, PCCSCollateralSource
-    from mse_base._internal.simulation.pki import simulation_dir
     from mse_base.errors import UsageError, VerificationError
-    from mse_base.verify import TCB_STATUSES, Policy, Verifier
+    from mse_base.verify import PartialResult, Verifier
 
     if not args.debug:
         # cryptography warns about odd encodings in the certificates and CRLs it is handed
@@ -280,18 +348,8 @@ def _verify(args: argparse.Namespace) -> int:
         # one line a user should read. Only mse-verify: an app's own warnings must stay visible.
         warnings.simplefilter("ignore")
     mrenclaves = frozenset(_hex_option("--mrenclave", v, 32) for v in args.mrenclave)
-    for status in args.allow_status:
-        if status == "Revoked":
-            raise UsageError("--allow-status Revoked: a revoked TCB is never accepted")
-        if status not in TCB_STATUSES:
-            raise UsageError(
-                f"--allow-status {status!r} is not a TCB status; use one of "
-                f"{', '.join(sorted(TCB_STATUSES - {'Revoked'}))}"
-            )
     mrsigner = _hex_option("--mrsigner", args.mrsigner, 32) if args.mrsigner else None
-    for name, value in (("--isv-prod-id", args.isv_prod_id), ("--min-isv-svn", args.min_isv_svn)):
-        if value is not None and not 0 <= value <= 0xFFFF:
-            raise UsageError(f"{name} {value} must be in 0..65535")
+    policy = _policy(args, mrenclaves, mrsigner)
     at = _verification_time(args.at)
     # Local inputs are read first: a typo in a path is reported before any network access.
     quote_bytes = _quote_input(args.quote) if args.quote is not None else None
@@ -306,13 +364,7 @@ def _verify(args: argparse.Namespace) -> int:
 
     trust_root = None
     if args.simulation_ca is not None:
-        try:
-            trust_root = x509.load_pem_x509_certificate(_simulation_ca_input(args.simulation_ca))
-        except ValueError:
-            raise UsageError(
-                f"--simulation-ca {args.simulation_ca}: not a PEM certificate; pass the ca.pem "
-                f"of the simulation ({simulation_dir() / 'ca.pem'})"
-            ) from None
+        trust_root = _simulation_ca(args.simulation_ca)
     collateral: Collateral | CollateralSource
     if args.collateral is not None:
         if not args.collateral.is_dir():
@@ -332,15 +384,6 @@ def _verify(args: argparse.Namespace) -> int:
     else:
         collateral = PCCSCollateralSource(INTEL_PCS_URL)
 
-    policy = Policy(
-        mrenclave=mrenclaves or None,
-        mrsigner=mrsigner,
-        isv_prod_id=args.isv_prod_id,
-        min_isv_svn=args.min_isv_svn,
-        allow_debug=args.allow_debug,
-        allowed_tcb_statuses=frozenset({"UpToDate", *args.allow_status}),
-        allow_stale_crls=args.insecure_allow_stale_crl,
-    )
     verifier = Verifier(
         collateral=collateral,
         policy=policy,
@@ -385,10 +428,10 @@ def _verify(args: argparse.Namespace) -> int:
                 amended.partial = err.partial
                 raise amended from err
             raise
-        rejected = _verify_json(err.partial, [err.diagnostics()], failed_check=err.failed_check)
-        if err.partial is None:
-            # Rejected before the verifier ran (the server's certificate could not be fetched).
-            rejected["simulation"] = trust_root is not None
+        # No partial: rejected before the verifier ran (the server's certificate could not be
+        # fetched), so nothing was established.
+        partial = err.partial or PartialResult(simulation=trust_root is not None)
+        rejected = _verify_json(partial.to_json(), [err.diagnostics()], err.failed_check)
         print(json.dumps(rejected, indent=2))
         return err.exit_code
     if not mrenclaves and mrsigner is None:
@@ -400,49 +443,23 @@ def _verify(args: argparse.Namespace) -> int:
     if args.json:
         if result.simulation:
             print(f"mse-verify: {_SIMULATION_BANNER}", file=sys.stderr)
-        print(json.dumps(_verify_json(result, []), indent=2))
+        print(json.dumps(_verify_json(result.to_json(), [], None), indent=2))
     else:
         _print_verified(result)
     return 0
 
 
-# The fields of a verdict, verified or rejected: the README's list (section 5), pinned by tests.
-JSON_FIELDS = (
-    "mrenclave",
-    "mrsigner",
-    "isv_prod_id",
-    "isv_svn",
-    "report_data",
-    "debug",
-    "tcb_status",
-    "advisory_ids",
-    "simulation",
-    "fmspc",
-    "checks",
-)
-
-
 def _verify_json(
-    result: Any, reasons: list[str], *, failed_check: str | None = None
+    findings: dict[str, Any], reasons: list[str], failed_check: str | None
 ) -> dict[str, Any]:
-    """One object for either verdict. ``result`` is a VerificationResult when verified; for a
-    rejection, the error's PartialResult (or None): a field it did not establish is null."""
-    verified = not reasons
-    out: dict[str, Any] = {
-        "verified": verified,
-        "failed_check": None if verified else failed_check,
+    """One object for either verdict: the CLI's own keys, then the library's ``to_json()`` of
+    the result or of the rejection's partial (the README's JSON fields, in its order)."""
+    return {
+        "verified": not reasons,
+        "failed_check": failed_check if reasons else None,
         "reasons": reasons,
+        **findings,
     }
-    for name in JSON_FIELDS:
-        value = getattr(result, name, None)
-        if isinstance(value, bytes):
-            value = value.hex()
-        elif isinstance(value, tuple):
-            value = list(value)
-        out[name] = value
-    if result is None:
-        out["checks"] = []
-    return out
 
 
 _SIMULATION_BANNER = "SIMULATION — NOT a real SGX enclave: signed by a local simulation CA"
