@@ -90,3 +90,38 @@ def with_extensions(
             critical=oid in critical,
         )
     return builder.sign(key, hash_algorithm or hashes.SHA256())
+
+
+def bad_trust_roots() -> dict[str, x509.Certificate]:
+    """Certificates that must not be accepted as a (simulation) trust root, by what is wrong:
+    each is otherwise a good root (named "bad root", valid now)."""
+    now = dt.datetime.now(dt.timezone.utc)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bad root")])
+
+    def build(
+        key: CertificateIssuerPrivateKeyTypes,
+        *,
+        ca: bool = True,
+        signer: CertificateIssuerPrivateKeyTypes | None = None,
+    ) -> x509.Certificate:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .sign(signer or key, hashes.SHA256())
+        )
+
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    p256 = ec.generate_private_key(ec.SECP256R1())
+    return {
+        "not a CA": build(p256, ca=False),
+        "RSA": build(rsa.generate_private_key(public_exponent=65537, key_size=2048)),
+        "P-384": build(ec.generate_private_key(ec.SECP384R1())),
+        "not self-signed": build(p256, signer=ec.generate_private_key(ec.SECP256R1())),
+    }

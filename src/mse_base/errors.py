@@ -76,9 +76,8 @@ FailedCheck = Literal[
     "ratls.evidence",
     "ratls.key_binding",
     "ratls.quotes_disagree",
-    # The trust root is unusable: the packaged Intel SGX Root CA does not carry Intel's key (a
-    # damaged installation), or a simulation CA is not a self-signed P-256 CA.
-    "trust_root",
+    # (No value for the trust root: a bad simulation CA is a UsageError, a damaged packaged
+    # Intel root an EnvironmentMissing, both raised before any quote is looked at.)
 ]
 
 #: Every :data:`FailedCheck` value.
@@ -108,9 +107,9 @@ class VerificationError(Error):
     ``failed_check`` is the check's stable, machine-readable name (one of
     :data:`FAILED_CHECKS`; ``None`` only for an error raised outside mse-base). ``partial`` is
     what the verifier had established before the check failed (a
-    :class:`~mse_base.verify.PartialResult`: the identity once the quote signature verified,
-    the TCB status once evaluated, the checks that passed), or ``None`` when the error did not
-    come from a :class:`~mse_base.verify.Verifier`.
+    :class:`~mse_base.verify.PartialResult`: the identity once the key that signed the quote is
+    trusted (``qe.identity`` passed), the TCB status once evaluated, the checks that passed), or
+    ``None`` when the error did not come from a :class:`~mse_base.verify.Verifier`.
     """
 
     exit_code = 1

@@ -6,6 +6,7 @@ The object has the same keys verified or not; a rejection says which check faile
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -33,6 +34,7 @@ KEYS = [
     "simulation",
     "fmspc",
     "checks",
+    "quote_sha256",
 ]
 UP_TO_QE_IDENTITY = [
     "quote.format",
@@ -91,6 +93,7 @@ def test_phala_with_the_default_policy(shared: Path, expected: dict[str, dict[st
         "simulation": False,
         "fmspc": "00a067110000",
         "checks": UP_TO_QE_IDENTITY,
+        "quote_sha256": want["quote_sha256"],
     }
 
 
@@ -159,10 +162,13 @@ def test_must_fail_times(
     assert out["checks"][-1] == last_check
     # The TCB level is never evaluated with out-of-date collateral.
     assert (out["tcb_status"], out["advisory_ids"]) == (None, None)
+    # Nor is the identity established: without fresh collateral neither the PCK's revocation nor
+    # the quoting enclave was checked, so the key that signed the quote is not yet trusted.
+    assert out["mrenclave"] is None and out["mrsigner"] is None and out["report_data"] is None
     if last_check == "collateral.platform":
-        assert out["mrenclave"] == want["mrenclave"] and out["fmspc"] == want["fmspc"]
+        assert out["fmspc"] == want["fmspc"]
     else:
-        assert (out["mrenclave"], out["fmspc"]) == (None, None)
+        assert out["fmspc"] is None
 
 
 def test_stale_pck_crl(shared: Path, expected: dict[str, dict[str, Any]]) -> None:
@@ -173,7 +179,8 @@ def test_stale_pck_crl(shared: Path, expected: dict[str, dict[str, Any]]) -> Non
         want["expected_tcb_status"],
     )
     assert out["failed_check"] == "collateral.pck_crl.expired"
-    assert out["mrenclave"] == want["mrenclave"]
+    assert out["mrenclave"] is None  # revocation unchecked: the signer is not trusted yet
+    assert out["quote_sha256"] == want["quote_sha256"]
 
 
 def test_tampered_quote(shared: Path, expected: dict[str, dict[str, Any]], tmp_path: Path) -> None:
@@ -189,6 +196,8 @@ def test_tampered_quote(shared: Path, expected: dict[str, dict[str, Any]], tmp_p
     assert out["mrenclave"] is None and out["tcb_status"] is None
     assert out["fmspc"] == want["fmspc"]
     assert out["checks"] == UP_TO_QE_IDENTITY[:4]
+    # The hash names the bytes that were checked (the tampered ones), and claims nothing.
+    assert out["quote_sha256"] == hashlib.sha256(bytes(tampered)).hexdigest()
 
 
 def test_tdx_quote(shared: Path) -> None:
@@ -220,6 +229,7 @@ def test_unreachable_server() -> None:
     out = verify_json(f"https://127.0.0.1:{free_port()}")
     assert out["failed_check"] == "ratls.unreachable"
     assert out["checks"] == [] and out["mrenclave"] is None and out["simulation"] is False
+    assert out["quote_sha256"] is None
 
 
 def test_verified_has_the_same_keys(shared: Path, expected: dict[str, dict[str, Any]]) -> None:

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from mse_base._internal.dcap import ratls
 from mse_base._internal.simulation.pki import SimulationPKI, SimulationQuoteProvider
-from tests.certs import write_private_key
+from tests.certs import bad_trust_roots, write_private_key
 
 from .conftest import SHARED
 
@@ -63,6 +63,7 @@ JSON_KEYS = {
     "simulation",
     "fmspc",
     "checks",
+    "quote_sha256",
 }
 
 SGX_CASES = ["phala_sgx_v3", "automata_sgx_v3"]
@@ -214,13 +215,15 @@ def test_human_output_and_wrong_mrenclave(shared: Path) -> None:
         (["--quote", "x", "--mrenclave", "abc"], "--mrenclave"),
         (["--quote", "x", "--mrsigner", "zz" * 32], "--mrsigner"),
         (["--quote", "x", "--at", "yesterday"], "--at"),
-        (["--quote", "x", "--isv-prod-id", "70000"], "--isv-prod-id"),
+        # Policy checks the values; the line names the option (and says what Policy said).
+        (["--quote", "x", "--isv-prod-id", "70000"], "--isv-prod-id 70000: expected an integer"),
+        (["--quote", "x", "--min-isv-svn", "-1"], "--min-isv-svn -1: expected an integer"),
         (["--quote", REAL_QUOTE, "--collateral", "/nonexistent-dir"], "/nonexistent-dir"),
         (["--quote", "x", "--collateral", "d", "--pccs-url", "http://x"], "not allowed"),
         (["--quote", REAL_QUOTE, "--pccs-url", "ftp://x"], "--pccs-url"),
         (["--quote", REAL_QUOTE, "--simulation-ca", "/nonexistent.pem"], "/nonexistent.pem"),
         (["ftp://host:1"], "https"),
-        (["--quote", REAL_QUOTE, "--allow-status", "Revoked"], "never accepted"),
+        (["--quote", REAL_QUOTE, "--allow-status", "Revoked"], "--allow-status Revoked: Revoked"),
         (["--cert", REAL_QUOTE], "--cert"),
         ([f"https://{'a' * 64}.example"], "not a valid DNS name"),
         (
@@ -232,7 +235,7 @@ def test_human_output_and_wrong_mrenclave(shared: Path) -> None:
                 "--allow-status",
                 "Bogus",
             ],
-            "Bogus",
+            "--allow-status Bogus: unknown ['Bogus']",
         ),
     ],
 )
@@ -241,6 +244,31 @@ def test_usage_errors_exit_2(args: list[str | Path], needle: str) -> None:
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     assert needle in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("kind", ["not a CA", "RSA", "P-384", "not self-signed"])
+def test_a_bad_simulation_ca_is_one_usage_line(kind: str, tmp_path: Path) -> None:
+    """Every kind of bad --simulation-ca: exit 2, one line naming the option, what is wrong and
+    the fix, no JSON even with --json (nothing was verified), nothing written beside it."""
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(bad_trust_roots()[kind].public_bytes(serialization.Encoding.PEM))
+    proc = run("--quote", REAL_QUOTE, "--simulation-ca", ca, "--json")
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"mse-verify: error: --simulation-ca {ca}: trust root (bad root): ")
+    assert lines[0].endswith("ca.pem)") and "pass the ca.pem of the simulation" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ca.pem"]
+
+
+def test_the_intel_root_as_simulation_ca_is_a_usage_error(shared: Path, tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    intel = x509.load_der_x509_certificate((shared / "intel_sgx_root_ca.der").read_bytes())
+    ca.write_bytes(intel.public_bytes(serialization.Encoding.PEM))
+    proc = run("--quote", REAL_QUOTE, "--simulation-ca", ca, "--json")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "is the Intel SGX Root CA" in proc.stderr and "drop --simulation-ca" in proc.stderr
 
 
 def test_garbage_quote_is_rejected_not_crashed(shared: Path, tmp_path: Path) -> None:
@@ -378,6 +406,29 @@ def test_unreachable_server_is_rejected() -> None:
     proc = run("https://127.0.0.1:9")
     assert proc.returncode == 1
     assert "cannot fetch the certificate" in proc.stderr
+
+
+def test_a_simulation_pki_that_cannot_refresh_exits_3(tmp_path: Path) -> None:
+    """Stale collateral beside --simulation-ca and a damaged signing key: mse-verify cannot run
+    (exit 3, as the README says), in one line naming the option and the fix."""
+    from mse_base._internal.simulation.pki import ensure_simulation_pki
+
+    pki = ensure_simulation_pki(tmp_path / "sim")
+    quote_path = tmp_path / "quote.bin"
+    quote_path.write_bytes(
+        SimulationQuoteProvider(
+            mrenclave=MRENCLAVE, mrsigner=MRSIGNER, directory=pki.directory
+        ).quote(bytes(64))
+    )
+    (pki.collateral_dir / "tcb_info.json").unlink()  # stale: to be re-issued
+    (pki.directory / "tcb_signing.key").write_bytes(b"not a key")
+    proc = run("--quote", quote_path, "--simulation-ca", pki.ca_pem_path, "--json")
+    assert proc.returncode == 3, (proc.stdout, proc.stderr)
+    assert proc.stdout == ""
+    [line] = proc.stderr.splitlines()
+    assert line.startswith(f"mse-verify: error: --simulation-ca {pki.ca_pem_path}: ")
+    assert "tcb_signing.key is not a PEM private key" in line
+    assert f"delete {pki.directory} to recreate the simulation PKI" in line
 
 
 def test_stale_simulation_collateral_is_refreshed_by_verify(tmp_path: Path) -> None:

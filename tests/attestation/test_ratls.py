@@ -47,7 +47,7 @@ def sim_cert(sim_pki: SimulationPKI) -> tuple[ec.EllipticCurvePrivateKey, x509.C
 
 
 def test_gramine_certificate(shared: Path, gramine_cert: x509.Certificate) -> None:
-    quote = ratls.extract_quote(gramine_cert)
+    quote = ratls.extract_evidence(gramine_cert)[0].quote
     assert quote == (shared / "gramine_ratls" / "quote.bin").read_bytes()
     assert ratls.check_key_binding(gramine_cert, _report_data(quote)) == "spki-sha256"
     assert _report_data(quote)[:32].hex().startswith("e85653f3")
@@ -62,7 +62,8 @@ def test_gramine_certificate_der_input(shared: Path) -> None:
     ).stdout
     cert = ratls.load_certificate(der)
     ratls.check_self_signature(cert)
-    assert ratls.extract_quote(cert) == (shared / "gramine_ratls" / "quote.bin").read_bytes()
+    quote = (shared / "gramine_ratls" / "quote.bin").read_bytes()
+    assert ratls.extract_evidence(cert)[0].quote == quote
 
 
 def test_gramine_signature_tamper_detected(shared: Path) -> None:
@@ -83,7 +84,7 @@ def test_gramine_signature_tamper_detected(shared: Path) -> None:
 def test_wrong_binding_rejected(gramine_cert: x509.Certificate) -> None:
     with pytest.raises(VerificationError, match="does not bind"):
         ratls.check_key_binding(gramine_cert, bytes(64))
-    good = _report_data(ratls.extract_quote(gramine_cert))
+    good = _report_data(ratls.extract_evidence(gramine_cert)[0].quote)
     with pytest.raises(VerificationError, match="last 32 bytes"):
         ratls.check_key_binding(gramine_cert, good[:32] + b"\x01" * 32)
     with pytest.raises(VerificationError, match="64"):
@@ -112,7 +113,7 @@ def test_built_certificate_fields(
     # The OID bytes are exactly Gramine's (06 09 2a 86 48 86 f8 4d 8a 39 06).
     der = cert.public_bytes(serialization.Encoding.DER)
     assert bytes.fromhex("060b06092a864886f84d8a3906") in der
-    quote = ratls.extract_quote(cert)
+    quote = ratls.extract_evidence(cert)[0].quote
     assert ratls.check_key_binding(cert, _report_data(quote)) == "spki-sha256"
     ratls.check_self_signature(cert)
 
@@ -191,7 +192,7 @@ def test_extract_from_all_three_oids(shared: Path) -> None:
         (ratls.QUOTE_OID, quote),
         (ratls.TCG_DICE_TAGGED_EVIDENCE_OID, evidence),
     ):
-        assert ratls.extract_quote(_cert_with([(oid, value)])) == quote, oid
+        assert ratls.extract_evidence(_cert_with([(oid, value)]))[0].quote == quote, oid
 
 
 def test_each_extension_is_its_own_evidence() -> None:
@@ -211,20 +212,20 @@ def test_each_extension_is_its_own_evidence() -> None:
         ratls.Evidence(ratls.QUOTE_OID_LEGACY, b"legacy"),
         ratls.Evidence(ratls.QUOTE_OID, b"intended"),
     )
-    assert ratls.extract_quote(cert) == b"dice"
+    assert ratls.extract_evidence(cert)[0].quote == b"dice"
 
 
 def test_extract_refuses_missing_and_malformed() -> None:
     with pytest.raises(VerificationError, match="no SGX quote in the certificate"):
-        ratls.extract_quote(_cert_with([]))
+        ratls.extract_evidence(_cert_with([]))
     bad_tag = cbor2.dumps(cbor2.CBORTag(1234, [b"q", b"c"]))
     with pytest.raises(VerificationError, match="60000"):
-        ratls.extract_quote(_cert_with([(ratls.TCG_DICE_TAGGED_EVIDENCE_OID, bad_tag)]))
+        ratls.extract_evidence(_cert_with([(ratls.TCG_DICE_TAGGED_EVIDENCE_OID, bad_tag)]))
     with pytest.raises(VerificationError, match="CBOR"):
-        ratls.extract_quote(_cert_with([(ratls.TCG_DICE_TAGGED_EVIDENCE_OID, b"\xff\x00")]))
+        ratls.extract_evidence(_cert_with([(ratls.TCG_DICE_TAGGED_EVIDENCE_OID, b"\xff\x00")]))
     not_list = cbor2.dumps(cbor2.CBORTag(ratls.TEE_QUOTE_CBOR_TAG, b"q"))
     with pytest.raises(VerificationError, match="claims"):
-        ratls.extract_quote(_cert_with([(ratls.TCG_DICE_TAGGED_EVIDENCE_OID, not_list)]))
+        ratls.extract_evidence(_cert_with([(ratls.TCG_DICE_TAGGED_EVIDENCE_OID, not_list)]))
     for parts, message in (
         ([b"q", 5], "two non-empty byte strings"),
         ([b"q", b""], "two non-empty byte strings"),
@@ -232,7 +233,7 @@ def test_extract_refuses_missing_and_malformed() -> None:
     ):
         value = cbor2.dumps(cbor2.CBORTag(ratls.TEE_QUOTE_CBOR_TAG, parts))
         with pytest.raises(VerificationError, match=message):
-            ratls.extract_quote(_cert_with([(ratls.TCG_DICE_TAGGED_EVIDENCE_OID, value)]))
+            ratls.extract_evidence(_cert_with([(ratls.TCG_DICE_TAGGED_EVIDENCE_OID, value)]))
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from mse_base._internal.dcap.quote import parse_quote
-from mse_base._internal.dcap.ratls import extract_quote
+from mse_base._internal.dcap.ratls import extract_evidence
 from tests.net import free_port
 
 from .conftest import BIN, future_epoch, make_tar, run_args
@@ -133,7 +133,7 @@ def test_flask_app_over_ratls(flask_enclave: Enclave, tmp_path: Path) -> None:
         flask_enclave.expiry, dt.timezone.utc
     )
     assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is True
-    quote = parse_quote(extract_quote(cert))
+    quote = parse_quote(extract_evidence(cert)[0].quote)
     spki = cert.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
@@ -90,6 +91,16 @@ def _assert_no_identity(partial: PartialResult) -> None:
     assert identity == (None, None, None, None)
     assert (partial.report_data, partial.debug) == (None, None)
     assert (partial.tcb_status, partial.advisory_ids) == (None, None)
+    doc = partial.to_json()
+    assert [doc[k] for k in ("mrenclave", "mrsigner", "report_data", "debug")] == [None] * 4
+
+
+def _assert_signed_but_not_established(partial: PartialResult, case: str) -> None:
+    """The quote signature verified, but the key that made it is not yet trusted (PCK
+    revocation and QE identity unchecked): the report body is still anyone's claim."""
+    assert "quote.signature" in partial.checks and "qe.identity" not in partial.checks
+    _assert_no_identity(partial)
+    assert partial.fmspc == CASES[case]["fmspc"]  # from the PCK chain, which did verify
 
 
 # --- policy: genuine, but not what the policy allows ------------------------------------------
@@ -140,6 +151,11 @@ def test_phala_with_the_default_policy_as_json() -> None:
         "checks": list(_upto("qe.identity")),
         "quote_sha256": want["quote_sha256"],
     }
+    # The verified form is the same serialiser: same keys, same order.
+    lenient = Verifier(collateral=collateral_of("phala_sgx_v3"), policy=ANY_STATUS)
+    result = lenient.verify_quote(quote_of("phala_sgx_v3"), at=when(want["verify_at"]))
+    assert list(result.to_json()) == list(doc)
+    assert result.to_json() == {**doc, "checks": list(QUOTE_CHECKS)}
 
 
 @pytest.mark.parametrize(
@@ -220,10 +236,10 @@ def test_must_fail_times_give_the_expiry_codes(case: str, at: str) -> None:
         _assert_no_identity(err.partial)
     else:
         assert isinstance(err, CollateralError)
-        # The quote is genuine as far as its PCK chain goes; the collateral is out of date.
+        # The collateral is out of date, so revocation and the QE identity could not be
+        # checked: the key that signed the quote is not trusted, nor what it signed.
         assert err.partial.checks == _upto("collateral.platform")
-        _assert_identity(err.partial, case)
-        assert err.partial.tcb_status is None
+        _assert_signed_but_not_established(err.partial, case)
 
 
 def test_stale_pck_crl_is_its_own_code() -> None:
@@ -300,7 +316,7 @@ def test_tampered_collateral_names_the_document(
     assert err.failed_check == failed_check, str(err)
     assert err.partial is not None
     assert err.partial.checks[-1] in ("quote.signature", "collateral.signatures")
-    _assert_identity(err.partial, case)
+    _assert_signed_but_not_established(err.partial, case)
 
 
 def test_unreachable_collateral_service() -> None:
@@ -314,7 +330,7 @@ def test_unreachable_collateral_service() -> None:
     assert err.failed_check == "collateral.unavailable"
     assert err.partial is not None
     assert err.partial.checks == _upto("quote.signature")
-    _assert_identity(err.partial, case)
+    _assert_signed_but_not_established(err.partial, case)
 
 
 # --- the quote ---------------------------------------------------------------------------------
@@ -411,7 +427,7 @@ def test_random_mutations_always_name_a_check() -> None:
         assert err.partial is not None
         assert set(err.partial.checks) <= set(QUOTE_CHECKS)
         if err.partial.mrenclave is not None:
-            assert "quote.signature" in err.partial.checks
+            assert "qe.identity" in err.partial.checks
 
 
 # --- RA-TLS certificates ------------------------------------------------------------------------
@@ -584,6 +600,61 @@ def test_quoting_enclave_not_the_identity(provider: SimulationQuoteProvider) -> 
     err = _sim_reject(provider, qe_identity=qe_identity)
     assert err.failed_check == "qe.identity"
     assert err.partial is not None and err.partial.checks == _upto("collateral.revocation")
+    # Another enclave than Intel's QE holds the attestation key: it could sign any report body,
+    # so the body's MRENCLAVE is not reported as the enclave's.
+    _assert_no_identity(err.partial)
+    assert err.partial.quote is not None
+    assert err.partial.quote.report_body.mr_enclave == MRENCLAVE  # there, but not claimed
+
+
+def _revoking_pck_crl(provider: SimulationQuoteProvider) -> bytes:
+    """A PCK CRL that revokes the simulation's PCK leaf, signed by its PCK CA."""
+    directory = provider.pki.collateral_dir.parent
+    ca_key = serialization.load_pem_private_key(
+        (directory / "pck_ca.key").read_bytes(), password=None
+    )
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    ca = x509.load_pem_x509_certificate((directory / "pck_ca.pem").read_bytes())
+    leaf = x509.load_pem_x509_certificate((directory / "pck.pem").read_bytes())
+    now = dt.datetime.now(dt.timezone.utc)
+    revoked = (
+        x509.RevokedCertificateBuilder()
+        .serial_number(leaf.serial_number)
+        .revocation_date(now - dt.timedelta(hours=1))
+        .build()
+    )
+    crl = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.subject)
+        .last_update(now - dt.timedelta(hours=1))
+        .next_update(now + dt.timedelta(days=1))
+        .add_revoked_certificate(revoked)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return crl.public_bytes(serialization.Encoding.DER)
+
+
+def test_revoked_pck_key_establishes_no_identity(provider: SimulationQuoteProvider) -> None:
+    # A leaked PCK key, once revoked, can still certify an attestation key and so sign a quote
+    # for any MRENCLAVE: the quote signature verifies, and nothing of the body is established.
+    err = _sim_reject(provider, pck_crl=_revoking_pck_crl(provider))
+    assert err.failed_check == "pck.revoked"
+    assert "PCK leaf certificate" in str(err)
+    assert err.partial is not None and err.partial.checks == _upto("collateral.freshness")
+    _assert_no_identity(err.partial)
+    assert err.partial.fmspc is not None  # the chain itself verified
+
+
+def test_identity_is_established_by_the_qe_identity_check(
+    provider: SimulationQuoteProvider,
+) -> None:
+    # The first rejection after qe.identity (a TCB level Intel revoked) carries the identity.
+    tcb_info = _resigned(provider, "tcb_info.json", lambda b: _level(b, tcbStatus="Revoked"))
+    err = _sim_reject(provider, tcb_info=tcb_info)
+    assert err.partial is not None and err.partial.checks[-1] == "qe.identity"
+    assert err.partial.to_json()["mrenclave"] == MRENCLAVE.hex()
+    assert err.partial.report_data == REPORT_DATA
+    assert err.partial.debug is False
 
 
 def test_debug_enclave(provider: SimulationQuoteProvider) -> None:

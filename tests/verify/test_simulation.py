@@ -11,8 +11,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from mse_base._internal.dcap.pccs import PCCSCollateralSource
 from mse_base._internal.simulation.pki import SimulationQuoteProvider
-from mse_base.errors import UsageError, VerificationError
+from mse_base.errors import Error, UsageError, VerificationError
 from mse_base.verify import (
     CertificateChainError,
     Collateral,
@@ -21,6 +22,7 @@ from mse_base.verify import (
     RevokedCertificateError,
     Verifier,
 )
+from tests.certs import bad_trust_roots
 from tests.shared_data import SHARED_QUOTES
 
 MRENCLAVE = bytes(range(32))
@@ -79,6 +81,34 @@ def test_foreign_root_needs_simulation_flag(provider: SimulationQuoteProvider) -
         Verifier(collateral=_collateral(provider), trust_root=provider.pki.ca_certificate)
     with pytest.raises(UsageError, match="trust_root"):
         Verifier(collateral=_collateral(provider), simulation=True)
+
+
+# What check_trust_root says for each kind of bad root (tests/certs.py builds them).
+BAD_ROOT_REASONS = {
+    "not a CA": "not a CA certificate (no basicConstraints CA:TRUE)",
+    "RSA": "its key is RSA-2048, not ECDSA P-256",
+    "P-384": "its key is ECDSA secp384r1, not ECDSA P-256",
+    "not self-signed": "not self-signed",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_ROOT_REASONS))
+def test_a_bad_simulation_root_is_one_usage_error(
+    provider: SimulationQuoteProvider, kind: str
+) -> None:
+    """Every kind of bad root is bad input (UsageError, exit 2), never a rejected quote: the
+    constructor refuses it before any quote is looked at."""
+    root = bad_trust_roots()[kind]
+    with pytest.raises(Error) as caught:
+        Verifier(collateral=_collateral(provider), trust_root=root, simulation=True)
+    assert type(caught.value) is UsageError
+    assert str(caught.value) == f"trust root (bad root): {BAD_ROOT_REASONS[kind]}"
+    # Without simulation=True too (it is checked before the flag is).
+    with pytest.raises(UsageError, match="trust root"):
+        Verifier(collateral=_collateral(provider), trust_root=root)
+    # A collateral source keyed by that root refuses it the same way.
+    with pytest.raises(UsageError, match="trust root"):
+        PCCSCollateralSource("https://pccs.invalid", trust_root=root, use_cache=False)
 
 
 def test_intel_root_with_simulation_flag_is_refused(provider: SimulationQuoteProvider) -> None:

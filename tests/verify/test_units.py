@@ -12,9 +12,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from mse_base._internal.dcap import chain
 from mse_base._internal.dcap.collateral import split_signed_json
 from mse_base._internal.dcap.tcb import converge
-from mse_base.errors import UsageError
+from mse_base.errors import EnvironmentMissing, UsageError
 from mse_base.verify import (
-    CertificateChainError,
     Collateral,
     CollateralError,
     TcbStatusError,
@@ -76,7 +75,8 @@ def test_packaged_root_is_intels_and_pinned() -> None:
     shared = (SHARED / "intel_sgx_root_ca.der").read_bytes()
     assert root.public_bytes(Encoding.DER) == shared
     assert chain.spki_sha256(root) == chain.INTEL_SGX_ROOT_SPKI_SHA256
-    assert hashlib.sha256(chain.spki_der(root)).hexdigest() == chain.INTEL_SGX_ROOT_SPKI_SHA256
+    spki = chain.spki_der(root, chain.PCK_CHAIN)
+    assert hashlib.sha256(spki).hexdigest() == chain.INTEL_SGX_ROOT_SPKI_SHA256
     assert Path(chain.__file__).parents[2].joinpath("_store/intel_sgx_root_ca.der").is_file()
 
 
@@ -101,8 +101,11 @@ def test_packaged_root_with_another_key_is_refused(monkeypatch: pytest.MonkeyPat
     chain.intel_sgx_root.cache_clear()
     try:
         monkeypatch.setattr(chain, "INTEL_SGX_ROOT_SPKI_SHA256", "00" * 32)
-        with pytest.raises(CertificateChainError, match="pinned public key"):
+        # A damaged installation: no quote can be checked, and none is rejected either.
+        with pytest.raises(EnvironmentMissing, match=r"pinned public key.*reinstall mse-base"):
             chain.intel_sgx_root()
+        with pytest.raises(EnvironmentMissing, match="pinned public key"):
+            Verifier(collateral=collateral_of("automata_sgx_v3"))
     finally:
         monkeypatch.undo()
         chain.intel_sgx_root.cache_clear()

@@ -123,34 +123,47 @@ def read_input(path: Path, what: str, limit: int, hint: str, *, stdin: bool = Tr
         raise UsageError(f"{what} {shown} {err}; {hint}") from None
 
 
+# The option behind each Policy field, to name it when Policy refuses a value.
+_POLICY_OPTIONS = {
+    "mrenclave": "--mrenclave",
+    "mrsigner": "--mrsigner",
+    "isv_prod_id": "--isv-prod-id",
+    "min_isv_svn": "--min-isv-svn",
+    "allowed_tcb_statuses": "--allow-status",
+}
+
+
 def policy_options(args: argparse.Namespace) -> PolicyOptions:
+    """The Policy of the options. Policy checks every value (as for a library caller); this only
+    says which option a refusal is about."""
     from mse_base.errors import UsageError
-    from mse_base.verify import TCB_STATUSES, Policy
+    from mse_base.verify import Policy
 
     mrenclaves = frozenset(hex_option("--mrenclave", v, 32) for v in args.mrenclave)
-    for status in args.allow_status:
-        if status == "Revoked":
-            raise UsageError("--allow-status Revoked: a revoked TCB is never accepted")
-        if status not in TCB_STATUSES:
-            raise UsageError(
-                f"--allow-status {status!r} is not a TCB status; use one of "
-                f"{', '.join(sorted(TCB_STATUSES - {'Revoked'}))}"
-            )
     mrsigner = hex_option("--mrsigner", args.mrsigner, 32) if args.mrsigner else None
-    for name, value in (("--isv-prod-id", args.isv_prod_id), ("--min-isv-svn", args.min_isv_svn)):
-        if value is not None and not 0 <= value <= 0xFFFF:
-            raise UsageError(f"{name} {value} must be in 0..65535")
-    at = verification_time(args.at)
-    policy = Policy(
-        mrenclave=mrenclaves or None,
-        mrsigner=mrsigner,
-        isv_prod_id=args.isv_prod_id,
-        min_isv_svn=args.min_isv_svn,
-        allow_debug=args.allow_debug,
-        allowed_tcb_statuses=frozenset({"UpToDate", *args.allow_status}),
-        allow_stale_crls=args.insecure_allow_stale_crl,
-    )
-    return PolicyOptions(policy, at)
+    try:
+        policy = Policy(
+            mrenclave=mrenclaves or None,
+            mrsigner=mrsigner,
+            isv_prod_id=args.isv_prod_id,
+            min_isv_svn=args.min_isv_svn,
+            allow_debug=args.allow_debug,
+            allowed_tcb_statuses=frozenset({"UpToDate", *args.allow_status}),
+            allow_stale_crls=args.insecure_allow_stale_crl,
+        )
+    except UsageError as err:
+        field, _, detail = str(err).removeprefix("policy ").partition(": ")
+        values = {
+            "isv_prod_id": [args.isv_prod_id],
+            "min_isv_svn": [args.min_isv_svn],
+            "allowed_tcb_statuses": args.allow_status,
+        }.get(field, [])
+        option = _POLICY_OPTIONS.get(field)
+        if option is None:  # a message of another form: shown as Policy wrote it
+            raise
+        shown = " ".join(f"{option} {value}" for value in values) or option
+        raise UsageError(f"{shown}: {detail}") from None
+    return PolicyOptions(policy, verification_time(args.at))
 
 
 _MAX_POLICY = 64 * 1024
@@ -214,9 +227,13 @@ def simulation_collateral_dir(ca_pem: Path) -> Path:
     copied ca.pem is used with whatever collateral was copied beside it.
     """
     from mse_base._internal.simulation.pki import refresh_collateral, simulation_dir
-    from mse_base.errors import UsageError
+    from mse_base.errors import EnvironmentMissing, UsageError
 
-    refresh_collateral(ca_pem.parent)
+    try:
+        refresh_collateral(ca_pem.parent)
+    except EnvironmentMissing as err:
+        # Its keys are readable but damaged: the PKI cannot re-issue its collateral (exit 3).
+        raise EnvironmentMissing(f"--simulation-ca {ca_pem}: {err}") from None
     directory = ca_pem.parent / "collateral"
     if not directory.is_dir():
         raise UsageError(
@@ -229,30 +246,34 @@ def simulation_collateral_dir(ca_pem: Path) -> Path:
 
 
 def _trust_root(args: argparse.Namespace) -> x509.Certificate | None:
+    """The ``--simulation-ca`` certificate, checked as a trust root before anything uses it."""
     from cryptography import x509
 
+    from mse_base._internal.dcap import chain
+    from mse_base._internal.dcap.ratls import MAX_CERTIFICATE_SIZE
     from mse_base._internal.simulation.pki import simulation_dir
     from mse_base.errors import UsageError
 
-    if args.simulation_ca is None:
+    path = args.simulation_ca
+    if path is None:
         return None
-    from mse_base._internal.dcap.ratls import MAX_CERTIFICATE_SIZE
-
-    pem = read_input(
-        args.simulation_ca,
-        "--simulation-ca",
-        MAX_CERTIFICATE_SIZE,
-        f"pass the ca.pem of the simulation ({simulation_dir() / 'ca.pem'})",
-        # The simulation's collateral is looked up beside the file.
-        stdin=False,
-    )
+    fix = f"pass the ca.pem of the simulation ({simulation_dir() / 'ca.pem'})"
+    # Not standard input: the simulation's collateral is looked up beside the file.
+    pem = read_input(path, "--simulation-ca", MAX_CERTIFICATE_SIZE, fix, stdin=False)
     try:
-        return x509.load_pem_x509_certificate(pem)
+        root = x509.load_pem_x509_certificate(pem)
     except ValueError:
+        raise UsageError(f"--simulation-ca {path}: not a PEM certificate; {fix}") from None
+    try:
+        chain.check_trust_root(root)
+    except UsageError as err:
+        raise UsageError(f"--simulation-ca {path}: {err}; {fix}") from None
+    if chain.spki_sha256(root) == chain.INTEL_SGX_ROOT_SPKI_SHA256:
         raise UsageError(
-            f"--simulation-ca {args.simulation_ca}: not a PEM certificate; pass the ca.pem "
-            f"of the simulation ({simulation_dir() / 'ca.pem'})"
-        ) from None
+            f"--simulation-ca {path}: this is the Intel SGX Root CA, which verifies real quotes; "
+            "drop --simulation-ca"
+        )
+    return root
 
 
 def build_verifier(args: argparse.Namespace, options: PolicyOptions) -> Verifier:

@@ -23,7 +23,9 @@ from mse_base._cli.verifier_options import (
 )
 
 _VERIFY_EPILOG = """\
-exit status: 0 verified, 1 rejected (the reason on stderr, or in the JSON), 2 usage error.
+exit status: 0 verified, 1 rejected (the reason on stderr, or in the JSON), 2 usage error,
+3 mse-verify cannot run here (a damaged installation, or a simulation PKI beside
+--simulation-ca that cannot re-issue its collateral).
 Default collateral: Intel PCS (https://api.trustedservices.intel.com), cached under
 $XDG_CACHE_HOME/mse/collateral; with --simulation-ca, the collateral/ directory next to it.
 --save-cert writes the presented certificate before it is verified (also when it is rejected)
@@ -147,6 +149,7 @@ def _fetch_server_certificate(url: str) -> bytes:
 def _verify(args: argparse.Namespace) -> int:
     from mse_base._internal.dcap import ratls
     from mse_base.errors import UsageError, VerificationError
+    from mse_base.verify import PartialResult
 
     if not args.debug:
         # cryptography warns about odd encodings in the certificates and CRLs it is handed
@@ -200,10 +203,10 @@ def _verify(args: argparse.Namespace) -> int:
                 amended.partial = err.partial
                 raise amended from err
             raise
-        rejected = _verify_json(err.partial, [err.diagnostics()], failed_check=err.failed_check)
-        if err.partial is None:
-            # Rejected before the verifier ran (the server's certificate could not be fetched).
-            rejected["simulation"] = simulation
+        # No partial: rejected before the verifier ran (the server's certificate could not be
+        # fetched), so nothing was established.
+        partial = err.partial or PartialResult(simulation=simulation)
+        rejected = _verify_json(partial.to_json(), [err.diagnostics()], err.failed_check)
         print(json.dumps(rejected, indent=2))
         return err.exit_code
     if not options.pinned:
@@ -215,49 +218,23 @@ def _verify(args: argparse.Namespace) -> int:
     if args.json:
         if result.simulation:
             print(f"mse-verify: {_SIMULATION_BANNER}", file=sys.stderr)
-        print(json.dumps(_verify_json(result, []), indent=2))
+        print(json.dumps(_verify_json(result.to_json(), [], None), indent=2))
     else:
         _print_verified(result)
     return 0
 
 
-# The fields of a verdict, verified or rejected: the README's list (section 5), pinned by tests.
-JSON_FIELDS = (
-    "mrenclave",
-    "mrsigner",
-    "isv_prod_id",
-    "isv_svn",
-    "report_data",
-    "debug",
-    "tcb_status",
-    "advisory_ids",
-    "simulation",
-    "fmspc",
-    "checks",
-)
-
-
 def _verify_json(
-    result: Any, reasons: list[str], *, failed_check: str | None = None
+    findings: dict[str, Any], reasons: list[str], failed_check: str | None
 ) -> dict[str, Any]:
-    """One object for either verdict. ``result`` is a VerificationResult when verified; for a
-    rejection, the error's PartialResult (or None): a field it did not establish is null."""
-    verified = not reasons
-    out: dict[str, Any] = {
-        "verified": verified,
-        "failed_check": None if verified else failed_check,
+    """One object for either verdict: the CLI's own keys, then the library's ``to_json()`` of
+    the result or of the rejection's partial (the README's JSON fields, in its order)."""
+    return {
+        "verified": not reasons,
+        "failed_check": failed_check if reasons else None,
         "reasons": reasons,
+        **findings,
     }
-    for name in JSON_FIELDS:
-        value = getattr(result, name, None)
-        if isinstance(value, bytes):
-            value = value.hex()
-        elif isinstance(value, tuple):
-            value = list(value)
-        out[name] = value
-    if result is None:
-        out["checks"] = []
-    return out
 
 
 _SIMULATION_BANNER = "SIMULATION — NOT a real SGX enclave: signed by a local simulation CA"

@@ -27,6 +27,7 @@ status evaluation and the policy.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 from dataclasses import dataclass, replace
@@ -89,21 +90,10 @@ class VerificationResult:
     quote: Quote
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready summary (bytes as lowercase hex; the quote as its SHA-256)."""
-        return {
-            "mrenclave": self.mrenclave.hex(),
-            "mrsigner": self.mrsigner.hex(),
-            "isv_prod_id": self.isv_prod_id,
-            "isv_svn": self.isv_svn,
-            "report_data": self.report_data.hex(),
-            "debug": self.debug,
-            "tcb_status": self.tcb_status,
-            "advisory_ids": list(self.advisory_ids),
-            "simulation": self.simulation,
-            "fmspc": self.fmspc,
-            "checks": list(self.checks),
-            "quote_sha256": hashlib.sha256(self.quote.raw).hexdigest(),
-        }
+        """A JSON-ready summary: the README's JSON fields from ``mrenclave`` on (bytes as
+        lowercase hex; the quote as its SHA-256), as :meth:`PartialResult.to_json` writes them.
+        """
+        return PartialResult.of(self).to_json()
 
 
 @dataclass(frozen=True)
@@ -117,13 +107,15 @@ class PartialResult:
 
     * ``fmspc`` once the PCK chain verified (``pck.chain`` in ``checks``);
     * the enclave identity (``mrenclave``, ``mrsigner``, ``isv_prod_id``, ``isv_svn``,
-      ``report_data``, ``debug``) once the quote signature verified (``quote.signature``);
+      ``report_data``, ``debug``) once the key that signed the quote is trusted: its PCK not
+      revoked and its holder Intel's quoting enclave (``qe.identity``, after
+      ``collateral.revocation``), so only a ``tcb.*`` or ``policy.*`` rejection has it;
     * ``tcb_status`` and ``advisory_ids`` once the TCB level was evaluated, so a ``policy.*``
       or ``tcb.revoked`` rejection has them all.
 
     ``checks`` lists the checks that passed, named as in :attr:`VerificationResult.checks`.
     ``quote`` is the parsed quote once it parsed (for diagnostics: its fields are authenticated
-    only once ``quote.signature`` passed).
+    only once ``qe.identity`` passed).
     """
 
     mrenclave: bytes | None = None
@@ -142,23 +134,13 @@ class PartialResult:
     @classmethod
     def of(cls, result: VerificationResult) -> PartialResult:
         """Everything ``result`` established (a later check, across quotes, failed)."""
-        return cls(
-            mrenclave=result.mrenclave,
-            mrsigner=result.mrsigner,
-            isv_prod_id=result.isv_prod_id,
-            isv_svn=result.isv_svn,
-            report_data=result.report_data,
-            debug=result.debug,
-            tcb_status=result.tcb_status,
-            advisory_ids=result.advisory_ids,
-            simulation=result.simulation,
-            fmspc=result.fmspc,
-            checks=result.checks,
-            quote=result.quote,
-        )
+        # The two classes have the same fields (a test pins it).
+        return cls(**{f.name: getattr(result, f.name) for f in dataclasses.fields(cls)})
 
     def to_json(self) -> dict[str, Any]:
-        """:meth:`VerificationResult.to_json`'s keys; ``null`` for what was not established."""
+        """The one JSON form of a verdict's findings, verified or not: the README's JSON fields
+        from ``mrenclave`` on (mse-verify ``--json`` adds ``verified``, ``failed_check`` and
+        ``reasons`` before them); ``null`` for what was not established."""
         return {
             "mrenclave": _hex(self.mrenclave),
             "mrsigner": _hex(self.mrsigner),
@@ -181,6 +163,10 @@ def _hex(value: bytes | None) -> str | None:
     return None if value is None else value.hex()
 
 
+#: The check after which the report body is authenticated (see :meth:`_Progress.partial`).
+_IDENTITY_ESTABLISHED_BY = "qe.identity"
+
+
 class _Progress:
     """What :meth:`Verifier.verify_quote` has established so far: a rejection's partial."""
 
@@ -195,9 +181,14 @@ class _Progress:
         self.checks += names
 
     def partial(self) -> PartialResult:
+        # The quote signature only proves the attestation key signed the report body. That key
+        # is Intel's word only once the PCK that certified it is not revoked
+        # (collateral.revocation) and the enclave that holds it is Intel's quoting enclave
+        # (qe.identity, the last of them): a revoked PCK's key, or another enclave given the
+        # provisioning key, can sign any body. Before that, the identity is an attacker's claim.
         body = (
             self.quote.report_body
-            if self.quote is not None and "quote.signature" in self.checks
+            if self.quote is not None and _IDENTITY_ESTABLISHED_BY in self.checks
             else None
         )
         verdict = self.verdict
@@ -236,26 +227,6 @@ class _SignedDocuments(NamedTuple):
     root_ca_crl: bytes
 
 
-class _Documents(NamedTuple):
-    """A :class:`Collateral`'s bytes, as exact ``bytes``: a cache key that cannot lie."""
-
-    tcb_info: bytes
-    qe_identity: bytes
-    tcb_info_issuer_chain: bytes
-    qe_identity_issuer_chain: bytes
-    pck_crl: bytes
-    root_ca_crl: bytes
-
-    def signed(self) -> _SignedDocuments:
-        return _SignedDocuments(
-            self.tcb_info,
-            self.qe_identity,
-            self.tcb_info_issuer_chain,
-            self.qe_identity_issuer_chain,
-            self.root_ca_crl,
-        )
-
-
 @dataclass(frozen=True)
 class _CheckedCollateral:
     tcb_info: TcbInfo
@@ -290,7 +261,10 @@ class Verifier:
     ``collateral`` is either a fixed :class:`Collateral` or a :class:`CollateralSource` asked for
     the quote's FMSPC. ``trust_root`` defaults to the pinned Intel SGX Root CA; another root is
     accepted only together with ``simulation=True`` (the simulation CA), and then every result
-    says ``simulation=True``.
+    says ``simulation=True``. Bad arguments, among them a ``trust_root`` that is not a
+    self-signed ECDSA P-256 CA, raise :class:`~mse_base.errors.UsageError`; a packaged Intel
+    root that lost its pinned key (a damaged installation) raises
+    :class:`~mse_base.errors.EnvironmentMissing`. Neither is a rejected quote.
     """
 
     def __init__(
@@ -310,35 +284,25 @@ class Verifier:
             if simulation:
                 raise UsageError("simulation=True needs trust_root=<the simulation CA certificate>")
             trust_root = intel
-        elif chain.same_public_key(trust_root, intel, chain.TRUST_ROOT):
-            if simulation:
+        else:
+            # Intel's root is pinned by its key; any other root is trusted by configuration, and
+            # a bad one is bad input (UsageError), whichever way it is bad.
+            chain.check_trust_root(trust_root)
+            if chain.spki_sha256(trust_root) == chain.INTEL_SGX_ROOT_SPKI_SHA256:
+                if simulation:
+                    raise UsageError(
+                        "simulation=True with the Intel SGX Root CA as trust_root: a real quote "
+                        "would be labelled as simulated; drop simulation=True"
+                    )
+            elif not simulation:
                 raise UsageError(
-                    "simulation=True with the Intel SGX Root CA as trust_root: a real quote "
-                    "would be labelled as simulated; drop simulation=True"
+                    "trust_root is not the Intel SGX Root CA; another root is only accepted "
+                    "with simulation=True (the mse-base simulation CA)"
                 )
-        elif not simulation:
-            raise UsageError(
-                "trust_root is not the Intel SGX Root CA; another root is only accepted with "
-                "simulation=True (the mse-base simulation CA)"
-            )
-        if simulation:
-            # Intel's root is pinned by its key; a simulation root is trusted by configuration,
-            # but it must still be a self-signed CA.
-            chain.check_ca(trust_root, "trust root", chain.TRUST_ROOT, ca=True)
-            try:
-                chain.check_issued_by(trust_root, trust_root, "trust root", chain.TRUST_ROOT)
-            except CertificateChainError as exc:
-                raise UsageError(f"{exc}; the trust root must be self-signed") from None
         self._collateral = collateral
         self._policy = policy
         self._root = trust_root
-        # Every signature under the root is ECDSA P-256, so the root key must be one too.
-        chain.ec_p256_key(trust_root, "trust root", chain.TRUST_ROOT)
         self._simulation = simulation
-
-    @property
-    def policy(self) -> Policy:
-        return self._policy
 
     # --- public ---------------------------------------------------------------------------
 
@@ -382,9 +346,10 @@ class Verifier:
                 check="collateral.unavailable",
             )
         documents = _collateral_bytes(collateral)
-        checked = _checked_collateral(documents.signed(), self._root)
+        signed = _SignedDocuments(**{name: documents[name] for name in _SignedDocuments._fields})
+        checked = _checked_collateral(signed, self._root)
         progress.passed("collateral.signatures")
-        pck_crl = _checked_pck_crl(documents.pck_crl, pck.ca)
+        pck_crl = _checked_pck_crl(documents["pck_crl"], pck.ca)
         progress.passed("collateral.crl_signatures")
         self._check_platform_match(checked.tcb_info, pck.extensions)
         progress.passed("collateral.platform")
@@ -607,16 +572,16 @@ class Verifier:
         ] = [
             (pck_crl, pck.leaf, "PCK leaf certificate", "PCK CRL", "pck.revoked"),
             (checked.root_crl, pck.ca, "PCK CA certificate", "root CA CRL", "pck.revoked"),
-        ]
-        revoked += [
-            (
-                checked.root_crl,
-                s,
-                "TCB signing cert",
-                "root CA CRL",
-                "collateral.signing_chain.revoked",
-            )
-            for s in checked.signers
+            *(
+                (
+                    checked.root_crl,
+                    s,
+                    "TCB signing cert",
+                    "root CA CRL",
+                    "collateral.signing_chain.revoked",
+                )
+                for s in checked.signers
+            ),
         ]
         for crl, cert, what, crl_name, failed in revoked:
             entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
@@ -671,19 +636,20 @@ class Verifier:
 # --- process-wide memos of pure functions of bytes (see the module docstring) ----------------
 
 
-def _collateral_bytes(collateral: Collateral) -> _Documents:
-    """The six documents as exact ``bytes``: the cache key and the only input of the checks."""
-    documents = []
-    for name in _Documents._fields:
-        value = getattr(collateral, name)
+def _collateral_bytes(collateral: Collateral) -> dict[str, bytes]:
+    """:class:`Collateral`'s documents by field name, as exact ``bytes``: the cache keys and
+    the only input of the checks."""
+    documents = {}
+    for field in dataclasses.fields(Collateral):
+        value = getattr(collateral, field.name)
         if not isinstance(value, bytes):
             raise CollateralError(
-                f"collateral {name}: expected bytes", check="collateral.unavailable"
+                f"collateral {field.name}: expected bytes", check="collateral.unavailable"
             )
         # A bytes subclass could redefine equality and hashing, and so alias another cache
         # entry; an exact copy cannot (bytes(x) is x itself when x is exactly bytes).
-        documents.append(bytes(value))
-    return _Documents(*documents)
+        documents[field.name] = bytes(value)
+    return documents
 
 
 @functools.lru_cache(maxsize=_CACHE_LIMIT)

@@ -18,14 +18,14 @@ from typing import NamedTuple
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from mse_base._internal.dcap.errors import CertificateChainError, CollateralError
 from mse_base._internal.utc import iso
-from mse_base.errors import FailedCheck
+from mse_base.errors import EnvironmentMissing, FailedCheck, UsageError
 
 # SHA-256 of the Intel SGX Root CA's SubjectPublicKeyInfo (P-256 point 04 0ba9c4c0...ae7394).
 # The shipped DER file must carry exactly this key; a swapped file fails loudly.
@@ -67,7 +67,6 @@ SIGNING_CHAIN = ChainChecks(
 )
 # An RA-TLS certificate is its own chain: self-signed.
 RATLS_CERTIFICATE = ChainChecks("ratls.self_signature", "ratls.expired", "ratls.not_yet_valid")
-TRUST_ROOT = ChainChecks("trust_root", "trust_root", "trust_root")
 PCK_CRL = CrlChecks(
     "collateral.pck_crl.format",
     "collateral.pck_crl.signature",
@@ -82,12 +81,12 @@ ROOT_CA_CRL = CrlChecks(
 )
 
 
-def spki_sha256(cert: x509.Certificate, checks: ChainChecks = TRUST_ROOT) -> str:
-    return hashlib.sha256(spki_der(cert, checks)).hexdigest()
-
-
-def same_public_key(a: x509.Certificate, b: x509.Certificate, checks: ChainChecks) -> bool:
-    return spki_der(a, checks) == spki_der(b, checks)
+def spki_sha256(root: x509.Certificate) -> str:
+    """The SHA-256 of a trust root's SubjectPublicKeyInfo: the packaged Intel root, or a root
+    :func:`check_trust_root` accepted (so its key loads)."""
+    return hashlib.sha256(
+        root.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    ).hexdigest()
 
 
 def public_key(cert: x509.Certificate, checks: ChainChecks) -> CertificatePublicKeyTypes:
@@ -99,7 +98,7 @@ def public_key(cert: x509.Certificate, checks: ChainChecks) -> CertificatePublic
         ) from None
 
 
-def spki_der(cert: x509.Certificate, checks: ChainChecks = TRUST_ROOT) -> bytes:
+def spki_der(cert: x509.Certificate, checks: ChainChecks) -> bytes:
     return public_key(cert, checks).public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
 
@@ -109,14 +108,57 @@ def intel_sgx_root() -> x509.Certificate:
     data = (
         importlib.resources.files("mse_base").joinpath("_store/intel_sgx_root_ca.der").read_bytes()
     )
-    cert = x509.load_der_x509_certificate(data)
-    if spki_sha256(cert) != INTEL_SGX_ROOT_SPKI_SHA256:
-        raise CertificateChainError(
-            "the packaged Intel SGX Root CA (mse_base/_store/intel_sgx_root_ca.der) does not "
-            "carry Intel's pinned public key; reinstall mse-base",
-            check="trust_root",
-        )
+    # A damaged installation is no verdict on any quote: nothing can be verified until it is
+    # reinstalled, so it is the environment's fault (exit 3), never a rejection.
+    damaged = (
+        "the packaged Intel SGX Root CA (mse_base/_store/intel_sgx_root_ca.der) {}; "
+        "reinstall mse-base"
+    )
+    try:
+        cert = x509.load_der_x509_certificate(data)
+        pinned = spki_sha256(cert) == INTEL_SGX_ROOT_SPKI_SHA256
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise EnvironmentMissing(damaged.format(f"cannot be read ({exc})")) from None
+    if not pinned:
+        raise EnvironmentMissing(damaged.format("does not carry Intel's pinned public key"))
     return cert
+
+
+def check_trust_root(root: x509.Certificate) -> None:
+    """A root trusted by configuration instead of the pinned Intel key (the simulation CA) must
+    be a self-signed ECDSA P-256 CA: every signature under it is P-256, and a leaf or a
+    certificate issued by another key is no root.
+
+    A bad root is bad input, not a rejected quote: :class:`~mse_base.errors.UsageError`, whose
+    message the caller prefixes with where the root came from.
+    """
+    try:
+        key = root.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise UsageError(f"trust root ({_cn(root)}): unusable public key ({exc})") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        if isinstance(key, rsa.RSAPublicKey):
+            kind = f"RSA-{key.key_size}"
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            kind = f"ECDSA {key.curve.name}"
+        else:
+            kind = type(key).__name__
+        raise UsageError(f"trust root ({_cn(root)}): its key is {kind}, not ECDSA P-256")
+    try:
+        basic = root.extensions.get_extension_for_class(x509.BasicConstraints).value
+        is_ca = basic.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
+        raise UsageError(f"trust root ({_cn(root)}): invalid extensions ({exc})") from None
+    if not is_ca:
+        raise UsageError(
+            f"trust root ({_cn(root)}): not a CA certificate (no basicConstraints CA:TRUE)"
+        )
+    try:
+        root.verify_directly_issued_by(root)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        raise UsageError(f"trust root ({_cn(root)}): not self-signed") from None
 
 
 def load_pem_chain(

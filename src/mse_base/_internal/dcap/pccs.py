@@ -408,6 +408,8 @@ class PCCSCollateralSource:
         self._cache = (cache_dir or collateral_cache_dir()) if use_cache else None
         self._timeout = timeout
         self._root_ca_crl_url = root_ca_crl_url
+        if trust_root is not None:
+            chain.check_trust_root(trust_root)  # its key names the cache entries
         self._root = trust_root if trust_root is not None else chain.intel_sgx_root()
         self._now = now
         #: Number of HTTP requests made (the cache tests read it).

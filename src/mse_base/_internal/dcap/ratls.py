@@ -68,7 +68,6 @@ __all__ = [
     "check_key_binding",
     "check_self_signature",
     "extract_evidence",
-    "extract_quote",
     "load_certificate",
     "report_data_for_key",
 ]
@@ -355,15 +354,6 @@ def extract_evidence(cert: x509.Certificate) -> tuple[Evidence, ...]:
     if not dice and not legacy:
         raise VerificationError("no SGX quote in the certificate", check="ratls.evidence")
     return (*dice, *legacy)
-
-
-def extract_quote(cert: x509.Certificate) -> bytes:
-    """The quote of the first piece of evidence :func:`extract_evidence` finds (DICE first).
-
-    Only extracts: the key binding of every piece of evidence is :func:`check_evidence_binding`'s
-    job, and :meth:`mse_base.verify.Verifier.verify_certificate` checks them all.
-    """
-    return extract_evidence(cert)[0].quote
 
 
 def _check_report_data(report_data: bytes) -> None:
