@@ -7,6 +7,7 @@ The real command, as a subprocess in its own session, under a deadline: a hang f
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import pty
@@ -15,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -24,6 +26,7 @@ import pytest
 from mse_base._internal.dcap.collateral import MAX_DOCUMENT_SIZE
 from mse_base._internal.dcap.quote import MAX_QUOTE_SIZE
 from mse_base._internal.dcap.ratls import MAX_CERTIFICATE_SIZE
+from mse_base._internal.files import PIPE_IDLE_SECONDS, InputRefused, read_limited
 from tests.bounded import DEADLINE
 
 from .conftest import SHARED
@@ -150,12 +153,126 @@ def test_a_terminal_on_standard_input_is_refused() -> None:
     assert "--quote - (standard input) is a terminal" in line
 
 
-def test_a_named_pipe_without_writer_does_not_block(tmp_path: Path) -> None:
+def test_a_named_pipe_nobody_opens_for_writing_ends_in_one_line(tmp_path: Path) -> None:
     fifo = tmp_path / "quote.fifo"
     os.mkfifo(fifo)
-    # Nobody writes: it reads as empty, and an empty quote is malformed.
-    line = one_line_error(run([MSE_VERIFY, "--quote", fifo]), code=1)
-    assert "malformed quote" in line
+    # Nobody ever writes: mse-verify waits for a writer only so long.
+    line = one_line_error(run([MSE_VERIFY, "--quote", fifo]))
+    assert f"--quote {fifo} is a pipe nothing was written to for {PIPE_IDLE_SECONDS} s" in line
+
+
+def test_a_named_pipe_held_open_by_a_silent_writer_ends_in_one_line(tmp_path: Path) -> None:
+    # The review's case: `sleep 100 > quote.fifo` holds the pipe open and never writes; a
+    # blocking read waited for ever.
+    fifo = tmp_path / "quote.fifo"
+    os.mkfifo(fifo)
+    writer = subprocess.Popen(["sh", "-c", 'exec sleep 600 > "$0"', str(fifo)])
+    try:
+        line = one_line_error(run([MSE_VERIFY, "--quote", fifo]))
+    finally:
+        writer.kill()
+        writer.wait()
+    assert f"--quote {fifo} is a pipe nothing was written to for {PIPE_IDLE_SECONDS} s" in line
+
+
+def test_an_idle_pipe_on_standard_input_ends_in_one_line() -> None:
+    read_end, write_end = os.pipe()  # the test holds the write end open, writing nothing
+    try:
+        line = one_line_error(run([MSE_VERIFY, "--quote", "-"], stdin=read_end))
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert (
+        f"--quote - (standard input) is a pipe nothing was written to for {PIPE_IDLE_SECONDS} s"
+        in line
+    )
+
+
+def test_an_empty_pipe_is_a_usage_error() -> None:
+    # A writer that closed without writing (a command that failed): no input, not a malformed
+    # quote.
+    read_end, write_end = os.pipe()
+    os.close(write_end)
+    try:
+        line = one_line_error(run([MSE_VERIFY, "--quote", "-"], stdin=read_end))
+    finally:
+        os.close(read_end)
+    assert "--quote - (standard input) is empty" in line
+    if shutil.which("bash") is None:
+        pytest.skip("bash is not installed: process substitution needs it")
+    line = one_line_error(run(["bash", "-c", f"exec {MSE_VERIFY} --cert <(true)"]))
+    assert "--cert /dev/fd/" in line and "is empty" in line
+
+
+def test_a_named_pipe_whose_writer_comes_later_is_read(tmp_path: Path) -> None:
+    # mse-verify opens the pipe before anyone writes to it (`mse-verify --quote q & cmd > q`):
+    # it waits for the writer instead of reading nothing.
+    fifo = tmp_path / "quote.fifo"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen(
+        [str(a) for a in [MSE_VERIFY, "--quote", fifo, *VERIFIES, "--json"]],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        writer = _open_for_writing_once_read(fifo, proc)
+        os.set_blocking(writer, True)
+        with os.fdopen(writer, "wb") as handle:
+            handle.write(QUOTE.read_bytes())
+        out, err = proc.communicate(timeout=DEADLINE)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert json.loads(out)["verified"] is True
+
+
+def _open_for_writing_once_read(fifo: Path, reader: subprocess.Popen[str]) -> int:
+    """The write end of ``fifo``, opened as soon as ``reader`` has opened its read end."""
+    deadline = time.monotonic() + DEADLINE
+    while reader.poll() is None and time.monotonic() < deadline:
+        try:
+            # Non-blocking: fails (ENXIO) while no reader has the pipe open, instead of waiting.
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as err:
+            if err.errno != errno.ENXIO:
+                raise
+        time.sleep(0.01)
+    pytest.fail(f"mse-verify never opened {fifo} (exit code {reader.poll()})")
+
+
+def test_a_device_is_refused_without_being_opened() -> None:
+    # Opening some devices acts (a tape rewinds, a watchdog arms): the kind is judged from stat.
+    with _opens_recorded() as opened, pytest.raises(InputRefused, match="is a character device"):
+        read_limited("/dev/zero", 16, pipes=True)
+    assert "/dev/zero" not in opened
+
+
+@contextlib.contextmanager
+def _opens_recorded() -> Iterator[list[str]]:
+    """The paths this process opens (os.open's audit event) while the block runs."""
+    opened: list[str] = []
+    _RECORDERS.append(opened)
+    try:
+        yield opened
+    finally:
+        _RECORDERS.remove(opened)
+
+
+_RECORDERS: list[list[str]] = []
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    if event == "open" and _RECORDERS and isinstance(args[0], (str, bytes, os.PathLike)):
+        for opened in _RECORDERS:
+            opened.append(os.fsdecode(args[0]))
+
+
+# An audit hook cannot be removed: it stays, recording only inside _opens_recorded.
+sys.addaudithook(_audit)
 
 
 def test_simulation_ca_is_never_standard_input() -> None:

@@ -96,6 +96,42 @@ def test_control_characters_in_names_are_refused_and_escaped(
     assert not (tmp_path / "code").exists()
 
 
+@pytest.mark.parametrize(
+    ("name", "shown", "why"),
+    [
+        ("app\u202eyp.txt", "app\\u202eyp.txt", "an invisible formatting character"),
+        ("zero\u200bwidth.py", "zero\\u200bwidth.py", "an invisible formatting character"),
+        ("line\u2028sep.py", "line\\u2028sep.py", "a line or paragraph separator"),
+        ("para\u2029sep.py", "para\\u2029sep.py", "a line or paragraph separator"),
+    ],
+    ids=["right-to-left-override", "zero-width-space", "line-separator", "paragraph-separator"],
+)
+def test_formatting_and_separator_characters_in_names_are_refused_and_escaped(
+    tmp_path: Path, name: str, shown: str, why: str
+) -> None:
+    # U+202E shows "app\u202eyp.txt" as "apptxt.py"; U+2028/U+2029 end a line for many viewers.
+    tar = make_tar(tmp_path / "app.tar", {"app.py": "x = 1\n", name: "y = 2\n"})
+    with within(), pytest.raises(UsageError) as caught:
+        codetar.unpack_code(tar, tmp_path / "code")
+    message = str(caught.value)
+    assert f"member '{shown}' has {why} in its name" in message
+    assert name not in message and message.isprintable()
+    assert not (tmp_path / "code").exists()
+
+
+def test_a_link_target_with_a_direction_override_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "link.tar"
+    with tarfile.open(path, "w") as archive:
+        info = tarfile.TarInfo("app.py")
+        info.size = 1
+        archive.addfile(info, io.BytesIO(b"x"))
+        link = tarfile.TarInfo("alias.py")
+        link.type, link.linkname = tarfile.SYMTYPE, "app\u202eyp.txt"
+        archive.addfile(link)
+    with within(), pytest.raises(UsageError, match=r"member 'alias\.py' is a link whose target"):
+        codetar.inspect_code(path)
+
+
 @pytest.mark.parametrize("tar_format", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT], ids=["gnu", "pax"])
 def test_a_name_that_is_not_utf8_is_refused_with_its_bytes_escaped(
     tmp_path: Path, tar_format: int
@@ -131,6 +167,107 @@ def test_utf8_names_are_accepted(tmp_path: Path) -> None:
     with within():
         unpacked = codetar.unpack_code(tar, tmp_path / "code")
     assert (unpacked.root / "données" / "café.py").read_text() == "y = 2\n"
+
+
+# --- links --------------------------------------------------------------------------------------
+
+
+def _climbing_tar(path: Path, link: str) -> Path:
+    """The review's tar: ``link -> d/e/s/../../../victim``, listed first, then ``d/e/s -> ../..``.
+
+    Each target looks inside the tree as text (``d/e/s/../../..`` is the top's parent only once
+    ``d/e/s`` is a link), and Python's ``data`` filter passes ``link`` because ``d/e/s`` does
+    not exist yet when ``link`` is unpacked. Unpacked in ``W/code.partial``, ``link`` names
+    ``W/../../victim``.
+    """
+    with tarfile.open(path, "w") as archive:
+        first = tarfile.TarInfo(link)
+        first.type, first.linkname = tarfile.SYMTYPE, "d/e/s/../../../victim"
+        archive.addfile(first)
+        for directory in ("d", "d/e"):
+            info = tarfile.TarInfo(directory)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            archive.addfile(info)
+        climber = tarfile.TarInfo("d/e/s")
+        climber.type, climber.linkname = tarfile.SYMTYPE, "../.."
+        archive.addfile(climber)
+        app = FLASK_APP.encode()
+        info = tarfile.TarInfo("app.py")
+        info.size = len(app)
+        archive.addfile(info, io.BytesIO(app))
+    return path
+
+
+def test_mse_run_refuses_a_link_that_climbs_out_through_another_link(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    victim = tmp_path / "victim"  # where `a` would point from tmp_path/runs/wd/code.partial
+    victim.mkdir(mode=0o700)
+    (victim / "secret").write_text("kept\n")
+    victim.chmod(0o700)  # whatever the umask
+    tar = _climbing_tar(tmp_path / "app.tar", "a")
+    workdir = tmp_path / "runs" / "wd"
+    line = _mse_run_fails([*run_args(tar, workdir), "--simulation", "--dry-run"], env)
+    assert "member 'a' is a link whose target has a '..' component" in line
+    assert "(d/e/s/../../../victim)" in line
+    # Before the fix, unpacking normalised modes through `a`: the victim became 0755.
+    assert victim.stat().st_mode & 0o777 == 0o700
+    assert (victim / "secret").read_text() == "kept\n"
+    assert not (tmp_path / "runs").exists()
+
+
+def test_mse_run_never_reads_a_host_file_as_requirements_txt(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    # The same climb, aimed at a file: check_requirements would read it and quote its lines.
+    (tmp_path / "victim").write_text("host-only-package-name==1\n")
+    tar = _climbing_tar(tmp_path / "app.tar", "requirements.txt")
+    line = _mse_run_fails(
+        [*run_args(tar, tmp_path / "runs" / "wd"), "--simulation", "--dry-run"], env
+    )
+    assert "member 'requirements.txt' is a link whose target has a '..' component" in line
+    assert "host-only-package-name" not in line
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_symlinked_requirements_txt_is_not_followed(tmp_path: Path) -> None:
+    # However a link got into the code directory, its target is not read: mse-run would quote
+    # a host file's lines in its errors, or pass on what it lists.
+    host = tmp_path / "host.txt"
+    host.write_text("host-only-package-name==1\n")
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "requirements.txt").symlink_to(host)
+    with within(), pytest.raises(UsageError) as caught:
+        check_requirements(code)
+    assert "requirements.txt is a symbolic link, not a regular file" in str(caught.value)
+    assert "host-only-package-name" not in str(caught.value)
+
+
+def test_modes_are_never_set_through_a_link(tmp_path: Path) -> None:
+    # Links a filter let through, whatever they name: normalising the unpacked tree sets the
+    # modes of its own directories and files, never those of what a link points at.
+    outside_dir = tmp_path / "outside-dir"
+    outside_dir.mkdir()
+    outside_dir.chmod(0o700)
+    outside_file = tmp_path / "outside-file"
+    outside_file.write_text("x")
+    outside_file.chmod(0o600)
+    root = tmp_path / "code.partial"
+    (root / "pkg").mkdir(parents=True)
+    (root / "pkg").chmod(0o700)
+    (root / "pkg" / "mod.py").write_text("x = 1\n")
+    (root / "pkg" / "mod.py").chmod(0o600)
+    (root / "run.sh").write_text("#!/bin/sh\n")
+    (root / "run.sh").chmod(0o700)
+    (root / "dir-link").symlink_to(outside_dir)
+    (root / "pkg" / "file-link").symlink_to(outside_file)
+    codetar._normalise_modes(root)
+    assert outside_dir.stat().st_mode & 0o777 == 0o700
+    assert outside_file.stat().st_mode & 0o777 == 0o600
+    assert (root / "pkg").stat().st_mode & 0o777 == 0o755
+    assert (root / "pkg" / "mod.py").stat().st_mode & 0o777 == 0o644
+    assert (root / "run.sh").stat().st_mode & 0o777 == 0o755
 
 
 # --- decompression bombs -----------------------------------------------------------------------

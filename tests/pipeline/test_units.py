@@ -129,6 +129,22 @@ EVIL = {
     "symlink-out": [(_info("link", type=tarfile.SYMTYPE, linkname="../../etc/passwd"), b"")],
     "symlink-abs": [(_info("link", type=tarfile.SYMTYPE, linkname="/etc/passwd"), b"")],
     "hardlink-out": [(_info("hl", type=tarfile.LNKTYPE, linkname="../outside"), b"")],
+    # Inside as text, but '..' can climb out through another link: refused outright.
+    "symlink-dotdot-inside": [
+        (_info("pkg", type=tarfile.DIRTYPE), b""),
+        (_info("pkg/alias.py", type=tarfile.SYMTYPE, linkname="../ok.py"), b""),
+    ],
+    "symlink-empty": [(_info("link", type=tarfile.SYMTYPE, linkname=""), b"")],
+    # A hard link may only name a regular file listed before it.
+    "hardlink-missing": [(_info("hl", type=tarfile.LNKTYPE, linkname="nothing.py"), b"")],
+    "hardlink-later": [
+        (_info("hl", type=tarfile.LNKTYPE, linkname="later.py"), b""),
+        (_info("later.py"), b"x"),
+    ],
+    "hardlink-to-symlink": [
+        (_info("s", type=tarfile.SYMTYPE, linkname="ok.py"), b""),
+        (_info("hl", type=tarfile.LNKTYPE, linkname="s"), b""),
+    ],
     "device": [(_info("dev", type=tarfile.CHRTYPE, devmajor=1, devminor=3), b"")],
     "fifo": [(_info("fifo", type=tarfile.FIFOTYPE), b"")],
     "setuid": [(_info("suid", mode=0o4755), b"x")],
@@ -166,8 +182,15 @@ def test_gzip_and_inner_links_accepted(tmp_path: Path) -> None:
         info.size = len(data)
         archive.addfile(info, io.BytesIO(data))
         archive.addfile(_info("pkg/alias.py", type=tarfile.SYMTYPE, linkname="mod.py"))
+        # Links to links, in any order, stay inside once no target has '..'.
+        archive.addfile(_info("top.py", type=tarfile.SYMTYPE, linkname="here/alias.py"))
+        archive.addfile(_info("here", type=tarfile.SYMTYPE, linkname="pkg"))
+        archive.addfile(_info("hard.py", type=tarfile.LNKTYPE, linkname="./pkg/mod.py"))
     unpacked = codetar.unpack_code(path, tmp_path / "code")
-    assert (tmp_path / "code" / "pkg" / "mod.py").read_bytes() == b"x = 1\n"
+    code = tmp_path / "code"
+    assert (code / "pkg" / "mod.py").read_bytes() == b"x = 1\n"
+    assert (code / "top.py").read_bytes() == b"x = 1\n"
+    assert (code / "hard.py").read_bytes() == b"x = 1\n"
     assert unpacked.files == 1
 
 

@@ -11,7 +11,9 @@ import contextlib
 import errno
 import os
 import secrets
+import select
 import stat
+import time
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -20,6 +22,12 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 PRIVATE_MODE = 0o600
 # Bytes asked of the kernel per read: a bounded read never allocates much beyond its limit.
 _CHUNK = 1 << 16
+# A pipe is read only while its writer keeps writing: a writer silent this long (or one that
+# never came to a named pipe) ends the read, as does a pipe still open after the whole
+# deadline, so a stalled `<(cmd)` or an idle stdin cannot keep a command waiting forever. A
+# command producing a quote or certificate writes it in well under either.
+PIPE_IDLE_SECONDS = 10
+PIPE_DEADLINE_SECONDS = 60
 
 
 class InputRefused(OSError):
@@ -69,11 +77,22 @@ def read_limited(
     The limit is enforced while reading (at most ``limit + 1`` bytes are ever read), not by a
     size checked beforehand, so a file that grows, or a device such as ``/dev/zero``, cannot
     make a command run on or fill its memory. Only a regular file is read, unless ``pipes``
-    (a user's ``<(...)`` or named pipe: it is read to its end, with the same bound). Devices are
-    never read: ``/dev/urandom`` is refused at once rather than consumed. ``private`` also
-    refuses a file others can read or write (a secret must be 0600); ``nofollow`` a symlink.
-    Check and read go through one descriptor, so the file checked is the file read.
+    (a user's ``<(...)`` or named pipe: it is read to its end, with the same bound, while its
+    writer keeps writing; see :data:`PIPE_IDLE_SECONDS`). Devices are refused from their
+    ``stat``, without being opened (opening some has effects: a tape rewinds, a watchdog arms).
+    ``private`` also refuses a file others can read or write (a secret must be 0600);
+    ``nofollow`` a symlink. The kind is checked again on the opened descriptor, so the file
+    checked is the file read even if the path was swapped in between.
     """
+    try:
+        found = os.stat(path, dir_fd=dir_fd, follow_symlinks=not nofollow).st_mode
+    except FileNotFoundError:
+        raise InputRefused("does not exist", missing=True) from None
+    except OSError as err:
+        raise InputRefused(f"cannot be read ({err.strerror or err})") from None
+    if stat.S_ISLNK(found):
+        raise InputRefused("is a symbolic link, not a regular file")
+    _refuse_kind(found, pipes=pipes)
     flags = os.O_RDONLY | os.O_CLOEXEC | (os.O_NOFOLLOW if nofollow else 0)
     # O_NONBLOCK: opening a named pipe must not wait for a writer that may never come.
     try:
@@ -91,7 +110,7 @@ def read_limited(
                 f"is readable or writable by other users (mode {stat.S_IMODE(mode):04o}); a "
                 "secret file must be 0600"
             )
-        return _read_bounded(fd, limit)
+        return _read_bounded(fd, limit, stream=_is_stream(mode))
     finally:
         os.close(fd)
 
@@ -102,8 +121,19 @@ def read_descriptor(fd: int, limit: int, *, pipes: bool = False) -> bytes:
     ``pipes`` accepts a pipe or socket besides a regular file; a terminal or other device is
     refused, as a command reading one would wait for typing, or read without end.
     """
-    _checked_mode(fd, pipes=pipes)
-    return _read_bounded(fd, limit)
+    mode = _checked_mode(fd, pipes=pipes)
+    return _read_bounded(fd, limit, stream=_is_stream(mode))
+
+
+def _is_stream(mode: int) -> bool:
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+def _refuse_kind(mode: int, *, pipes: bool, fd: int | None = None) -> None:
+    if not (stat.S_ISREG(mode) or (pipes and _is_stream(mode))):
+        kind = "a terminal" if fd is not None and os.isatty(fd) else _kind(mode)
+        wanted = "a regular file or a pipe" if pipes else "a regular file"
+        raise InputRefused(f"is {kind}, not {wanted}")
 
 
 def _checked_mode(fd: int, *, pipes: bool) -> int:
@@ -111,31 +141,69 @@ def _checked_mode(fd: int, *, pipes: bool) -> int:
         mode = os.fstat(fd).st_mode
     except OSError as err:
         raise InputRefused(f"cannot be read ({err.strerror or err})") from None
-    streams = pipes and (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode))
-    if not (stat.S_ISREG(mode) or streams):
-        kind = "a terminal" if os.isatty(fd) else _kind(mode)
-        wanted = "a regular file or a pipe" if pipes else "a regular file"
-        raise InputRefused(f"is {kind}, not {wanted}")
+    _refuse_kind(mode, pipes=pipes, fd=fd)
     return mode
 
 
-def _read_bounded(fd: int, limit: int) -> bytes:
+def _read_bounded(fd: int, limit: int, *, stream: bool) -> bytes:
     chunks: list[bytes] = []
     total = 0
+    wait = _PipeWait(fd) if stream else None
     try:
-        # A pipe was opened non-blocking only so that open() could not wait; reads may.
-        os.set_blocking(fd, True)
+        if wait is None:
+            # A regular file was opened non-blocking only so that open() could not wait on a
+            # FIFO swapped in; reads of it never wait anyway.
+            os.set_blocking(fd, True)
         while total <= limit:
-            chunk = os.read(fd, min(_CHUNK, limit + 1 - total))
+            if wait is not None and not wait.readable():
+                continue
+            try:
+                chunk = os.read(fd, min(_CHUNK, limit + 1 - total))
+            except BlockingIOError:
+                continue  # a named pipe (non-blocking): woken, but its data went elsewhere
             if not chunk:
                 break
             chunks.append(chunk)
             total += len(chunk)
+    except InputRefused:
+        raise
     except OSError as err:
         raise InputRefused(f"cannot be read ({err.strerror or err})") from None
     if total > limit:
         raise InputRefused(f"is larger than {size_text(limit)}")
+    if stream and total == 0:
+        # Nothing at all is no input (a writer that failed, or a named pipe closed before a
+        # write): saying so is clearer than whatever parsing zero bytes would say.
+        raise InputRefused("is empty (a pipe nothing was written to)")
     return b"".join(chunks)
+
+
+class _PipeWait:
+    """Waiting for a pipe's writer, within :data:`PIPE_IDLE_SECONDS` and the whole deadline.
+
+    ``poll`` rather than blocking reads, which would wait on a silent writer for ever. It works
+    whether the descriptor is blocking (standard input, shared with the parent shell, whose mode
+    is left alone) or not: a read is only made once poll reports data or the writer's end, so it
+    does not wait (unless another process reads the same pipe at the same moment, which no
+    shell pipeline does).
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._poller = select.poll()
+        self._poller.register(fd, select.POLLIN)
+        self._end = time.monotonic() + PIPE_DEADLINE_SECONDS
+
+    def readable(self) -> bool:
+        """True once a read will not block; raises when the writer stayed silent too long."""
+        left = self._end - time.monotonic()
+        if left <= 0:
+            raise InputRefused(f"is a pipe still being written after {PIPE_DEADLINE_SECONDS} s")
+        timeout = min(PIPE_IDLE_SECONDS, left)
+        if not self._poller.poll(timeout * 1000):
+            if timeout < PIPE_IDLE_SECONDS:
+                return False  # the whole deadline is up: said on the next call
+            raise InputRefused(f"is a pipe nothing was written to for {PIPE_IDLE_SECONDS} s")
+        return True
 
 
 def private_key_pem(key: PrivateKeyTypes) -> bytes:

@@ -1,9 +1,17 @@
 """Unpacking the application's code tar without trusting it.
 
 Python's ``tarfile`` ``data`` filter is the floor: on top of it every member is checked before
-anything is written (names that are not UTF-8 or hold control characters, absolute paths, ``..``,
-links leaving the tree, devices, set-id bits, duplicates, size and count caps), so a rejected tar
-leaves nothing behind.
+anything is written (names that are not UTF-8 or hold control, formatting or line-separator
+characters, absolute paths, ``..``, links that could leave the tree, devices, set-id bits,
+duplicates, size and count caps), so a rejected tar leaves nothing behind.
+
+Links are judged by a rule that holds whatever other links the tree holds: a symbolic link's
+target is relative and has no ``..``, so it names something below the link's own directory, and
+a hard link names a regular file listed before it. Checking each target as text against the
+names alone is not enough: ``a -> d/e/s/../../../x`` looks inside, but not once ``d/e/s`` is
+itself a link to ``../..`` (and the ``data`` filter, judging ``a`` before ``d/e/s`` exists, lets
+it through). After unpacking, nothing follows a link either: modes are set on what is there, not
+on what a link names.
 
 Reading the tar cannot hang or exhaust memory either: only a regular file is opened, members are
 checked one by one as their headers are read (a member declaring too much stops the listing
@@ -79,9 +87,17 @@ def _name_defect(name: str) -> str | None:
     if any("\udc80" <= c <= "\udcff" for c in name):
         # Code names files in UTF-8; other bytes would be named differently by each tool.
         return "has a name that is not valid UTF-8"
-    if any(unicodedata.category(c) == "Cc" for c in name):
+    categories = {unicodedata.category(c) for c in name}
+    if "Cc" in categories:
         # A newline or escape sequence in a name can forge lines of a listing or a log.
         return "has a control character in its name"
+    if "Cf" in categories:
+        # Invisible ones that change what is seen: a right-to-left override (U+202E) shows
+        # "app\u202eyp.txt" as "apptxt.py"; a zero-width space makes two names look the same.
+        return "has an invisible formatting character in its name"
+    if categories & {"Zl", "Zp"}:
+        # U+2028 and U+2029 end a line for many viewers, as a newline would.
+        return "has a line or paragraph separator in its name"
     return None
 
 
@@ -155,6 +171,8 @@ class _Members:
     def __init__(self, tar_path: Path) -> None:
         self.tar_path = tar_path
         self.seen: set[str] = set()
+        # Regular files (and hard links to them) listed so far: what a hard link may name.
+        self.regular: set[str] = set()
         self.files = 0
         self.total = 0
         self.count = 0
@@ -182,25 +200,49 @@ class _Members:
         if member.isdev() or member.isfifo():
             raise _reject(tar_path, member.name, "is a device or FIFO")
         if member.issym() or member.islnk():
-            target = member.linkname
-            defect = _name_defect(target)
-            if defect is not None:
-                raise _reject(tar_path, member.name, f"is a link whose target {defect[4:]}")
-            if posixpath.isabs(target):
-                raise _reject(tar_path, member.name, f"is a link to an absolute path ({target})")
-            base = posixpath.dirname(name) if member.issym() else ""
-            resolved = posixpath.normpath(posixpath.join(base, target))
-            if resolved == ".." or resolved.startswith("../"):
-                raise _reject(tar_path, member.name, f"is a link pointing outside ({target})")
-        elif member.isfile():
+            self._check_link(member, name)
+        if member.isfile() or member.islnk():
+            self.regular.add(name)
+        if member.isfile():
             self.files += 1
             self.total += member.size
             if self.total > MAX_TOTAL_BYTES:
                 raise UsageError(
                     f"--code {tar_path} unpacks to more than {MAX_TOTAL_BYTES >> 20} MiB"
                 )
-        elif not member.isdir():
+        elif not (member.isdir() or member.issym() or member.islnk()):
             raise _reject(tar_path, member.name, "is not a regular file, directory or link")
+
+    def _check_link(self, member: tarfile.TarInfo, name: str) -> None:
+        tar_path = self.tar_path
+        target = member.linkname
+        defect = _name_defect(target)
+        if defect is not None:
+            raise _reject(tar_path, member.name, f"is a link whose target {defect[4:]}")
+        shown = _shown(target)
+        if not target:
+            raise _reject(tar_path, member.name, "is a link without a target")
+        if posixpath.isabs(target):
+            raise _reject(tar_path, member.name, f"is a link to an absolute path ({shown})")
+        if ".." in target.split("/"):
+            # Even one that stays inside as text: through another link, '..' can climb out (see
+            # the module docstring). Without it a target stays below its link's directory, and
+            # links to links stay inside too, in any order.
+            raise _reject(
+                tar_path,
+                member.name,
+                f"is a link whose target has a '..' component ({shown}); links may only point "
+                "into their own directory or below it",
+            )
+        if member.islnk() and _normalise(target) not in self.regular:
+            # A hard link's target is a path from the top of the tree, and tarfile creates it
+            # with os.link, which may follow a link in that path: only a file already unpacked
+            # is safe to name.
+            raise _reject(
+                tar_path,
+                member.name,
+                f"is a hard link to {shown}, which is not a regular file listed before it",
+            )
 
 
 def _check_path(tar_path: Path) -> None:
@@ -400,9 +442,20 @@ def _extract(archive: tarfile.TarFile, members: list[tarfile.TarInfo], staging: 
 def _normalise_modes(root: Path) -> None:
     # Only content is measured, but uniform modes keep the tree identical whatever umask or
     # archiver produced the tar. The code is public (it is measured), so 0755/0644 hide nothing.
-    for directory in [root, *sorted(p for p in root.rglob("*") if p.is_dir())]:
-        directory.chmod(0o755)
-    for path in root.rglob("*"):
-        if path.is_file() and not path.is_symlink():
-            executable = path.stat().st_mode & 0o111
-            path.chmod(0o755 if executable else 0o644)
+    # Links are skipped, never followed: chmod on a link changes what it names, which is
+    # where a hostile tar would aim one (Linux has no lchmod). os.walk does not descend into
+    # them either; a directory it cannot list is an error, not silently left as it was.
+    root.chmod(0o755)
+
+    def unreadable(error: OSError) -> None:
+        raise error
+
+    for directory, dirnames, filenames in os.walk(root, onerror=unreadable):
+        # Top-down: each subdirectory is made 0755 (so listable) before the walk enters it.
+        for name in [*dirnames, *filenames]:
+            path = Path(directory, name)
+            mode = path.lstat().st_mode
+            if stat.S_ISDIR(mode):
+                path.chmod(0o755)
+            elif stat.S_ISREG(mode):
+                path.chmod(0o755 if mode & 0o111 else 0o644)

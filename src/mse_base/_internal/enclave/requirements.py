@@ -35,7 +35,9 @@ class MissingRequirements(Error):
 def _requirement_lines(path: Path) -> list[tuple[int, str]] | None:
     """The requirement lines with their numbers; None when the app has no requirements.txt."""
     try:
-        text = read_limited(path, MAX_REQUIREMENTS_SIZE).decode("utf-8")
+        # nofollow: the file came in the code tar, and a link there, however it got past the
+        # tar checks, must not make mse-run read (and quote in its errors) a file of the host.
+        text = read_limited(path, MAX_REQUIREMENTS_SIZE, nofollow=True).decode("utf-8")
     except InputRefused as exc:
         if exc.missing:
             return None
