@@ -347,7 +347,9 @@ def _gramine_sign(workdir: Path, manifest: Path, sig: Path, signer: SignerKey) -
             "--sigfile",
             sig.name,
             "--key",
-            str(signer.path),
+            # Absolute: gramine-sgx-sign runs in the work directory, and a relative --workdir
+            # (or --signer-key) would name the key from the wrong place.
+            str(signer.path.resolve()),
         ],
         cwd=workdir,
         capture_output=True,
