@@ -36,8 +36,14 @@ def procs() -> Iterator[list[subprocess.Popen[str]]]:
     yield started
     for proc in started:
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            # SIGTERM first: mse-run passes it to the enclave. A SIGKILL would leave Gramine's
+            # loader running on its own, still serving the port.
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def _start(
