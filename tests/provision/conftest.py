@@ -96,6 +96,17 @@ class Enclave:
         return self.proc.wait(timeout=30)
 
 
+def stop_process(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM first (mse-run passes it to the enclave), SIGKILL only if that does not end it:
+    a SIGKILL alone would leave the enclave process running on its own."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def start_enclave(
     code: Path,
     tmp: Path,
@@ -145,5 +156,4 @@ def enclave(app_tar: Path, tmp_path: Path, env: dict[str, str]) -> Iterator[Encl
     running = start_enclave(app_tar, tmp_path, env)
     yield running
     if running.proc.poll() is None:
-        running.proc.kill()
-        running.proc.wait()
+        stop_process(running.proc)

@@ -28,7 +28,7 @@ from mse_base._internal.simulation.pki import SimulationQuoteProvider
 from tests.certs import self_signed_pem
 from tests.net import free_port
 
-from .conftest import BIN, SECRET, UUID, read, run_args
+from .conftest import BIN, SECRET, UUID, read, run_args, stop_process
 
 POLICY_MRENCLAVE = "11" * 32
 
@@ -212,8 +212,7 @@ def test_pull_delivers_the_code_key_and_secrets_the_app_serves(
     finally:
         for proc in (enclave, server.proc):
             if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+                stop_process(proc)
 
 
 def test_an_untrusted_server_stops_the_enclave(

@@ -27,6 +27,7 @@ from .conftest import (
     read,
     run_args,
     start_enclave,
+    stop_process,
 )
 
 
@@ -233,8 +234,7 @@ def test_encrypted_code_runs_only_with_its_key(
         assert not (enclave.workdir / "tls").exists()
     finally:
         if enclave.proc.poll() is None:
-            enclave.proc.kill()
-            enclave.proc.wait()
+            stop_process(enclave.proc)
 
 
 def test_a_silent_connection_does_not_block_the_owner(enclave: Enclave) -> None:
