@@ -345,3 +345,52 @@ def test_direct_launch_line_round_trip_and_refusals(tmp_path: Path) -> None:
     for bad in (b"", b"{}\n", b"not json\n", launch.to_line()[:-20] + b"\n"):
         with pytest.raises(ValueError):
             DirectLaunch.read(io.BytesIO(bad))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("debug", "false", "launch field 'debug' must be true or false, not 'false'"),
+        ("debug", 0, "launch field 'debug' must be true or false, not 0"),
+        ("isv_svn", True, "launch field 'isv_svn' must be an integer from 0 to 65535, not True"),
+        ("isv_svn", "2", "launch field 'isv_svn' must be an integer from 0 to 65535, not '2'"),
+        ("isv_prod_id", 65536, "launch field 'isv_prod_id' must be an integer from 0 to 65535"),
+        ("isv_prod_id", -1, "launch field 'isv_prod_id' must be an integer from 0 to 65535"),
+        ("mrenclave", "00" * 31, "launch field 'mrenclave' must be 32 bytes in hexadecimal"),
+        ("mrsigner", 7, "launch field 'mrsigner' must be 32 bytes in hexadecimal, not 7"),
+        ("sealing_key", "zz" * 16, "launch field 'sealing_key' must be 16 bytes in hexadecimal"),
+        ("quoting_enclave", [], "launch field 'quoting_enclave' must be an object"),
+        ("quoting_enclave", {}, "launch field 'quoting_enclave' is malformed"),
+        ("debug", None, "launch field 'debug' must be true or false, not None"),
+    ],
+)
+def test_direct_launch_fields_are_checked_strictly(
+    tmp_path: Path, field: str, value: object, message: str
+) -> None:
+    import json
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from mse_base._internal.simulation.direct import DirectLaunch
+    from mse_base._internal.simulation.pki import ensure_simulation_pki
+
+    qe = ensure_simulation_pki(tmp_path / "pki").quoting_enclave(
+        ec.generate_private_key(ec.SECP256R1())
+    )
+    launch = DirectLaunch(
+        mrenclave=bytes(32),
+        mrsigner=bytes(32),
+        isv_prod_id=1,
+        isv_svn=2,
+        debug=False,
+        quoting_enclave=qe,
+        sealing_key=DirectLaunch.new_sealing_key(),
+    )
+    data = json.loads(launch.to_line())
+    data[field] = value
+    with pytest.raises(ValueError) as caught:
+        DirectLaunch.read(io.BytesIO(json.dumps(data).encode() + b"\n"))
+    assert str(caught.value).startswith(message)
+    del data[field]
+    with pytest.raises(ValueError, match=f"launch field '{field}' is missing"):
+        DirectLaunch.read(io.BytesIO(json.dumps(data).encode() + b"\n"))

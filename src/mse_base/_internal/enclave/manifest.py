@@ -38,6 +38,7 @@ from typing import Any
 import tomli_w
 
 from mse_base._internal.enclave.size import format_size
+from mse_base._internal.files import open_regular
 from mse_base.errors import EnvironmentMissing, Error, UsageError
 
 # Fixed paths inside the enclave; the host paths behind them live in the work directory and are
@@ -362,7 +363,9 @@ def _shared_library_closure(
 def _sha256(path: Path) -> tuple[str, int]:
     digest = hashlib.sha256()
     size = 0
-    with path.open("rb") as handle:
+    # Regular files only: a named pipe or a link to a device put where a trusted file was would
+    # otherwise make the hashing wait, or read, for ever.
+    with open_regular(path) as handle:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
             size += len(chunk)
@@ -437,7 +440,7 @@ def changed_trusted_files(manifest_path: Path, workdir: Path) -> list[str]:
         path = Path(uri) if uri.startswith("/") else workdir / uri
         try:
             digest, _ = _sha256(path)
-        except OSError:
+        except OSError:  # InputRefused too: gone, unreadable, or no longer a regular file
             digest = ""
         if digest != entry["sha256"]:
             changed.append(uri)
