@@ -394,3 +394,51 @@ def test_direct_launch_fields_are_checked_strictly(
     del data[field]
     with pytest.raises(ValueError, match=f"launch field '{field}' is missing"):
         DirectLaunch.read(io.BytesIO(json.dumps(data).encode() + b"\n"))
+
+
+def _extension_with_a_missing_library(tmp_path: Path) -> tuple[Path, str]:
+    """A copy of one of this Python's extension modules whose first library is renamed.
+
+    The name in its dynamic string table is swapped for one of the same length that no system
+    has, so the real ldd reports it "not found", as for a wheel built against a library the
+    image lacks.
+    """
+    import _ctypes
+    import re
+    import subprocess
+
+    dynload = Path(_ctypes.__file__).parent  # lib-dynload (a venv has none of its own)
+    for extension in sorted(dynload.glob("*.so")):
+        listed = subprocess.run(["ldd", str(extension)], capture_output=True, text=True).stdout
+        needed = re.findall(r"^\s+(lib[a-z]+)(\.so\S*) => /", listed, re.MULTILINE)
+        if not needed:
+            continue
+        stem, suffix = needed[0]
+        renamed = "libmsx" + "q" * (len(stem) - 6) if len(stem) >= 6 else "libq" + stem[4:]
+        data = extension.read_bytes()
+        old, new = f"{stem}{suffix}\0".encode(), f"{renamed}{suffix}\0".encode()
+        assert len(old) == len(new) and old in data
+        copy = tmp_path / extension.name
+        copy.write_bytes(data.replace(old, new))
+        return copy, f"{renamed}{suffix}"
+    raise AssertionError(f"no extension module in {dynload} links a shared library")
+
+
+def test_a_library_ldd_cannot_find_is_refused_at_dry_run(tmp_path: Path) -> None:
+    import sys
+
+    from mse_base._internal.enclave import manifest
+    from mse_base.errors import EnvironmentMissing
+
+    broken, library = _extension_with_a_missing_library(tmp_path)
+    # Alone (ldd prints no header) and among others (one "<path>:" header per object).
+    for objects in ([broken], [Path(sys.executable), broken]):
+        with pytest.raises(EnvironmentMissing) as caught:
+            manifest._shared_library_closure(objects, None)
+        assert str(caught.value) == (
+            f"{broken} needs the shared library {library}, which is not installed (ldd: not "
+            f"found), so the enclave could not load it: install the package that provides "
+            f"{library} in the image (or on this host) and run mse-run again"
+        )
+    host, _ = manifest._shared_library_closure([Path(sys.executable)], None)
+    assert host, "the interpreter's own libraries are still found"

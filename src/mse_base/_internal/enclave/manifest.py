@@ -123,6 +123,8 @@ def check_included(names: Iterable[str]) -> frozenset[str]:
 
 _LDD_BATCH = 256
 _LDD_LINE = re.compile(r"^\s*(?:\S+\s+=>\s+)?(/\S+)\s+\(0x[0-9a-f]+\)\s*$")
+# "\tlibfoo.so.1 => not found": the loader found no such library (glibc's ldd prints this).
+_LDD_NOT_FOUND = re.compile(r"^\s+(\S+)\s+=>\s+not found\s*$")
 
 GRAMINE_LIBDIR_CANDIDATES = (
     Path("/usr/lib/x86_64-linux-gnu/gramine"),
@@ -338,10 +340,8 @@ def _shared_library_closure(
             text=True,
             check=False,
         )
-        for line in result.stdout.splitlines():
-            match = _LDD_LINE.match(line)
-            if match:
-                found.add(os.path.normpath(match.group(1)))
+        batch = paths[start : start + _LDD_BATCH]
+        found.update(_ldd_libraries(result.stdout, batch))
     # Looked for where the loader will look: the directories of the libraries already found.
     directories = sorted({str(Path(lib).parent) for lib in found})
     for name in _DLOPENED_BY_GLIBC:
@@ -358,6 +358,37 @@ def _shared_library_closure(
         else:
             host.add(lib)
     return sorted(host), sorted(runtime)
+
+
+def _ldd_libraries(output: str, objects: list[str]) -> set[str]:
+    """The libraries in ``ldd`` output for ``objects``; MissingLibrary when one is not found.
+
+    ldd heads each object's list with ``<path>:`` when given more than one. A library it
+    cannot find would make the enclave fail at import, long after the dry run: refused here.
+    """
+    found: set[str] = set()
+    current = objects[0] if len(objects) == 1 else "?"
+    missing: dict[str, str] = {}
+    for line in output.splitlines():
+        if not line[:1].isspace() and line.endswith(":"):
+            current = line[:-1]
+            continue
+        match = _LDD_LINE.match(line)
+        if match:
+            found.add(os.path.normpath(match.group(1)))
+            continue
+        match = _LDD_NOT_FOUND.match(line)
+        if match:
+            missing.setdefault(match.group(1), current)
+    if missing:
+        library, needed_by = next(iter(missing.items()))
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise EnvironmentMissing(
+            f"{needed_by} needs the shared library {library}{more}, which is not installed "
+            f"(ldd: not found), so the enclave could not load it: install the package that "
+            f"provides {library} in the image (or on this host) and run mse-run again"
+        )
+    return found
 
 
 def _sha256(path: Path) -> tuple[str, int]:
