@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -30,6 +31,11 @@ def _require_gramine() -> None:
         "../shared/gramine/gramine_1.9-1mse_amd64.deb (apt-get install ./gramine_*.deb) to run "
         "the tests on real Gramine"
     )
+    _cannot_run(reason)
+
+
+def _cannot_run(reason: str) -> NoReturn:
+    """Skip, saying why; under CI=true fail instead, so CI cannot pass without these tests."""
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI=true: {reason}", pytrace=False)
     pytest.skip(reason)
@@ -67,7 +73,10 @@ def runtime_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
         [str(SYSTEM_PYTHON), "-c", "import venv, ensurepip"], capture_output=True, check=False
     )
     if probe.returncode != 0:
-        pytest.skip(f"{SYSTEM_PYTHON} with its venv module is needed to build the image's venv")
+        _cannot_run(
+            f"{SYSTEM_PYTHON} with its venv module is needed to build the image's venv: install "
+            "python3-venv (dev/test.sh and .ci/run do)"
+        )
     venv = tmp_path_factory.mktemp("runtime") / "venv"
     subprocess.run([str(SYSTEM_PYTHON), "-m", "venv", str(venv)], check=True)
     subprocess.run(

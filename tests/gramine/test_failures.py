@@ -10,13 +10,17 @@ from tests.net import free_port
 
 from .test_direct import FLASK_REQUIREMENTS, mse_run, pack
 
-SLOW_READER = b"""\
+# Reads data.txt only once the test says so, over loopback: the test changes the file once the
+# app is imported and waiting (so after signing), and only then lets it go on, whatever the
+# speed of the machine. Gramine checks a trusted file's hash when it is opened.
+WAITING_READER = """\
 import pathlib
+import socket
 
 from flask import Flask
 
-# Read only after the interpreter, the bootstrap and Flask have loaded: seconds after mse-run
-# printed the measurement, so the test can change the file in between.
+with socket.create_connection(("127.0.0.1", {port})) as go:
+    go.recv(1)
 DATA = (pathlib.Path(__file__).parent / "data.txt").read_text()
 app = Flask(__name__)
 """
@@ -36,19 +40,32 @@ def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[st
 def test_app_file_changed_after_signing_is_refused(
     runtime_venv: Path, tmp_path: Path, env: dict[str, str]
 ) -> None:
-    tar = pack(
-        {"app.py": SLOW_READER, "data.txt": b"signed\n", **FLASK_REQUIREMENTS},
-        tmp_path / "app.tar",
-    )
-    workdir = tmp_path / "wd"
-    args = [*mse_run(runtime_venv / "bin", tar, workdir, port=free_port()), "--direct"]
-    proc = subprocess.Popen(
-        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True
-    )
-    assert proc.stdout is not None
-    # The measurement is printed once the manifest is signed, before Gramine starts.
-    assert proc.stdout.readline().startswith("MRENCLAVE: ")
-    (workdir / "code" / "data.txt").write_text("changed after signing\n")
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.settimeout(240)
+        app = WAITING_READER.format(port=listener.getsockname()[1]).encode()
+        tar = pack(
+            {"app.py": app, "data.txt": b"signed\n", **FLASK_REQUIREMENTS}, tmp_path / "app.tar"
+        )
+        workdir = tmp_path / "wd"
+        args = [*mse_run(runtime_venv / "bin", tar, workdir, port=free_port()), "--direct"]
+        proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True
+        )
+        assert proc.stdout is not None
+        # The measurement is printed once the manifest is signed, before Gramine starts.
+        assert proc.stdout.readline().startswith("MRENCLAVE: ")
+        try:
+            connection, _ = listener.accept()
+        except TimeoutError:
+            proc.kill()
+            raise AssertionError(f"the app never asked to go on: {proc.communicate()}") from None
+        with connection:
+            # The app is imported (Gramine refuses a directory listing once a file in it no
+            # longer matches) and now waits: the change comes between import and read.
+            (workdir / "code" / "data.txt").write_text("changed after signing\n")
+            connection.sendall(b"!")
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 1, stderr
     last = stderr.strip().splitlines()[-1]

@@ -15,8 +15,8 @@
 # 5. builds the Gramine stage, `--target mse-base`, from the Gramine package in ../shared/gramine/
 #    beside the clone (dev/gramine.sh finds it), served as a signed apt repository on loopback,
 #    with no Intel packages, and the Flask example on it; there: a real `mse-run --dry-run`
-#    (MRENCLAVE equal to gramine-sgx-sigstruct-view's), gramine-direct itself, `mse-run --direct`
-#    (when this mse-run has it), and a second build from the same inputs giving the same
+#    (MRENCLAVE equal to gramine-sgx-sigstruct-view's), gramine-direct itself, `mse-run --direct`,
+#    pinned by mse-verify to that MRENCLAVE, and a second build from the same inputs giving the same
 #    MRENCLAVE. Without the package this part is skipped, saying so (CI=true: a failure);
 # 6. prints PASS/FAIL/SKIP per check and "N passed, N failed, N skipped"; exits 1 if any failed.
 #
@@ -729,50 +729,50 @@ TOML
             log "note: under the default seccomp profile gramine-direct stops: $(grep -m1 -i error "$work/direct-default-seccomp.log" || tail -n 1 "$work/direct-default-seccomp.log")"
         fi
 
-        # mse-run --direct (issue 9, item 2), once this mse-run has it. The container ($gd)
-        # carries the seccomp profile: `buildah run` takes no --security-opt.
-        if buildah run --isolation chroot "$gf" -- mse-run --help 2>/dev/null | grep -q -- '--direct'; then
-            log "mse-run --direct on localhost:$direct_port"
-            start_server "$work/mse-run-direct.log" -v "$io:/io:ro" "$gd" -- \
-                mse-run --direct --size 512M --code /io/app.tar --host localhost \
-                    --application app:app --uuid "$uuid" --self-signed "$expiry" --port "$direct_port"
-            get_direct_cert() {
-                openssl s_client -connect "127.0.0.1:$direct_port" -servername localhost </dev/null 2>/dev/null \
-                    | openssl x509 -outform PEM >"$work/direct-cert.pem"
-            }
-            if wait_for "$pg" 180 get_direct_cert; then
-                pass "mse-run --direct: HTTPS up on localhost:$direct_port from gramine-direct in the container"
-                check "mse-run --direct: says it runs the Gramine LibOS without SGX" \
-                    grep -q 'DIRECT: Gramine LibOS without SGX' "$work/mse-run-direct.log"
-                check "mse-run --direct: curl --cacert cert.pem https://localhost:$direct_port/ gives the app's answer" \
-                    bash -c 'body="$(curl -sS --fail --max-time 10 --cacert "$1" "https://localhost:$2/")"; echo "$body"
-                             test "$body" = "Hello world"' _ "$work/direct-cert.pem" "$direct_port"
-                if [ -n "$mr_first" ]; then
-                    check "mse-verify --simulation-ca --mrenclave <the dry run's> accepts the --direct enclave" \
-                        in_ctr "$gd" -- sh -ec '
-                            ca="${XDG_CONFIG_HOME:-$HOME/.config}/mse/simulation/ca.pem"
-                            mse-verify "https://localhost:$1" --simulation-ca "$ca" --mrenclave "$2"' \
-                        _ "$direct_port" "$mr_first"
-                    # The pin must be able to fail: another MRENCLAVE is refused.
-                    other_mr="$(printf '%s' "$mr_first" | tr '0-9a-f' '1-9a-f0')"
-                    if in_ctr "$gd" -- sh -ec '
-                            ca="${XDG_CONFIG_HOME:-$HOME/.config}/mse/simulation/ca.pem"
-                            mse-verify "https://localhost:$1" --simulation-ca "$ca" --mrenclave "$2"' \
-                            _ "$direct_port" "$other_mr" >"$work/verify-other.log" 2>&1; then
-                        fail "mse-verify --mrenclave <another value> refuses the --direct enclave (it accepted)" \
-                            "$work/verify-other.log"
-                    else
-                        pass "mse-verify --mrenclave <another value> refuses the --direct enclave"
-                    fi
+        # mse-run --direct (issue 9, item 2). The container ($gd) carries the seccomp profile:
+        # `buildah run` takes no --security-opt.
+        log "mse-run --direct on localhost:$direct_port"
+        start_server "$work/mse-run-direct.log" -v "$io:/io:ro" "$gd" -- \
+            mse-run --direct --size 512M --code /io/app.tar --host localhost \
+                --application app:app --uuid "$uuid" --self-signed "$expiry" --port "$direct_port"
+        get_direct_cert() {
+            openssl s_client -connect "127.0.0.1:$direct_port" -servername localhost </dev/null 2>/dev/null \
+                | openssl x509 -outform PEM >"$work/direct-cert.pem"
+        }
+        if wait_for "$pg" 180 get_direct_cert; then
+            pass "mse-run --direct: HTTPS up on localhost:$direct_port from gramine-direct in the container"
+            check "mse-run --direct: says it runs the Gramine LibOS without SGX" \
+                grep -q 'DIRECT: Gramine LibOS without SGX' "$work/mse-run-direct.log"
+            check "mse-run --direct: curl --cacert cert.pem https://localhost:$direct_port/ gives the app's answer" \
+                bash -c 'body="$(curl -sS --fail --max-time 10 --cacert "$1" "https://localhost:$2/")"; echo "$body"
+                         test "$body" = "Hello world"' _ "$work/direct-cert.pem" "$direct_port"
+            if [ -n "$mr_first" ]; then
+                check "mse-verify --simulation-ca --mrenclave <the dry run's> accepts the --direct enclave" \
+                    in_ctr "$gd" -- sh -ec '
+                        ca="${XDG_CONFIG_HOME:-$HOME/.config}/mse/simulation/ca.pem"
+                        mse-verify "https://localhost:$1" --simulation-ca "$ca" --mrenclave "$2"' \
+                    _ "$direct_port" "$mr_first"
+                # The pin must be able to fail: another MRENCLAVE is refused, by the pin (exit 1
+                # and the policy's line), not by any other failure.
+                other_mr="$(printf '%s' "$mr_first" | tr '0-9a-f' '1-9a-f0')"
+                verify_rc=0
+                in_ctr "$gd" -- sh -ec '
+                        ca="${XDG_CONFIG_HOME:-$HOME/.config}/mse/simulation/ca.pem"
+                        mse-verify "https://localhost:$1" --simulation-ca "$ca" --mrenclave "$2"' \
+                        _ "$direct_port" "$other_mr" >"$work/verify-other.log" 2>&1 || verify_rc=$?
+                if [ "$verify_rc" -eq 1 ] \
+                        && grep -qF "MRENCLAVE $mr_first is not the expected $other_mr" "$work/verify-other.log"; then
+                    pass "mse-verify --mrenclave <another value> refuses the --direct enclave (exit 1, names both MRENCLAVEs)"
+                else
+                    fail "mse-verify --mrenclave <another value> refuses the --direct enclave with exit 1 and the MRENCLAVE mismatch (exit $verify_rc)" \
+                        "$work/verify-other.log"
                 fi
-            else
-                fail "mse-run --direct: HTTPS up on localhost:$direct_port from gramine-direct in the container" \
-                    "$work/mse-run-direct.log"
             fi
-            stop_server "$pg"
         else
-            skip "mse-run --direct serves the Flask example in the mse-base image: this mse-run has no --direct option (mse-run --help does not list it)"
+            fail "mse-run --direct: HTTPS up on localhost:$direct_port from gramine-direct in the container" \
+                "$work/mse-run-direct.log"
         fi
+        stop_server "$pg"
 
         # The same inputs built again, as independently: the measurement must not depend on
         # when the image was built (timestamps, byte-code, file order).

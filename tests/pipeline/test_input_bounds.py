@@ -399,3 +399,31 @@ def test_the_simulation_state_replaces_whatever_is_at_its_path(tmp_path: Path) -
     state = Path(env[bootstrap.SIMULATION_ENV])
     assert state.is_file() and not state.is_fifo()
     assert json.loads(state.read_text())["mrenclave"] == "00" * 32
+
+
+def test_changed_trusted_files_never_opens_a_pipe_or_a_device(tmp_path: Path) -> None:
+    # After an early exit mse-run hashes every trusted file again to name the changed one: a
+    # named pipe or a link to /dev/zero put where a trusted file was must not make it hang.
+    import hashlib
+
+    import tomli_w
+
+    from mse_base._internal.enclave import manifest
+
+    code = tmp_path / "code"
+    code.mkdir()
+    names = ["app.py", "pipe.py", "zero.py", "changed.py"]
+    for name in names:
+        (code / name).write_text("x = 1\n")
+    digest = hashlib.sha256(b"x = 1\n").hexdigest()
+    trusted = [{"uri": f"file:code/{name}", "sha256": digest} for name in names]
+    path = tmp_path / "mse.manifest"
+    path.write_text(tomli_w.dumps({"sgx": {"trusted_files": trusted}}))
+    (code / "pipe.py").unlink()
+    os.mkfifo(code / "pipe.py")
+    (code / "zero.py").unlink()
+    (code / "zero.py").symlink_to("/dev/zero")
+    (code / "changed.py").write_text("x = 2\n")
+    with within():
+        changed = manifest.changed_trusted_files(path, tmp_path)
+    assert changed == ["code/pipe.py", "code/zero.py", "code/changed.py"]

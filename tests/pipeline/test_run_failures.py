@@ -245,3 +245,37 @@ def test_xdg_state_home_cannot_be_used(flask_tar: Path, env: dict[str, str]) -> 
         "created (No such file or directory)"
     )
     assert "XDG_STATE_HOME" in line and "--workdir" in line
+
+
+# Started at import: multiprocessing's spawn and forkserver start their process through
+# _posixsubprocess.fork_exec, which raises no audit event. The child would leave its mark.
+MULTIPROCESSING_APP = """\
+import multiprocessing
+import pathlib
+
+ctx = multiprocessing.get_context("{method}")
+child = ctx.Process(target=pathlib.Path("{mark}").touch)
+child.start()
+child.join()
+app = None
+"""
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_multiprocessing_is_refused_in_simulation_as_in_the_enclave(
+    tmp_path: Path, env: dict[str, str], method: str
+) -> None:
+    mark = tmp_path / "child-ran"
+    tar = make_tar(
+        tmp_path / "app.tar", {"app.py": MULTIPROCESSING_APP.format(method=method, mark=mark)}
+    )
+    args = _args(tar, tmp_path / "wd", "--port", str(free_port()))
+    result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, result.stderr
+    line = errors[0]
+    assert "SubprocessForbidden: the enclave cannot start processes (_posixsubprocess" in line
+    assert "sys.disallow_subprocesses" in line
+    assert not mark.exists()

@@ -345,3 +345,100 @@ def test_direct_launch_line_round_trip_and_refusals(tmp_path: Path) -> None:
     for bad in (b"", b"{}\n", b"not json\n", launch.to_line()[:-20] + b"\n"):
         with pytest.raises(ValueError):
             DirectLaunch.read(io.BytesIO(bad))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("debug", "false", "launch field 'debug' must be true or false, not 'false'"),
+        ("debug", 0, "launch field 'debug' must be true or false, not 0"),
+        ("isv_svn", True, "launch field 'isv_svn' must be an integer from 0 to 65535, not True"),
+        ("isv_svn", "2", "launch field 'isv_svn' must be an integer from 0 to 65535, not '2'"),
+        ("isv_prod_id", 65536, "launch field 'isv_prod_id' must be an integer from 0 to 65535"),
+        ("isv_prod_id", -1, "launch field 'isv_prod_id' must be an integer from 0 to 65535"),
+        ("mrenclave", "00" * 31, "launch field 'mrenclave' must be 32 bytes in hexadecimal"),
+        ("mrsigner", 7, "launch field 'mrsigner' must be 32 bytes in hexadecimal, not 7"),
+        ("sealing_key", "zz" * 16, "launch field 'sealing_key' must be 16 bytes in hexadecimal"),
+        ("quoting_enclave", [], "launch field 'quoting_enclave' must be an object"),
+        ("quoting_enclave", {}, "launch field 'quoting_enclave' is malformed"),
+        ("debug", None, "launch field 'debug' must be true or false, not None"),
+    ],
+)
+def test_direct_launch_fields_are_checked_strictly(
+    tmp_path: Path, field: str, value: object, message: str
+) -> None:
+    import json
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from mse_base._internal.simulation.direct import DirectLaunch
+    from mse_base._internal.simulation.pki import ensure_simulation_pki
+
+    qe = ensure_simulation_pki(tmp_path / "pki").quoting_enclave(
+        ec.generate_private_key(ec.SECP256R1())
+    )
+    launch = DirectLaunch(
+        mrenclave=bytes(32),
+        mrsigner=bytes(32),
+        isv_prod_id=1,
+        isv_svn=2,
+        debug=False,
+        quoting_enclave=qe,
+        sealing_key=DirectLaunch.new_sealing_key(),
+    )
+    data = json.loads(launch.to_line())
+    data[field] = value
+    with pytest.raises(ValueError) as caught:
+        DirectLaunch.read(io.BytesIO(json.dumps(data).encode() + b"\n"))
+    assert str(caught.value).startswith(message)
+    del data[field]
+    with pytest.raises(ValueError, match=f"launch field '{field}' is missing"):
+        DirectLaunch.read(io.BytesIO(json.dumps(data).encode() + b"\n"))
+
+
+def _extension_with_a_missing_library(tmp_path: Path) -> tuple[Path, str]:
+    """A copy of one of this Python's extension modules whose first library is renamed.
+
+    The name in its dynamic string table is swapped for one of the same length that no system
+    has, so the real ldd reports it "not found", as for a wheel built against a library the
+    image lacks.
+    """
+    import _ctypes
+    import re
+    import subprocess
+
+    dynload = Path(_ctypes.__file__).parent  # lib-dynload (a venv has none of its own)
+    for extension in sorted(dynload.glob("*.so")):
+        listed = subprocess.run(["ldd", str(extension)], capture_output=True, text=True).stdout
+        needed = re.findall(r"^\s+(lib[a-z]+)(\.so\S*) => /", listed, re.MULTILINE)
+        if not needed:
+            continue
+        stem, suffix = needed[0]
+        renamed = "libmsx" + "q" * (len(stem) - 6) if len(stem) >= 6 else "libq" + stem[4:]
+        data = extension.read_bytes()
+        old, new = f"{stem}{suffix}\0".encode(), f"{renamed}{suffix}\0".encode()
+        assert len(old) == len(new) and old in data
+        copy = tmp_path / extension.name
+        copy.write_bytes(data.replace(old, new))
+        return copy, f"{renamed}{suffix}"
+    raise AssertionError(f"no extension module in {dynload} links a shared library")
+
+
+def test_a_library_ldd_cannot_find_is_refused_at_dry_run(tmp_path: Path) -> None:
+    import sys
+
+    from mse_base._internal.enclave import manifest
+    from mse_base.errors import EnvironmentMissing
+
+    broken, library = _extension_with_a_missing_library(tmp_path)
+    # Alone (ldd prints no header) and among others (one "<path>:" header per object).
+    for objects in ([broken], [Path(sys.executable), broken]):
+        with pytest.raises(EnvironmentMissing) as caught:
+            manifest._shared_library_closure(objects, None)
+        assert str(caught.value) == (
+            f"{broken} needs the shared library {library}, which is not installed (ldd: not "
+            f"found), so the enclave could not load it: install the package that provides "
+            f"{library} in the image (or on this host) and run mse-run again"
+        )
+    host, _ = manifest._shared_library_closure([Path(sys.executable)], None)
+    assert host, "the interpreter's own libraries are still found"

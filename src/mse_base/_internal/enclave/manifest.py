@@ -38,6 +38,7 @@ from typing import Any
 import tomli_w
 
 from mse_base._internal.enclave.size import format_size
+from mse_base._internal.files import open_regular
 from mse_base.errors import EnvironmentMissing, Error, UsageError
 
 # Fixed paths inside the enclave; the host paths behind them live in the work directory and are
@@ -122,6 +123,8 @@ def check_included(names: Iterable[str]) -> frozenset[str]:
 
 _LDD_BATCH = 256
 _LDD_LINE = re.compile(r"^\s*(?:\S+\s+=>\s+)?(/\S+)\s+\(0x[0-9a-f]+\)\s*$")
+# "\tlibfoo.so.1 => not found": the loader found no such library (glibc's ldd prints this).
+_LDD_NOT_FOUND = re.compile(r"^\s+(\S+)\s+=>\s+not found\s*$")
 
 GRAMINE_LIBDIR_CANDIDATES = (
     Path("/usr/lib/x86_64-linux-gnu/gramine"),
@@ -337,10 +340,8 @@ def _shared_library_closure(
             text=True,
             check=False,
         )
-        for line in result.stdout.splitlines():
-            match = _LDD_LINE.match(line)
-            if match:
-                found.add(os.path.normpath(match.group(1)))
+        batch = paths[start : start + _LDD_BATCH]
+        found.update(_ldd_libraries(result.stdout, batch))
     # Looked for where the loader will look: the directories of the libraries already found.
     directories = sorted({str(Path(lib).parent) for lib in found})
     for name in _DLOPENED_BY_GLIBC:
@@ -359,10 +360,43 @@ def _shared_library_closure(
     return sorted(host), sorted(runtime)
 
 
+def _ldd_libraries(output: str, objects: list[str]) -> set[str]:
+    """The libraries in ``ldd`` output for ``objects``; MissingLibrary when one is not found.
+
+    ldd heads each object's list with ``<path>:`` when given more than one. A library it
+    cannot find would make the enclave fail at import, long after the dry run: refused here.
+    """
+    found: set[str] = set()
+    current = objects[0] if len(objects) == 1 else "?"
+    missing: dict[str, str] = {}
+    for line in output.splitlines():
+        if not line[:1].isspace() and line.endswith(":"):
+            current = line[:-1]
+            continue
+        match = _LDD_LINE.match(line)
+        if match:
+            found.add(os.path.normpath(match.group(1)))
+            continue
+        match = _LDD_NOT_FOUND.match(line)
+        if match:
+            missing.setdefault(match.group(1), current)
+    if missing:
+        library, needed_by = next(iter(missing.items()))
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise EnvironmentMissing(
+            f"{needed_by} needs the shared library {library}{more}, which is not installed "
+            f"(ldd: not found), so the enclave could not load it: install the package that "
+            f"provides {library} in the image (or on this host) and run mse-run again"
+        )
+    return found
+
+
 def _sha256(path: Path) -> tuple[str, int]:
     digest = hashlib.sha256()
     size = 0
-    with path.open("rb") as handle:
+    # Regular files only: a named pipe or a link to a device put where a trusted file was would
+    # otherwise make the hashing wait, or read, for ever.
+    with open_regular(path) as handle:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
             size += len(chunk)
@@ -437,7 +471,7 @@ def changed_trusted_files(manifest_path: Path, workdir: Path) -> list[str]:
         path = Path(uri) if uri.startswith("/") else workdir / uri
         try:
             digest, _ = _sha256(path)
-        except OSError:
+        except OSError:  # InputRefused too: gone, unreadable, or no longer a regular file
             digest = ""
         if digest != entry["sha256"]:
             changed.append(uri)

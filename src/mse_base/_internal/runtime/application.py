@@ -15,6 +15,7 @@ is WSGI (Flask, Django's WSGIHandler), and ``*args`` is taken for WSGI.
 
 from __future__ import annotations
 
+import _posixsubprocess
 import functools
 import importlib
 import inspect
@@ -22,7 +23,7 @@ import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from mse_base._internal.enclave.deployment import APPLICATION_SPEC
 from mse_base.errors import Error, UsageError
@@ -71,18 +72,33 @@ def forbid_subprocesses() -> None:
     "BlockingIOError: Resource temporarily unavailable"). An audit hook cannot be removed: call
     this only in the process that serves the enclave's app (the bootstrap), in every mode, so the
     simulation refuses what the enclave refuses.
+
+    Two ways to start a process raise no audit event: ``_posixsubprocess.fork_exec``, which
+    multiprocessing's spawn and forkserver start methods call directly, and foreign code
+    (``ctypes``, a C extension) calling ``fork``/``execve`` itself. The first is replaced here by
+    a stub that raises the same error. The second is out of scope: this is a diagnostic, not
+    the barrier; inside the enclave Gramine's manifest (``sys.disallow_subprocesses``) refuses
+    every fork whatever made it, and only the simulation, which is no enclave, lets one through.
     """
+
+    def refuse(what: str) -> NoReturn:
+        raise SubprocessForbidden(
+            f"the enclave cannot start processes ({what}): its manifest sets "
+            "Gramine's sys.disallow_subprocesses; do the work in-process, or outside the "
+            "enclave"
+        )
 
     def hook(event: str, args: tuple[object, ...]) -> None:
         if event in _PROCESS_EVENTS:
-            what = f"{event} {args[0]!r}" if args else event
-            raise SubprocessForbidden(
-                f"the enclave cannot start processes ({what}): its manifest sets "
-                "Gramine's sys.disallow_subprocesses; do the work in-process, or outside the "
-                "enclave"
-            )
+            refuse(f"{event} {args[0]!r}" if args else event)
+
+    def fork_exec(*args: object, **kwargs: object) -> NoReturn:
+        refuse(f"_posixsubprocess.fork_exec {args[0]!r}" if args else "_posixsubprocess.fork_exec")
 
     sys.addaudithook(hook)
+    # Looked up on the module at each call (subprocess, multiprocessing.util), so this covers
+    # modules imported before and after.
+    setattr(_posixsubprocess, "fork_exec", fork_exec)  # noqa: B010 (a typed stub would not fit)
 
 
 @dataclass(frozen=True)

@@ -61,19 +61,28 @@ class Platform:
     mode: str = "SGX"
 
 
-def detect_platform() -> Platform:
+def detect_platform(attestation_dir: Path = GRAMINE_ATTESTATION_DIR) -> Platform:
     """Gramine's /dev/attestation when inside SGX; the simulation only when mse-run asked for it."""
-    if GramineQuoteProvider.available():
+    if GramineQuoteProvider.available(attestation_dir):
         return Platform(
-            GramineQuoteProvider(),
+            GramineQuoteProvider(attestation_dir),
             Path(mf.ENCLAVE_CODE_DIR),
             Path(mf.ENCLAVE_TMPFS_DIR) / "mse-tls",
             remove_tls_dir=False,  # enclave memory: gone with the enclave
         )
     state_path = os.environ.get(SIMULATION_ENV)
-    if not state_path and GRAMINE_ATTESTATION_DIR.is_dir():
-        # Gramine without SGX (mse-run --direct): the same enclave, a simulated quote.
-        return _direct_platform()
+    if not state_path and attestation_dir.is_dir():
+        # Gramine without SGX (mse-run --direct): the same enclave, a simulated quote. Only when
+        # Gramine itself says there is no SGX: a missing quote file alone must never make an SGX
+        # enclave take its identity and sealing key from what the host writes on stdin.
+        attestation_type = _attestation_type(attestation_dir)
+        if attestation_type is not None:
+            raise EnvironmentMissing(
+                f"{attestation_dir} has no quote, yet Gramine runs on SGX (attestation type "
+                f"{attestation_type!r}): refusing to serve without a quote; the manifest must "
+                'set sgx.remote_attestation = "dcap" (mse-run writes it so)'
+            )
+        return _direct_platform(attestation_dir)
     if not state_path:
         raise EnvironmentMissing(
             "no /dev/attestation: mse-bootstrap runs inside Gramine; start it with mse-run "
@@ -103,7 +112,25 @@ def detect_platform() -> Platform:
         ) from None
 
 
-def _direct_platform() -> Platform:
+def _attestation_type(attestation_dir: Path) -> str | None:
+    """Gramine's attestation type; None only when Gramine runs without SGX.
+
+    Gramine adds ``attestation_type`` on every SGX host, "none" included, and nothing but
+    ``keys/`` elsewhere (libos/src/fs/dev/attestation.c, ``init_sgx_attestation``, v1.9). So
+    its absence, and only that, means Gramine without SGX; any other answer, an unreadable file
+    too, is SGX (or unknown) and is refused by the caller.
+    """
+    # A plain read, not files.read_limited: Gramine's pseudo-files hold a short word ("dcap").
+    try:
+        with (attestation_dir / "attestation_type").open("rb") as handle:
+            return handle.read(64).decode("ascii", "replace").strip()
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        return f"unreadable: {err.strerror or err}"
+
+
+def _direct_platform(attestation_dir: Path = GRAMINE_ATTESTATION_DIR) -> Platform:
     """Inside ``gramine-direct``: what mse-run wrote on standard input (see simulation.direct)."""
     from mse_base._internal.simulation.direct import DirectLaunch
     from mse_base._internal.simulation.pki import SimulationQuoteProvider
@@ -125,7 +152,7 @@ def _direct_platform() -> Platform:
     except ValueError as err:
         raise UsageError(f"standard input: {err}; start it with mse-run --direct") from None
     # No CPU-derived sealing key without SGX: the encrypted mount takes mse-run's throwaway one.
-    key_file = GRAMINE_ATTESTATION_DIR / "keys" / mf.SEALING_KEY_NAME
+    key_file = attestation_dir / "keys" / mf.SEALING_KEY_NAME
     try:
         key_file.write_bytes(launch.sealing_key)
     except OSError as err:

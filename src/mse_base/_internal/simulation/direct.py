@@ -16,8 +16,10 @@ before the enclave does anything else:
 * a throwaway key for the sealed-secrets mount: Gramine derives ``_sgx_mrenclave`` from the CPU
   only on SGX; without SGX the key is empty until written to ``/dev/attestation/keys/``.
 
-Inside SGX, ``/dev/attestation/quote`` exists and the bootstrap never reads standard input, so a
-host cannot talk a real enclave into a simulated quote (nor would anyone trust one).
+The bootstrap reads standard input only when Gramine says it runs without SGX (no
+``/dev/attestation/attestation_type``, which Gramine adds on every SGX host); inside SGX it never
+does, so a host cannot talk a real enclave into a simulated quote (nor would anyone trust one), or
+into a sealing key of its choosing.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from __future__ import annotations
 import json
 import secrets
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from mse_base._internal.simulation.pki import QuotingEnclave
 
@@ -64,25 +66,65 @@ class DirectLaunch:
 
     @classmethod
     def read(cls, stream: BinaryIO) -> DirectLaunch:
-        """Read the launch line; ValueError (with the reason) on anything else."""
+        """Read the launch line; ValueError (one line: which field, what was wanted) otherwise.
+
+        Every field is checked for its JSON type, not coerced: ``bool("false")`` is True, and an
+        ISV field out of range would surface only later, as a ``struct.error`` traceback.
+        """
         line = stream.readline(_MAX_LINE)
         if not line.endswith(b"\n"):
             raise ValueError("no launch line from mse-run --direct on standard input")
         try:
             data = json.loads(line)
-            if data.get("format") != _FORMAT:
-                raise ValueError(f"unknown launch format {data.get('format')!r}")
-            launch = cls(
-                mrenclave=bytes.fromhex(data["mrenclave"]),
-                mrsigner=bytes.fromhex(data["mrsigner"]),
-                isv_prod_id=int(data["isv_prod_id"]),
-                isv_svn=int(data["isv_svn"]),
-                debug=bool(data["debug"]),
-                quoting_enclave=QuotingEnclave.from_json(data["quoting_enclave"]),
-                sealing_key=bytes.fromhex(data["sealing_key"]),
-            )
-        except (KeyError, TypeError, AttributeError, UnicodeError) as err:
-            raise ValueError(f"malformed launch line ({err!r})") from None
-        if len(launch.sealing_key) != SEALING_KEY_SIZE:
-            raise ValueError(f"the sealing key must be {SEALING_KEY_SIZE} bytes")
-        return launch
+        except (ValueError, UnicodeError):
+            raise ValueError("the launch line is not JSON") from None
+        if not isinstance(data, dict):
+            raise ValueError("the launch line is not a JSON object")
+        if data.get("format") != _FORMAT:
+            raise ValueError(f"unknown launch format {data.get('format')!r}")
+        qe = _field(data, "quoting_enclave", dict, "an object")
+        try:
+            quoting_enclave = QuotingEnclave.from_json(qe)
+        except (KeyError, TypeError, AttributeError, ValueError, UnicodeError) as err:
+            raise ValueError(f"launch field 'quoting_enclave' is malformed ({err!r})") from None
+        return cls(
+            mrenclave=_hex(data, "mrenclave", 32),
+            mrsigner=_hex(data, "mrsigner", 32),
+            isv_prod_id=_u16(data, "isv_prod_id"),
+            isv_svn=_u16(data, "isv_svn"),
+            debug=_field(data, "debug", bool, "true or false"),
+            quoting_enclave=quoting_enclave,
+            sealing_key=_hex(data, "sealing_key", SEALING_KEY_SIZE),
+        )
+
+
+_T = TypeVar("_T")
+
+
+def _field(data: dict[str, Any], name: str, kind: type[_T], wanted: str) -> _T:
+    if name not in data:
+        raise ValueError(f"launch field {name!r} is missing")
+    value = data[name]
+    # bool is an int in Python: an ISV field must not accept true, nor debug accept 1.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ValueError(f"launch field {name!r} must be {wanted}, not {value!r}")
+    return value
+
+
+def _u16(data: dict[str, Any], name: str) -> int:
+    value = _field(data, name, int, "an integer from 0 to 65535")
+    if not 0 <= value <= 0xFFFF:
+        raise ValueError(f"launch field {name!r} must be an integer from 0 to 65535, not {value}")
+    return value
+
+
+def _hex(data: dict[str, Any], name: str, size: int) -> bytes:
+    wanted = f"{size} bytes in hexadecimal"
+    text = _field(data, name, str, wanted)
+    try:
+        value = bytes.fromhex(text)
+    except ValueError:
+        value = b""
+    if len(value) != size:
+        raise ValueError(f"launch field {name!r} must be {wanted}")
+    return value
