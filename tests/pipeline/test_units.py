@@ -345,3 +345,24 @@ def test_direct_launch_line_round_trip_and_refusals(tmp_path: Path) -> None:
     for bad in (b"", b"{}\n", b"not json\n", launch.to_line()[:-20] + b"\n"):
         with pytest.raises(ValueError):
             DirectLaunch.read(io.BytesIO(bad))
+
+
+def test_gramine_pal_errors_are_recognised() -> None:
+    """Gramine's PAL logs its errors without the LibOS's ``[P1:..]`` prefix (review C1)."""
+    import os as _os
+
+    from mse_base._internal.enclave.supervise import _Relay
+
+    read, write = _os.pipe()
+    lines = (
+        b"[P1:T1:python3] warning: something harmless\n"
+        b"error: PAL failed setting personality failed: Function not implemented\n"
+    )
+    _os.write(write, lines)
+    _os.close(write)
+    with _os.fdopen(read, "rb") as stream:
+        relay = _Relay(stream)
+        relay.join()
+    assert (
+        relay.gramine_error() == "PAL failed setting personality failed: Function not implemented"
+    )
