@@ -102,6 +102,9 @@ def test_missing_module_is_one_line(
     errors = [line for line in result.stderr.splitlines() if "error" in line]
     assert len(errors) == 1 and "cannot import module 'nosuchmodule'" in errors[0], result.stderr
     assert not (tmp_path / "wd").exists()
+    # No simulation PKI either: a missing one is made in the work directory and moved into place
+    # only once an enclave passed the RA-TLS check.
+    assert list(Path(env["HOME"]).iterdir()) == []
 
 
 def test_busy_port_refused_before_anything_is_written(

@@ -19,7 +19,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from mse_base._internal.enclave.supervise import _served_certificate
+from mse_base._internal.enclave.supervise import _served_certificate, _Simulated
 from mse_base.errors import Error
 from tests.certs import self_signed_pem
 from tests.net import free_port
@@ -211,6 +211,15 @@ def _stand_in(seconds: float, procs: list[subprocess.Popen[Any]]) -> subprocess.
     return child
 
 
+def _own(certificate: Path) -> _Simulated:
+    """A simulated enclave known by the certificate it writes (already started here)."""
+
+    def started() -> subprocess.Popen[bytes]:
+        raise AssertionError("started by the test")
+
+    return _Simulated(certificate, started)
+
+
 def test_certificate_other_than_the_enclaves_is_refused(
     tmp_path: Path, procs: list[subprocess.Popen[Any]]
 ) -> None:
@@ -219,12 +228,12 @@ def test_certificate_other_than_the_enclaves_is_refused(
     child = _stand_in(60, procs)
     ours, _ = self_signed_pem(tmp_path, "ours")
     with pytest.raises(Error) as caught:
-        _served_certificate(child, "127.0.0.1", port, "localhost", ours)
+        _served_certificate(child, _own(ours), "127.0.0.1", port, "localhost")
     assert str(caught.value) == (
         f"port {port} is served by another process, not this enclave; choose another --port"
     )
     # The control: the same server passes when its certificate is the one the enclave wrote.
-    der = _served_certificate(child, "127.0.0.1", port, "localhost", served)
+    der = _served_certificate(child, _own(served), "127.0.0.1", port, "localhost")
     assert der == x509.load_pem_x509_certificate(served.read_bytes()).public_bytes(
         serialization.Encoding.DER
     )
@@ -238,7 +247,7 @@ def test_non_tls_server_is_refused_with_the_cause(
     child = _stand_in(60, procs)
     ours, _ = self_signed_pem(tmp_path, "ours")
     with pytest.raises(Error, match=f"port {port} does not answer with this enclave's certificate"):
-        _served_certificate(child, "127.0.0.1", port, "localhost", ours)
+        _served_certificate(child, _own(ours), "127.0.0.1", port, "localhost")
 
 
 def test_no_certificate_yet_keeps_waiting_until_the_enclave_exits(
@@ -250,5 +259,7 @@ def test_no_certificate_yet_keeps_waiting_until_the_enclave_exits(
     _tls_server(tmp_path, port, procs)
     child = _stand_in(1.5, procs)
     started = time.monotonic()
-    assert _served_certificate(child, "127.0.0.1", port, "localhost", tmp_path / "none") is None
+    assert (
+        _served_certificate(child, _own(tmp_path / "none"), "127.0.0.1", port, "localhost") is None
+    )
     assert time.monotonic() - started >= 1

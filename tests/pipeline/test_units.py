@@ -442,3 +442,24 @@ def test_a_library_ldd_cannot_find_is_refused_at_dry_run(tmp_path: Path) -> None
         )
     host, _ = manifest._shared_library_closure([Path(sys.executable)], None)
     assert host, "the interpreter's own libraries are still found"
+
+
+def test_gramine_pal_errors_are_recognised() -> None:
+    """Gramine's PAL logs its errors without the LibOS's ``[P1:..]`` prefix (review C1)."""
+    import os as _os
+
+    from mse_base._internal.enclave.supervise import _Relay
+
+    read, write = _os.pipe()
+    lines = (
+        b"[P1:T1:python3] warning: something harmless\n"
+        b"error: PAL failed setting personality failed: Function not implemented\n"
+    )
+    _os.write(write, lines)
+    _os.close(write)
+    with _os.fdopen(read, "rb") as stream:
+        relay = _Relay(stream)
+        relay.join()
+    assert (
+        relay.gramine_error() == "PAL failed setting personality failed: Function not implemented"
+    )

@@ -25,6 +25,7 @@ from mse_base._internal.enclave.codetar import inspect_code, unpack_code
 from mse_base._internal.enclave.deployment import Deployment
 from mse_base._internal.enclave.measure import simulated_mrenclave
 from mse_base._internal.enclave.requirements import check_requirements
+from mse_base._internal.enclave.sealing import check_sealed_secrets, record_sealing
 from mse_base._internal.enclave.signer import (
     THROWAWAY_KEY_NAME,
     SignerKey,
@@ -259,6 +260,9 @@ def prepare(request: RunRequest, progress: Callable[[int, int], None] | None = N
     require_gramine(request.mode, request.dry_run)
     key = _signer(request)
     python = mf.PythonLayout.current()
+    if not request.dry_run:
+        # Before --force clears anything: sealed secrets this mode cannot read are refused.
+        check_sealed_secrets(request, mf.HOST_SECRETS_DIR)
     claim = _prepare_workdir(request)
     try:
         return _prepare_in(request, python, key, claim, progress)
@@ -281,6 +285,8 @@ def _prepare_in(
     check_requirements(code_dir)
     secrets = request.workdir / mf.HOST_SECRETS_DIR
     secrets.mkdir(mode=0o700, exist_ok=True)
+    if not request.dry_run:
+        record_sealing(request.workdir, request.mode)
     signer = key or throwaway_signer_key(request.workdir)
 
     argv = (

@@ -17,6 +17,7 @@ import errno
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import ssl
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -35,6 +37,7 @@ from mse_base.errors import Error, VerificationError
 
 if TYPE_CHECKING:
     from mse_base._internal.enclave.pipeline import Prepared
+    from mse_base._internal.simulation.pki import SimulationPKI
     from mse_base.verify import VerificationResult
 
 
@@ -58,41 +61,153 @@ def check_port_free(bind: str, port: int) -> None:
 _LISTEN_TIMEOUT = 120.0
 
 
+def exit_code(returncode: int) -> int:
+    """The enclave's exit status as a shell reports it: a death by signal N is 128 + N.
+
+    Popen reports such a death as -N, which a plain ``sys.exit`` would turn into 256 - N.
+    """
+    return 128 - returncode if returncode < 0 else returncode
+
+
+class _Enclave:
+    """What differs between the supervised modes; :func:`_supervise` does the rest.
+
+    How to start the process, how to tell that the server on the port is this enclave, and what
+    an exit before serving means.
+    """
+
+    label = ""
+
+    def start(self) -> subprocess.Popen[bytes]:
+        raise NotImplementedError
+
+    def listening(self, address: str, port: int) -> bool:
+        """Whether the enclave serves its port (a plain answer may be another process's)."""
+        raise NotImplementedError
+
+    def served_is_ours(self, served: bytes) -> bool:
+        """Checked before verification, on the certificate bytes."""
+        return True
+
+    def result_is_ours(self, result: VerificationResult) -> bool:
+        """Checked after verification, on what the quote says."""
+        return True
+
+    def pki(self) -> SimulationPKI:
+        from mse_base._internal.simulation.pki import ensure_simulation_pki
+
+        return ensure_simulation_pki()
+
+    def ready(self) -> None:
+        """The RA-TLS check passed."""
+
+    def exited_early(self, child: subprocess.Popen[bytes]) -> int | None:
+        """Raise an :class:`Error` saying why, or return None: the enclave said why itself."""
+        return None
+
+    def finish(self) -> None:
+        """The process ended (after serving or not)."""
+
+
+class _Simulated(_Enclave):
+    """A plain child process: its certificate is a file the host can read."""
+
+    label = "SIMULATION"
+
+    def __init__(self, certificate: Path, start: Callable[[], subprocess.Popen[bytes]]) -> None:
+        self._certificate = certificate
+        self._start = start
+        self._expected: bytes | None = None
+
+    def start(self) -> subprocess.Popen[bytes]:
+        return self._start()
+
+    def listening(self, address: str, port: int) -> bool:
+        # Something else may hold the port (the enclave then fails to bind), so answering is not
+        # enough: the certificate served must be the one the enclave wrote, which it does before
+        # it binds. The file is read only once the port answers, so never half-written.
+        self._expected = _enclave_certificate(address, port, self._certificate)
+        return self._expected is not None
+
+    def served_is_ours(self, served: bytes) -> bool:
+        return served == self._expected
+
+
 def run_simulation(prepared: Prepared) -> int:
+    certificate = pipeline.simulation_certificate(prepared)
+    return _supervise(
+        prepared, _Simulated(certificate, lambda: pipeline.start_simulation(prepared))
+    )
+
+
+def _supervise(prepared: Prepared, enclave: _Enclave) -> int:
+    """Start the enclave, verify it once it serves, and wait for it to stop.
+
+    Fails closed: an enclave that could not be verified is stopped. The exit status is the
+    enclave's (a death by signal N as 128 + N); a SIGINT or SIGTERM before it was verified stops
+    it and gives 128 + that signal (130 for Ctrl-C), never the status of the interrupted start.
+    """
     log = logging.getLogger("mse")
     child: subprocess.Popen[bytes] | None = None
+    interrupted: list[int] = []
     try:
-        child = pipeline.start_simulation(prepared)
+        child = enclave.start()
         running = child
 
         def forward(signum: int, _frame: object) -> None:
+            interrupted.append(signum)
             running.send_signal(signal.SIGTERM)
 
         signal.signal(signal.SIGTERM, forward)
         signal.signal(signal.SIGINT, forward)
-        result = _await_enclave(prepared, child)
+        result = _await_enclave(prepared, enclave, child)
+        if interrupted:
+            # Verified only after the stop was asked for: it stops all the same.
+            raise _Interrupted(interrupted[0])
+    except _Interrupted as stop:
+        _stop(child)
+        enclave.finish()
+        pipeline.discard_workdir(prepared.request.workdir, prepared.claim)
+        return 128 + stop.signum
     except BaseException:
-        # Fail closed: an enclave we could not verify must not keep serving.
         if child is not None:
             _stop(child)
+            enclave.finish()
         pipeline.discard_workdir(prepared.request.workdir, prepared.claim)
         raise
     if result is None:
-        # It exited before serving and said why on stderr; it never served, so its work
-        # directory holds nothing worth keeping.
+        enclave.finish()
+        if interrupted:
+            pipeline.discard_workdir(prepared.request.workdir, prepared.claim)
+            return 128 + interrupted[0]
+        # Raises when the work directory is worth keeping (what Gramine refused is in it).
+        enclave.exited_early(child)
+        # It said why on stderr and never served: nothing in its work directory is worth keeping.
         pipeline.discard_workdir(prepared.request.workdir, prepared.claim)
-        return int(child.returncode)
+        code = exit_code(int(child.returncode))
+        # Never 0 for an enclave that stopped before it served.
+        return code or 1
+    enclave.ready()
     log.info(
-        "RA-TLS check passed (SIMULATION): MRENCLAVE %s, TCB %s; certificate saved to %s",
+        "RA-TLS check passed (%s): MRENCLAVE %s, TCB %s; certificate saved to %s",
+        enclave.label,
         result.mrenclave.hex(),
         result.tcb_status,
         prepared.request.workdir / "cert.pem",
     )
-    return int(child.wait())
+    code = exit_code(int(child.wait()))
+    enclave.finish()
+    return code
 
 
-def _stop(child: subprocess.Popen[bytes]) -> None:
-    if child.poll() is None:
+class _Interrupted(Exception):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(child: subprocess.Popen[bytes] | None) -> None:
+    if child is not None and child.poll() is None:
         child.terminate()
         try:
             child.wait(timeout=30)
@@ -101,74 +216,39 @@ def _stop(child: subprocess.Popen[bytes]) -> None:
             child.wait()
 
 
-def _await_enclave(prepared: Prepared, child: subprocess.Popen[bytes]) -> VerificationResult | None:
-    """Wait until this enclave serves its port, then verify it; None if it exited first.
-
-    Something else may hold the port (the enclave then fails to bind), so answering is not
-    enough: the certificate served must be the one the enclave wrote, which it does before it
-    binds. The file is read only once the port answers, so it is never read half-written.
-    """
-    deployment = prepared.request.deployment
-    address = "127.0.0.1" if deployment.bind in ("0.0.0.0", "::") else deployment.bind  # noqa: S104
-    served = _served_certificate(
-        child, address, deployment.port, deployment.host, pipeline.simulation_certificate(prepared)
-    )
-    return None if served is None else _check_running_enclave(prepared, served)
-
-
-def _await_direct(
-    prepared: Prepared, child: subprocess.Popen[bytes], attestation_key: bytes
+def _await_enclave(
+    prepared: Prepared, enclave: _Enclave, child: subprocess.Popen[bytes]
 ) -> VerificationResult | None:
-    """As :func:`_await_enclave`, for an enclave whose files the host cannot read.
-
-    Its certificate lives in Gramine's tmpfs, so ownership is proven by the quote: it must be
-    signed with the attestation key mse-run handed this enclave, and no other.
-    """
+    """Wait until this enclave serves its port, then verify it; None if it exited first."""
     deployment = prepared.request.deployment
     address = "127.0.0.1" if deployment.bind in ("0.0.0.0", "::") else deployment.bind  # noqa: S104
-    deadline = time.monotonic() + _LISTEN_TIMEOUT
-    while True:
-        if child.poll() is not None:
-            return None
-        try:
-            with socket.create_connection((address, deployment.port), timeout=1):
-                break
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise Error(
-                f"the enclave did not listen on port {deployment.port} within "
-                f"{_LISTEN_TIMEOUT:.0f} s"
-            )
-        time.sleep(0.1)
-    try:
-        served = fetch_certificate(address, deployment.port, deployment.host)
-    except VerificationError as err:
-        raise Error(
-            f"port {deployment.port} does not answer with this enclave's certificate ({err}): "
-            "another process may be serving it; choose another --port"
-        ) from None
-    result = _check_running_enclave(prepared, served, save=False)
-    if result.quote.attestation_key != attestation_key:
-        raise Error(
-            f"port {deployment.port} is served by another process, not this enclave; choose "
-            "another --port"
-        )
-    _save_certificate(prepared, served)
+    served = _served_certificate(child, enclave, address, deployment.port, deployment.host)
+    if served is None:
+        return None
+    result = _check_running_enclave(prepared, served, enclave.pki())
+    if not enclave.result_is_ours(result):
+        raise _not_ours(deployment.port)
+    # The certificate as served, byte for byte (as mse-verify --save-cert keeps it).
+    (prepared.request.workdir / "cert.pem").write_bytes(ssl.DER_cert_to_PEM_cert(served).encode())
     return result
 
 
+def _not_ours(port: int) -> Error:
+    return Error(
+        f"port {port} is served by another process, not this enclave; choose another --port"
+    )
+
+
 def _served_certificate(
-    child: subprocess.Popen[bytes], address: str, port: int, server_name: str, cert_path: Path
+    child: subprocess.Popen[bytes], enclave: _Enclave, address: str, port: int, server_name: str
 ) -> bytes | None:
-    """The DER certificate served on ``port``, once it is known to be ``child``'s; None if
-    ``child`` exited first."""
+    """The DER certificate served on ``port`` once ``enclave`` listens there; None if ``child``
+    exited first."""
     deadline = time.monotonic() + _LISTEN_TIMEOUT
     while True:
         if child.poll() is not None:
             return None
-        expected = _enclave_certificate(address, port, cert_path)
-        if expected is not None:
+        if enclave.listening(address, port):
             break
         if time.monotonic() > deadline:
             raise Error(f"the enclave did not listen on port {port} within {_LISTEN_TIMEOUT:.0f} s")
@@ -180,10 +260,8 @@ def _served_certificate(
             f"port {port} does not answer with this enclave's certificate ({err}): another "
             "process may be serving it; choose another --port"
         ) from None
-    if served != expected:
-        raise Error(
-            f"port {port} is served by another process, not this enclave; choose another --port"
-        )
+    if not enclave.served_is_ours(served):
+        raise _not_ours(port)
     return served
 
 
@@ -211,14 +289,12 @@ def _enclave_certificate(address: str, port: int, cert_path: Path) -> bytes | No
 
 
 def _check_running_enclave(
-    prepared: Prepared, der: bytes, *, save: bool = True
+    prepared: Prepared, der: bytes, pki: SimulationPKI
 ) -> VerificationResult:
     """Verify the live server's certificate exactly as a client would, pinned to our MRENCLAVE."""
     from mse_base._internal.dcap.collateral import Collateral
-    from mse_base._internal.simulation.pki import ensure_simulation_pki
     from mse_base.verify import Policy, Verifier
 
-    pki = ensure_simulation_pki()
     verifier = Verifier(
         collateral=Collateral.from_directory(pki.collateral_dir),
         policy=Policy(
@@ -229,19 +305,12 @@ def _check_running_enclave(
         trust_root=pki.ca_certificate,
         simulation=True,
     )
-    result = verifier.verify_certificate(der)
-    if save:
-        _save_certificate(prepared, der)
-    return result
+    return verifier.verify_certificate(der)
 
 
-def _save_certificate(prepared: Prepared, der: bytes) -> None:
-    # The certificate as served, byte for byte (as mse-verify --save-cert keeps it).
-    (prepared.request.workdir / "cert.pem").write_bytes(ssl.DER_cert_to_PEM_cert(der).encode())
-
-
-# Gramine's own log lines: "[P1:T1:python3.11] error: libos_init() failed in ...".
-_GRAMINE_ERROR = re.compile(r"^\[P\d+:[^\]]*\] error: (?P<message>.*)$")
+# Gramine's own log lines: "[P1:T1:python3.11] error: libos_init() failed in ...", and its PAL's,
+# which carry no process prefix: "error: PAL failed setting personality failed: ...".
+_GRAMINE_ERROR = re.compile(r"^(?:\[P\d+:[^\]]*\] )?error: (?P<message>.*)$")
 
 
 class _Relay:
@@ -278,64 +347,103 @@ class _Relay:
         return None
 
 
-def run_direct(prepared: Prepared) -> int:
-    """Run the signed manifest under gramine-direct, verify it, and wait for it to stop."""
-    from cryptography.hazmat.primitives.asymmetric import ec
+# Under --direct a simulation PKI that does not exist yet is made here, in the work directory,
+# and moved to its place (simulation_dir) only once the enclave has passed the RA-TLS check: a
+# start that fails leaves nothing outside the work directory.
+STAGED_PKI_DIR = "simulation-pki"
 
-    from mse_base._internal.simulation.direct import DirectLaunch
-    from mse_base._internal.simulation.pki import ensure_simulation_pki
 
-    log = logging.getLogger("mse")
-    sigstruct = prepared.sigstruct
-    # A fresh attestation key per run, certified by the simulation PKI's PCK key: only this
-    # enclave can sign quotes with it (see simulation.direct for the whole design).
-    attestation_key = ec.generate_private_key(ec.SECP256R1())
-    quoting_enclave = ensure_simulation_pki().quoting_enclave(attestation_key)
-    launch = DirectLaunch(
-        mrenclave=sigstruct.mrenclave,
-        mrsigner=sigstruct.mrsigner,
-        isv_prod_id=sigstruct.isv_prod_id,
-        isv_svn=sigstruct.isv_svn,
-        debug=sigstruct.debug,
-        quoting_enclave=quoting_enclave,
-        sealing_key=DirectLaunch.new_sealing_key(),
-    )
-    child: subprocess.Popen[bytes] | None = None
-    relays: list[_Relay] = []
-    try:
+class _Direct(_Enclave):
+    """The signed manifest under gramine-direct: its files live in Gramine's tmpfs, so ownership
+    is proven by the quote, signed with the attestation key mse-run handed this enclave alone."""
+
+    label = "DIRECT"
+
+    def __init__(self, prepared: Prepared) -> None:
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        from mse_base._internal.simulation import pki
+
+        self._prepared = prepared
+        self._relays: list[_Relay] = []
+        self._staged: Path | None = None
+        if pki.simulation_pki_exists():
+            self._pki = pki.ensure_simulation_pki()
+        else:
+            self._staged = prepared.request.workdir / STAGED_PKI_DIR
+            shutil.rmtree(self._staged, ignore_errors=True)  # a failed run's, never moved
+            self._pki = pki.ensure_simulation_pki(self._staged)
+        # A fresh attestation key per run, certified by the simulation PKI's PCK key: only this
+        # enclave can sign quotes with it (see simulation.direct for the whole design).
+        self._quoting_enclave = self._pki.quoting_enclave(ec.generate_private_key(ec.SECP256R1()))
+
+    def start(self) -> subprocess.Popen[bytes]:
+        from mse_base._internal.simulation.direct import DirectLaunch
+
+        sigstruct = self._prepared.sigstruct
+        launch = DirectLaunch(
+            mrenclave=sigstruct.mrenclave,
+            mrsigner=sigstruct.mrsigner,
+            isv_prod_id=sigstruct.isv_prod_id,
+            isv_svn=sigstruct.isv_svn,
+            debug=sigstruct.debug,
+            quoting_enclave=self._quoting_enclave,
+            sealing_key=DirectLaunch.new_sealing_key(),
+        )
         try:
-            child = pipeline.start_direct(prepared)
+            child = pipeline.start_direct(self._prepared)
         except OSError as err:
             raise Error(f"gramine-direct could not be started: {err.strerror or err}") from None
         # Gramine's console is the host's stdout: the enclave's stdout and stderr both arrive
         # there; Gramine's own log lines on its stderr. Both go to our stderr, so stdout keeps
         # only what mse-run prints (one JSON object with --json).
-        relays = [_Relay(child.stdout), _Relay(child.stderr)]
+        self._relays = [_Relay(child.stdout), _Relay(child.stderr)]
         assert child.stdin is not None
         try:
             child.stdin.write(launch.to_line())
             child.stdin.close()
         except BrokenPipeError:
             pass  # Gramine stopped before reading it; its stderr says why
-        running = child
+        return child
 
-        def forward(signum: int, _frame: object) -> None:
-            running.send_signal(signal.SIGTERM)
+    def listening(self, address: str, port: int) -> bool:
+        try:
+            with socket.create_connection((address, port), timeout=1):
+                return True
+        except OSError:
+            return False
 
-        signal.signal(signal.SIGTERM, forward)
-        signal.signal(signal.SIGINT, forward)
-        result = _await_direct(prepared, child, quoting_enclave.attestation_public_key)
-    except BaseException:
-        if child is not None:
-            _stop(child)
-        pipeline.discard_workdir(prepared.request.workdir, prepared.claim)
-        raise
-    if result is None:
-        for relay in relays:
-            relay.join()
+    def result_is_ours(self, result: VerificationResult) -> bool:
+        return result.quote.attestation_key == self._quoting_enclave.attestation_public_key
+
+    def pki(self) -> SimulationPKI:
+        return self._pki
+
+    def ready(self) -> None:
+        if self._staged is None:
+            return
+        from mse_base._internal.simulation.pki import simulation_dir
+
+        target = simulation_dir()
+        try:
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Atomic, and refused if another run made one meanwhile (then theirs stays).
+            self._staged.rename(target)
+        except OSError as err:
+            logging.getLogger("mse").warning(
+                "the simulation PKI this enclave's quote chains to stays in %s (not moved to %s: "
+                "%s); verify with --simulation-ca %s",
+                self._staged,
+                target,
+                err.strerror or err,
+                self._staged / "ca.pem",
+            )
+
+    def exited_early(self, child: subprocess.Popen[bytes]) -> int | None:
         # The work directory is kept for these two: the manifest is what to look at.
-        manifest = prepared.request.workdir / f"{pipeline.MANIFEST_NAME}.manifest"
-        changed = mf.changed_trusted_files(manifest, prepared.request.workdir)
+        workdir = self._prepared.request.workdir
+        manifest = workdir / f"{pipeline.MANIFEST_NAME}.manifest"
+        changed = mf.changed_trusted_files(manifest, workdir)
         if changed:
             more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
             raise Error(
@@ -343,19 +451,16 @@ def run_direct(prepared: Prepared) -> int:
                 f"longer matches the manifest: {manifest}); run mse-run again to measure and "
                 "sign what is there now"
             )
-        gramine = relays[1].gramine_error()
+        gramine = self._relays[1].gramine_error() if self._relays else None
         if gramine is not None:
             raise Error(f"Gramine stopped the enclave: {gramine} (manifest: {manifest})")
-        # The enclave said why on stderr (relayed) and never served.
-        pipeline.discard_workdir(prepared.request.workdir, prepared.claim)
-        return int(child.returncode)
-    log.info(
-        "RA-TLS check passed (DIRECT): MRENCLAVE %s, TCB %s; certificate saved to %s",
-        result.mrenclave.hex(),
-        result.tcb_status,
-        prepared.request.workdir / "cert.pem",
-    )
-    code = int(child.wait())
-    for relay in relays:
-        relay.join()
-    return code
+        return None
+
+    def finish(self) -> None:
+        for relay in self._relays:
+            relay.join()
+
+
+def run_direct(prepared: Prepared) -> int:
+    """Run the signed manifest under gramine-direct, verify it, and wait for it to stop."""
+    return _supervise(prepared, _Direct(prepared))

@@ -68,6 +68,7 @@ __all__ = [
     "ensure_simulation_pki",
     "refresh_collateral",
     "simulation_dir",
+    "simulation_pki_exists",
 ]
 
 SIMULATION_MARK = "MSE SIMULATION — NOT SGX"
@@ -596,6 +597,11 @@ def _issue_collateral(directory: Path, now: dt.datetime) -> None:
     }
     for name, data in files.items():
         write_atomic(collateral / name, data, 0o644)
+
+
+def simulation_pki_exists(directory: Path | None = None) -> bool:
+    """Whether the simulation PKI's keys exist (read only: creates nothing)."""
+    return _keys_complete(directory if directory is not None else simulation_dir())
 
 
 def ensure_simulation_pki(directory: Path | None = None) -> SimulationPKI:
