@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.net import free_port
+from tests.processes import stop_process
 
 from .conftest import ROOT
 
@@ -92,8 +93,7 @@ def start_direct(bin_dir: Path, tar: Path, tmp: Path, env: dict[str, str], port:
     deadline = time.monotonic() + 180
     while "RA-TLS check passed (DIRECT)" not in _read(err):
         if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            proc.wait()
+            stop_process(proc)
             raise AssertionError(f"mse-run --direct did not come up:\n{_read(out)}\n{_read(err)}")
         time.sleep(0.2)
     mrenclave = _read(out).splitlines()[0].split()[1]
@@ -105,9 +105,7 @@ def cleanup() -> Iterator[list[subprocess.Popen[str]]]:
     procs: list[subprocess.Popen[str]] = []
     yield procs
     for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def check_served(direct: Direct, tmp: Path, env: dict[str, str], bin_dir: Path, body: str) -> None:

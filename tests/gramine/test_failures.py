@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 from tests.net import free_port
+from tests.processes import stop_process
 
 from .test_direct import FLASK_REQUIREMENTS, mse_run, pack
 
@@ -59,7 +60,7 @@ def test_app_file_changed_after_signing_is_refused(
         try:
             connection, _ = listener.accept()
         except TimeoutError:
-            proc.kill()
+            stop_process(proc)
             raise AssertionError(f"the app never asked to go on: {proc.communicate()}") from None
         with connection:
             # The app is imported (Gramine refuses a directory listing once a file in it no

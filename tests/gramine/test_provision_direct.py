@@ -19,6 +19,7 @@ import pytest
 from mse_base._internal.simulation.pki import ensure_simulation_pki
 from tests.certs import self_signed_pem
 from tests.net import free_port
+from tests.processes import stop_process
 
 from .test_direct import UUID, mse_run, pack
 
@@ -35,15 +36,7 @@ def procs() -> Iterator[list[subprocess.Popen[str]]]:
     started: list[subprocess.Popen[str]] = []
     yield started
     for proc in started:
-        if proc.poll() is None:
-            # SIGTERM first: mse-run passes it to the enclave. A SIGKILL would leave Gramine's
-            # loader running on its own, still serving the port.
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
 
 
 def _start(

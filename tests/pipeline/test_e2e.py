@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from mse_base._internal.dcap.quote import parse_quote
 from mse_base._internal.dcap.ratls import extract_evidence
 from tests.net import free_port
+from tests.processes import stop_process
 
 from .conftest import BIN, future_epoch, make_tar, run_args
 
@@ -48,7 +49,7 @@ def start_enclave(tar: Path, tmp: Path, env: dict[str, str], port: int) -> Encla
     deadline = time.monotonic() + 120
     while "RA-TLS check passed" not in _read(err):
         if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
+            stop_process(proc)
             raise AssertionError(f"mse-run did not come up:\n{_read(out)}\n{_read(err)}")
         time.sleep(0.1)
     mrenclave = _read(out).splitlines()[0].split()[1]
@@ -65,9 +66,7 @@ def stop(enclave: Enclave) -> int:
 def flask_enclave(flask_tar: Path, tmp_path: Path, env: dict[str, str]) -> Iterator[Enclave]:
     enclave = start_enclave(flask_tar, tmp_path, env, free_port())
     yield enclave
-    if enclave.proc.poll() is None:
-        enclave.proc.kill()
-        enclave.proc.wait()
+    stop_process(enclave.proc)
 
 
 def fetch_cert(port: int, tmp: Path) -> Path:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from tests.net import free_port
+from tests.processes import stop_process
 
 from .conftest import make_tar, run_args
 
@@ -72,9 +73,7 @@ def _interrupt_while_importing(
         os.kill(proc.pid, signum)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 

@@ -23,6 +23,7 @@ from mse_base._internal.enclave.supervise import _served_certificate, _Simulated
 from mse_base.errors import Error
 from tests.certs import self_signed_pem
 from tests.net import free_port
+from tests.processes import stop_process
 
 from .conftest import FLASK_APP, make_tar, run_args, wait_port
 
@@ -60,9 +61,7 @@ def procs() -> Iterator[list[subprocess.Popen[Any]]]:
     started: list[subprocess.Popen[Any]] = []
     yield started
     for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def _tls_server(tmp: Path, port: int, procs: list[subprocess.Popen[Any]]) -> Path:

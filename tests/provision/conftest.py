@@ -18,6 +18,7 @@ from mse_base.verify import Policy, Verifier
 from tests.net import free_port
 from tests.pipeline import conftest as pipeline
 from tests.pipeline.conftest import BIN, make_tar, run_args
+from tests.processes import stop_process
 
 # The isolated HOME / XDG tree of the pipeline tests, as fixtures here too.
 home = pipeline.home
@@ -94,17 +95,6 @@ class Enclave:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=30)
-
-
-def stop_process(proc: subprocess.Popen[str]) -> None:
-    """SIGTERM first (mse-run passes it to the enclave), SIGKILL only if that does not end it:
-    a SIGKILL alone would leave the enclave process running on its own."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def start_enclave(
