@@ -344,11 +344,14 @@ def receive(
             server.shutdown()
     if server.failure is not None:
         raise server.failure
-    if endpoint.result is not None:
-        return _provisioned(deployment, endpoint.result)
     if stopped.is_set():
+        # Checked before the result: a SIGTERM that lands just after a push was accepted would
+        # otherwise be lost (this handler is gone once the app's server installs its own), and
+        # the enclave would go on serving after its supervisor asked it to stop.
         log.info("stopped before provisioning; the app was not started")
         return None
+    if endpoint.result is not None:
+        return _provisioned(deployment, endpoint.result)
     raise Error(
         f"no provisioning within {deployment.provision_timeout} s (--provision-timeout): the "
         "app was not started; push with mse-secrets push while the enclave waits"
