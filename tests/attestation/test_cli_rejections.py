@@ -17,25 +17,10 @@ from typing import Any
 import pytest
 
 from tests.net import free_port
+from tests.pins import PINNED_JSON_FIELDS
 
 MSE_VERIFY = Path(sys.executable).with_name("mse-verify")
-KEYS = [
-    "verified",
-    "failed_check",
-    "reasons",
-    "mrenclave",
-    "mrsigner",
-    "isv_prod_id",
-    "isv_svn",
-    "report_data",
-    "debug",
-    "tcb_status",
-    "advisory_ids",
-    "simulation",
-    "fmspc",
-    "checks",
-    "quote_sha256",
-]
+KEYS = list(PINNED_JSON_FIELDS)
 UP_TO_QE_IDENTITY = [
     "quote.format",
     "pck.chain",

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from mse_base._internal.dcap import ratls
 from mse_base._internal.simulation.pki import SimulationPKI, SimulationQuoteProvider
 from tests.certs import bad_trust_roots, write_private_key
+from tests.pins import PINNED_JSON_FIELDS
 
 from .conftest import SHARED
 
@@ -48,23 +49,7 @@ def run_json(*args: str | Path) -> tuple[int, dict[str, Any]]:
     return proc.returncode, json.loads(proc.stdout)
 
 
-JSON_KEYS = {
-    "verified",
-    "failed_check",
-    "reasons",
-    "mrenclave",
-    "mrsigner",
-    "isv_prod_id",
-    "isv_svn",
-    "report_data",
-    "debug",
-    "tcb_status",
-    "advisory_ids",
-    "simulation",
-    "fmspc",
-    "checks",
-    "quote_sha256",
-}
+JSON_KEYS = set(PINNED_JSON_FIELDS)
 
 SGX_CASES = ["phala_sgx_v3", "automata_sgx_v3"]
 REAL_QUOTE = str(SHARED / "phala_sgx_v3" / "quote.bin")

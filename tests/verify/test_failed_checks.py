@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mse_base.errors import FAILED_CHECKS, VerificationError
 from mse_base.verify import FAILED_CHECKS as EXPORTED
+from tests.pins import PINNED_JSON_FIELDS
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "src" / "mse_base"
@@ -72,25 +73,6 @@ PINNED = {
     "ratls.key_binding",
     "ratls.quotes_disagree",
 }
-
-# The JSON object mse-verify --json prints, verified or not.
-PINNED_JSON_FIELDS = (
-    "verified",
-    "failed_check",
-    "reasons",
-    "mrenclave",
-    "mrsigner",
-    "isv_prod_id",
-    "isv_svn",
-    "report_data",
-    "debug",
-    "tcb_status",
-    "advisory_ids",
-    "simulation",
-    "fmspc",
-    "checks",
-    "quote_sha256",
-)
 
 
 def _trees() -> dict[Path, ast.Module]:

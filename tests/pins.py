@@ -1,0 +1,22 @@
+"""API values the tests pin in one place: renaming or removing one breaks clients."""
+
+from __future__ import annotations
+
+# The JSON object mse-verify --json prints, verified or not.
+PINNED_JSON_FIELDS = (
+    "verified",
+    "failed_check",
+    "reasons",
+    "mrenclave",
+    "mrsigner",
+    "isv_prod_id",
+    "isv_svn",
+    "report_data",
+    "debug",
+    "tcb_status",
+    "advisory_ids",
+    "simulation",
+    "fmspc",
+    "checks",
+    "quote_sha256",
+)
