@@ -20,3 +20,20 @@ PINNED_JSON_FIELDS = (
     "checks",
     "quote_sha256",
 )
+
+# The checks of a verified quote, in order (VerificationResult.checks).
+QUOTE_CHECKS = (
+    "quote.format",
+    "pck.chain",
+    "qe_report.signature",
+    "qe_report.binding",
+    "quote.signature",
+    "collateral.signatures",
+    "collateral.crl_signatures",
+    "collateral.platform",
+    "collateral.freshness",
+    "collateral.revocation",
+    "qe.identity",
+    "tcb.status",
+    "enclave.identity",
+)

@@ -17,23 +17,11 @@ from typing import Any
 import pytest
 
 from tests.net import free_port
-from tests.pins import PINNED_JSON_FIELDS
+from tests.pins import PINNED_JSON_FIELDS, QUOTE_CHECKS
 
 MSE_VERIFY = Path(sys.executable).with_name("mse-verify")
 KEYS = list(PINNED_JSON_FIELDS)
-UP_TO_QE_IDENTITY = [
-    "quote.format",
-    "pck.chain",
-    "qe_report.signature",
-    "qe_report.binding",
-    "quote.signature",
-    "collateral.signatures",
-    "collateral.crl_signatures",
-    "collateral.platform",
-    "collateral.freshness",
-    "collateral.revocation",
-    "qe.identity",
-]
+UP_TO_QE_IDENTITY = list(QUOTE_CHECKS[: QUOTE_CHECKS.index("qe.identity") + 1])
 
 
 def verify_json(*args: str | Path, status: int = 1) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.net import free_port
+from tests.net import free_port, openssl_served_certificate
 from tests.processes import stop_process
 
 from .conftest import ROOT
@@ -110,19 +110,7 @@ def cleanup() -> Iterator[list[subprocess.Popen[str]]]:
 
 def check_served(direct: Direct, tmp: Path, env: dict[str, str], bin_dir: Path, body: str) -> None:
     """openssl fetches the certificate, curl trusts it, mse-verify pins the dry run's MRENCLAVE."""
-    raw = subprocess.run(
-        ["openssl", "s_client", "-connect", f"127.0.0.1:{direct.port}", "-servername", "localhost"],
-        input="",
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    ).stdout
-    pem = subprocess.run(
-        ["openssl", "x509"], input=raw, capture_output=True, text=True, check=True
-    ).stdout
-    cert = tmp / "served.pem"
-    cert.write_text(pem)
+    cert = openssl_served_certificate(direct.port, tmp / "served.pem")
     answer = subprocess.run(
         ["curl", "-sS", "--cacert", str(cert), f"https://localhost:{direct.port}/"],
         capture_output=True,

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 
 from mse_base._internal.dcap.quote import parse_quote
 from mse_base._internal.dcap.ratls import extract_evidence
-from tests.net import free_port
+from tests.net import free_port, openssl_served_certificate
 from tests.processes import stop_process
 
 from .conftest import BIN, future_epoch, make_tar, run_args
@@ -70,20 +70,7 @@ def flask_enclave(flask_tar: Path, tmp_path: Path, env: dict[str, str]) -> Itera
 
 
 def fetch_cert(port: int, tmp: Path) -> Path:
-    raw = subprocess.run(
-        ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost"],
-        input="",
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    ).stdout
-    pem = raw[
-        raw.index("-----BEGIN CERTIFICATE-----") : raw.index("-----END CERTIFICATE-----") + 25
-    ]
-    path = tmp / "cert.pem"
-    path.write_text(pem + "\n")
-    return path
+    return openssl_served_certificate(port, tmp / "cert.pem")
 
 
 def curl(port: int, cert: Path, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -32,6 +32,7 @@ from mse_base.verify import (
     Verifier,
 )
 from tests.net import free_port
+from tests.pins import QUOTE_CHECKS
 
 from .conftest import (
     ANY_STATUS,
@@ -43,23 +44,6 @@ from .conftest import (
     when,
 )
 from .test_tampering import _regions
-
-# The checks of a verified quote, in order (VerificationResult.checks).
-QUOTE_CHECKS = (
-    "quote.format",
-    "pck.chain",
-    "qe_report.signature",
-    "qe_report.binding",
-    "quote.signature",
-    "collateral.signatures",
-    "collateral.crl_signatures",
-    "collateral.platform",
-    "collateral.freshness",
-    "collateral.revocation",
-    "qe.identity",
-    "tcb.status",
-    "enclave.identity",
-)
 
 
 def _upto(last: str) -> tuple[str, ...]:
