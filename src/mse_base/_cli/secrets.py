@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,20 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+def _checked_body(body: bytes, parse: Callable[[bytes], object], source: Path | None) -> bytes:
+    """``body`` once it passes what the enclave will check: refused here, not after sending."""
+    from mse_base._internal.provision.protocol import MAX_BODY, Refused
+    from mse_base.errors import UsageError
+
+    if len(body) > MAX_BODY:
+        raise UsageError(f"--secrets {source}: over {MAX_BODY} bytes once encoded")
+    try:
+        parse(body)
+    except Refused as refused:
+        raise UsageError(f"--secrets {source}: {refused}") from None
+    return body
+
+
 def _read_secrets(path: Path | None) -> dict[str, Any]:
     from mse_base.errors import UsageError
 
@@ -124,7 +138,7 @@ def _read_secrets(path: Path | None) -> dict[str, Any]:
 def _push(args: argparse.Namespace) -> int:
     from mse_base._internal.enclave.deployment import parse_uuid
     from mse_base._internal.provision import client, codefile
-    from mse_base._internal.provision.protocol import MAX_BODY, Payload, Refused, parse_payload
+    from mse_base._internal.provision.protocol import Payload, parse_payload
     from mse_base.errors import UsageError, VerificationError
 
     if not args.debug:
@@ -138,13 +152,7 @@ def _push(args: argparse.Namespace) -> int:
     uuid = str(parse_uuid(args.uuid))
     code_key = codefile.read_key(args.code_key, "--code-key") if args.code_key else None
     payload = Payload(uuid=uuid, secrets=_read_secrets(args.secrets), code_key=code_key)
-    body = payload.encode()
-    if len(body) > MAX_BODY:
-        raise UsageError(f"--secrets {args.secrets}: over {MAX_BODY} bytes once encoded")
-    try:
-        parse_payload(body)  # what the enclave will check, checked first here
-    except Refused as refused:
-        raise UsageError(f"--secrets {args.secrets}: {refused}") from None
+    body = _checked_body(payload.encode(), parse_payload, args.secrets)
     host, port = https_address(args.url)
     verifier = build_verifier(args, options)
     try:
@@ -180,7 +188,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from mse_base._internal.enclave.deployment import parse_bind, parse_port
     from mse_base._internal.provision import codefile, server
-    from mse_base._internal.provision.protocol import MAX_BODY, Payload, Refused, parse_release
+    from mse_base._internal.provision.protocol import Payload, parse_release
     from mse_base.errors import UsageError
 
     if not args.debug:
@@ -193,13 +201,7 @@ def _serve(args: argparse.Namespace) -> int:
         )
     code_key = codefile.read_key(args.code_key, "--code-key") if args.code_key else None
     release = Payload(uuid="", secrets=_read_secrets(args.secrets), code_key=code_key)
-    body = release.encode_release()
-    if len(body) > MAX_BODY:
-        raise UsageError(f"--secrets {args.secrets}: over {MAX_BODY} bytes once encoded")
-    try:
-        parse_release(body)  # what the enclave will check, checked first here
-    except Refused as refused:
-        raise UsageError(f"--secrets {args.secrets}: {refused}") from None
+    body = _checked_body(release.encode_release(), parse_release, args.secrets)
     bind, port = parse_bind(args.bind), parse_port(args.port)
     context = server.server_context(args.cert, args.key)
     verifier = build_verifier(args, options)
