@@ -385,10 +385,11 @@ def test_the_simulation_state_replaces_whatever_is_at_its_path(tmp_path: Path) -
     )
     prepared = SimpleNamespace(request=SimpleNamespace(workdir=tmp_path), sigstruct=identity)
     with within():
-        env = pipeline.simulation_environment(prepared)  # type: ignore[arg-type]
+        env = pipeline.simulation_environment(prepared, bytes(16))  # type: ignore[arg-type]
     state = Path(env[bootstrap.SIMULATION_ENV])
     assert state.is_file() and not state.is_fifo()
     assert json.loads(state.read_text())["mrenclave"] == "00" * 32
+    assert state.stat().st_mode & 0o777 == 0o600  # it holds the stand-in sealing key
 
 
 def test_changed_trusted_files_never_opens_a_pipe_or_a_device(tmp_path: Path) -> None:

@@ -227,12 +227,12 @@ def test_certificate_other_than_the_enclaves_is_refused(
     child = _stand_in(60, procs)
     ours, _ = self_signed_pem(tmp_path, "ours")
     with pytest.raises(Error) as caught:
-        _served_certificate(child, _own(ours), "127.0.0.1", port, "localhost")
+        _served_certificate(child, _own(ours), "127.0.0.1", port, "localhost", None)
     assert str(caught.value) == (
         f"port {port} is served by another process, not this enclave; choose another --port"
     )
     # The control: the same server passes when its certificate is the one the enclave wrote.
-    der = _served_certificate(child, _own(served), "127.0.0.1", port, "localhost")
+    der = _served_certificate(child, _own(served), "127.0.0.1", port, "localhost", None)
     assert der == x509.load_pem_x509_certificate(served.read_bytes()).public_bytes(
         serialization.Encoding.DER
     )
@@ -246,7 +246,7 @@ def test_non_tls_server_is_refused_with_the_cause(
     child = _stand_in(60, procs)
     ours, _ = self_signed_pem(tmp_path, "ours")
     with pytest.raises(Error, match=f"port {port} does not answer with this enclave's certificate"):
-        _served_certificate(child, _own(ours), "127.0.0.1", port, "localhost")
+        _served_certificate(child, _own(ours), "127.0.0.1", port, "localhost", None)
 
 
 def test_no_certificate_yet_keeps_waiting_until_the_enclave_exits(
@@ -259,6 +259,6 @@ def test_no_certificate_yet_keeps_waiting_until_the_enclave_exits(
     child = _stand_in(1.5, procs)
     started = time.monotonic()
     assert (
-        _served_certificate(child, _own(tmp_path / "none"), "127.0.0.1", port, "localhost") is None
+        _served_certificate(child, _own(tmp_path / "none"), "127.0.0.1", port, "localhost", None) is None
     )
     assert time.monotonic() - started >= 1

@@ -51,13 +51,15 @@ def test_secrets_sealed_under_another_mode_are_refused(
     assert list(home.iterdir()) == []
 
 
-def test_direct_refuses_an_earlier_direct_runs_secrets(tmp_path: Path, env: dict[str, str]) -> None:
+@pytest.mark.parametrize("mode", ["direct", "simulation"])
+def test_secrets_whose_stand_in_key_is_gone_are_refused(
+    tmp_path: Path, env: dict[str, str], mode: str
+) -> None:
     tar = make_tar(tmp_path / "app.tar", {"app.py": FLASK_APP})
-    workdir = _sealed_workdir(tmp_path, "direct")
-    args = [*run_args(tar, workdir, **{"--port": str(free_port())}), "--direct", "--force"]
+    workdir = _sealed_workdir(tmp_path, mode)
+    args = [*run_args(tar, workdir, **{"--port": str(free_port())}), f"--{mode}", "--force"]
     line = _refused(args, env)
-    assert "sealed by an earlier run under --direct" in line, line
-    assert "new throwaway key each run" in line, line
+    assert "the stand-in sealing key they need (sealing-root.key) is gone" in line, line
 
 
 def test_same_mode_reuses_its_secrets_and_records_the_mode(

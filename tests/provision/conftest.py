@@ -104,6 +104,8 @@ def start_enclave(
     *extra: str,
     ready: bool = True,
     port: int | None = None,
+    provision: str = "push",
+    ready_line: str = "RA-TLS check passed",
 ) -> Enclave:
     port = port or free_port()
     out, err, marker = tmp / "run.out", tmp / "run.err", tmp / "app-imported"
@@ -112,7 +114,7 @@ def start_enclave(
         *run_args(code, workdir, **{"--port": str(port), "--uuid": UUID}),
         "--simulation",
         "--provision",
-        "push",
+        provision,
         *extra,
     ]
     proc = subprocess.Popen(
@@ -124,7 +126,7 @@ def start_enclave(
     )
     enclave = Enclave(proc, port, "", workdir, out, err, env, marker)
     if ready:
-        enclave.wait_for("RA-TLS check passed")
+        enclave.wait_for(ready_line)
         enclave.mrenclave = read(out).splitlines()[0].split()[1]
     return enclave
 

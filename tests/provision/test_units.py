@@ -45,6 +45,17 @@ def _deployment(**overrides: object) -> Deployment:
 def test_payload_round_trip() -> None:
     payload = Payload(uuid=UUID, secrets={"A": [1, "two"]}, code_key=b"\x01" * 32)
     assert parse_payload(payload.encode()) == payload
+    full = Payload(
+        uuid=UUID,
+        secrets={"A": 1},
+        sealed_secrets={"B": {"x": 2}},
+        tls_key="-----BEGIN PRIVATE KEY-----\nMC4CAQ==\n-----END PRIVATE KEY-----\n",
+    )
+    assert parse_payload(full.encode()) == full
+    assert full.app_secrets() == {"A": 1, "B": {"x": 2}}
+    # An empty object still asks for sealing: it is not the same as no field.
+    assert parse_payload(Payload(uuid=UUID, sealed_secrets={}).encode()).sealed_secrets == {}
+    assert parse_payload(Payload(uuid=UUID).encode()).sealed_secrets is None
 
 
 @pytest.mark.parametrize(
@@ -59,7 +70,13 @@ def test_payload_round_trip() -> None:
         (b'{"uuid": "u", "secrets": []}', "'secrets' must be an object"),
         (b'{"uuid": "u", "secrets": {"": 1}}', "secret names"),
         (b'{"uuid": "u", "code_key": "abcd"}', "64 hex digits"),
-        (b'{"uuid": "u", "tls_key": "x"}', "unknown field(s) 'tls_key'"),
+        (b'{"uuid": "u", "tls_key": "abcd"}', "'tls_key' must be a PEM private key"),
+        (b'{"uuid": "u", "sealed_secrets": []}', "'sealed_secrets' must be an object"),
+        (
+            b'{"uuid": "u", "secrets": {"A": 1}, "sealed_secrets": {"A": 2}}',
+            "both name 'A'",
+        ),
+        (b'{"uuid": "u", "tls": "x"}', "unknown field(s) 'tls'"),
     ],
 )
 def test_bad_bodies_are_400_and_never_echoed(body: bytes, reason: str) -> None:

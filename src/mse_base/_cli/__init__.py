@@ -68,4 +68,5 @@ def deployment(args: argparse.Namespace) -> Deployment:
             dep.parse_secrets_server(args.secrets_server) if args.secrets_server else None
         ),
         secrets_server_ca=args.secrets_server_ca_pem,
+        certificate=args.certificate_pem,
     )

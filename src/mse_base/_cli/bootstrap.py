@@ -32,4 +32,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--secrets-server-ca-pem")
     parser.add_argument("--provision-timeout")
     parser.add_argument("--encrypted-code", action="store_true")
+    parser.add_argument("--certificate-pem")
     return guard("mse-bootstrap", _bootstrap, parser.parse_args(argv))

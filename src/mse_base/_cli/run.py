@@ -48,8 +48,16 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", required=True, help="name or IP clients use (certificate SAN)")
     parser.add_argument("--application", required=True, help="module:attribute, e.g. app:app")
     parser.add_argument("--uuid", required=True, help="deployment UUID (measured)")
-    parser.add_argument(
-        "--self-signed", required=True, metavar="EPOCH", help="certificate expiry, Unix time"
+    certificate = parser.add_mutually_exclusive_group(required=True)
+    certificate.add_argument(
+        "--self-signed", metavar="EPOCH", help="RA-TLS certificate expiry, Unix time"
+    )
+    certificate.add_argument(
+        "--certificate",
+        type=Path,
+        metavar="PEM",
+        help="serve the app with this CA-issued chain, leaf first (measured); its key is "
+        "provisioned (needs --provision)",
     )
     parser.add_argument("--port", default="443", help="TCP port to serve on (default 443)")
     parser.add_argument("--bind", default="0.0.0.0", help="address to bind (default 0.0.0.0)")  # noqa: S104
@@ -82,7 +90,8 @@ def _run_parser() -> argparse.ArgumentParser:
         "--provision",
         metavar="MODE",
         help="push: serve only a provisioning endpoint until mse-secrets push; pull: fetch "
-        "from --secrets-server at start (measured)",
+        "from --secrets-server at start (measured); sealed: restart a push or pull deployment "
+        "from what it sealed, with no network (same MRENCLAVE)",
     )
     parser.add_argument(
         "--secrets-server", metavar="URL", help="https://HOST:PORT of mse-secrets serve (measured)"
@@ -98,17 +107,45 @@ def _run_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _read_pem(option: str, path: Path) -> bytes:
+    from mse_base._cli.verifier_options import read_input
+    from mse_base._internal.enclave.deployment import MAX_CERTIFICATE_CHAIN
+
+    return read_input(path, option, MAX_CERTIFICATE_CHAIN, "give a PEM file", stdin=False)
+
+
 def _secrets_server_ca(path: Path | None) -> str | None:
     from mse_base._internal.enclave.deployment import parse_secrets_server_ca
-    from mse_base.errors import UsageError
 
     if path is None:
         return None
-    try:
-        pem = path.read_bytes()
-    except OSError as err:
-        raise UsageError(f"--secrets-server-ca {path}: cannot read it ({err.strerror})") from None
-    return parse_secrets_server_ca(pem, str(path))
+    return parse_secrets_server_ca(_read_pem("--secrets-server-ca", path), str(path))
+
+
+def _certificate(args: argparse.Namespace) -> None:
+    """``--certificate``: its canonical chain is measured, and its expiry is the RA-TLS one's."""
+    from mse_base._internal.enclave.deployment import parse_certificate, parse_host
+
+    args.certificate_pem = None
+    if args.certificate is None:
+        return
+    pem, expiry = parse_certificate(
+        _read_pem("--certificate", args.certificate), str(args.certificate), parse_host(args.host)
+    )
+    args.certificate_pem = pem
+    # The RA-TLS certificate (provisioning only, then) lives as long as the one it makes way for.
+    args.self_signed = str(int(expiry.timestamp()))
+
+
+def _provision(args: argparse.Namespace) -> bool:
+    """Whether this run restarts from sealed state; ``args.provision`` becomes the measured mode."""
+    from mse_base._internal.enclave.deployment import RUN_PROVISION_MODES, parse_provision
+
+    if parse_provision(args.provision, RUN_PROVISION_MODES) != "sealed":
+        return False
+    # The deployment's own argv, so its own MRENCLAVE: the one key that unseals what it sealed.
+    args.provision = "pull" if args.secrets_server is not None else "push"
+    return True
 
 
 def _default_workdir(deployment_id: str) -> tuple[Path, WorkdirSource]:
@@ -139,6 +176,8 @@ def _run(args: argparse.Namespace) -> int:
     # by its measured argv.
     args.encrypted_code = is_encrypted(args.code)
     args.secrets_server_ca_pem = _secrets_server_ca(args.secrets_server_ca)
+    restart_sealed = _provision(args)
+    _certificate(args)
     deployment_ = deployment(args)
     enclave_size = parse_enclave_size(args.size)
     include = check_included(args.include)
@@ -159,6 +198,7 @@ def _run(args: argparse.Namespace) -> int:
             mode=mode,
             workdir_source=source,
             include=include,
+            restart_sealed=restart_sealed,
         )
 
     if args.workdir is not None:
@@ -191,6 +231,7 @@ def _temporary_directory() -> Iterator[Path]:
 def _run_request(args: argparse.Namespace, request: RunRequest) -> int:
     from mse_base._internal.enclave import pipeline, supervise
     from mse_base._internal.enclave.manifest import ENCLAVE_SECRETS_DIR
+    from mse_base._internal.enclave.pipeline import SEALING_ROOT_KEY_NAME
     from mse_base._internal.enclave.size import format_size
 
     prepared = pipeline.prepare(request, None if args.json else _progress())
@@ -222,12 +263,14 @@ def _run_request(args: argparse.Namespace, request: RunRequest) -> int:
         logging.getLogger("mse").warning(
             "DIRECT: Gramine LibOS without SGX: no hardware isolation; the quote is simulated"
         )
-        if not args.dry_run:
-            logging.getLogger("mse").warning(
-                "DIRECT: sealed secrets (%s) use a throwaway key: what this run seals no later "
-                "run, and no SGX enclave, can read",
-                ENCLAVE_SECRETS_DIR,
-            )
+    if prepared.request.mode != "sgx" and not args.dry_run:
+        logging.getLogger("mse").warning(
+            "%s: sealed secrets (%s) use a stand-in for the CPU's key, derived from MRENCLAVE "
+            "and %s: whoever reads that file can unseal them",
+            prepared.request.mode.upper(),
+            ENCLAVE_SECRETS_DIR,
+            prepared.request.workdir / SEALING_ROOT_KEY_NAME,
+        )
     if args.dry_run:
         return 0
     if prepared.request.mode == "sgx":

@@ -17,7 +17,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mse_base._cli import guard
 from mse_base._cli.verifier_options import (
@@ -29,6 +29,9 @@ from mse_base._cli.verifier_options import (
     policy_options,
     read_input,
 )
+
+if TYPE_CHECKING:
+    from mse_base._internal.provision.protocol import Payload
 
 _PUSH_EPILOG = """\
 exit status: 0 provisioned, 1 the enclave was rejected (nothing was sent) or refused the push,
@@ -57,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     push.add_argument(
         "--code-key", type=Path, metavar="FILE", help="key from mse-secrets encrypt-code"
     )
+    _add_provisioned_options(push)
     add_verifier_options(push)
     push.add_argument("--debug", action="store_true", help="tracebacks on errors")
     serve = commands.add_parser(
@@ -67,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--policy", type=Path, required=True, metavar="TOML", help="policy file")
     serve.add_argument("--secrets", type=Path, metavar="FILE", help="JSON object of name: value")
     serve.add_argument("--code-key", type=Path, metavar="FILE", help="key of encrypted code")
+    _add_provisioned_options(serve)
     serve.add_argument("--cert", type=Path, required=True, metavar="PEM", help="server chain")
     serve.add_argument("--key", type=Path, required=True, metavar="PEM", help="server key")
     serve.add_argument("--bind", default="0.0.0.0", help="address (default 0.0.0.0)")  # noqa: S104
@@ -89,6 +94,70 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_provisioned_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--sealed-secrets",
+        type=Path,
+        metavar="FILE",
+        help="JSON object of name: value the enclave also seals, with the code and TLS keys, "
+        "for mse-run --provision sealed ({} seals only the keys)",
+    )
+    parser.add_argument(
+        "--tls-key",
+        type=Path,
+        metavar="PEM",
+        help="private key of the enclave's mse-run --certificate",
+    )
+
+
+def _read_tls_key(path: Path | None) -> str | None:
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    from mse_base._internal.files import private_key_pem
+    from mse_base.errors import UsageError
+
+    if path is None:
+        return None
+    pem = read_input(path, "--tls-key", 64 * 1024, "give the PEM private key", stdin=False)
+    try:
+        key = load_pem_private_key(pem, password=None)
+    except TypeError:
+        raise UsageError(
+            f"--tls-key {path}: the key is encrypted; decrypt it first (openssl pkey -in "
+            f"{path} -out key.pem), the enclave has no passphrase"
+        ) from None
+    except ValueError:
+        raise UsageError(f"--tls-key {path}: not a PEM private key") from None
+    return private_key_pem(key).decode("ascii")
+
+
+def _payload(args: argparse.Namespace, uuid: str) -> Payload:
+    """What push sends and serve releases: the files read, not yet checked as the enclave will."""
+    from mse_base._internal.provision import codefile
+    from mse_base._internal.provision.protocol import Payload
+
+    code_key = codefile.read_key(args.code_key, "--code-key") if args.code_key else None
+    sealed = args.sealed_secrets
+    return Payload(
+        uuid=uuid,
+        secrets=_read_secrets(args.secrets, "--secrets"),
+        code_key=code_key,
+        sealed_secrets=None if sealed is None else _read_secrets(sealed, "--sealed-secrets"),
+        tls_key=_read_tls_key(args.tls_key),
+    )
+
+
+def _described(payload: Payload) -> str:
+    what = [f"{len(payload.secrets)} secret(s)"]
+    if payload.sealed_secrets is not None:
+        what.append(f"{len(payload.sealed_secrets)} sealed secret(s)")
+    if payload.code_key is not None:
+        what.append("the code key")
+    if payload.tls_key is not None:
+        what.append("the TLS key")
+    return ", ".join(what[:-1]) + " and " + what[-1] if len(what) > 1 else what[0]
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     from mse_base.errors import UsageError
 
@@ -100,21 +169,23 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _checked_body(body: bytes, parse: Callable[[bytes], object], source: Path | None) -> bytes:
+def _checked_body(body: bytes, parse: Callable[[bytes], object]) -> bytes:
     """``body`` once it passes what the enclave will check: refused here, not after sending."""
     from mse_base._internal.provision.protocol import MAX_BODY, Refused
     from mse_base.errors import UsageError
 
     if len(body) > MAX_BODY:
-        raise UsageError(f"--secrets {source}: over {MAX_BODY} bytes once encoded")
+        raise UsageError(
+            f"--secrets, --sealed-secrets and the keys are over {MAX_BODY} bytes once encoded"
+        )
     try:
         parse(body)
     except Refused as refused:
-        raise UsageError(f"--secrets {source}: {refused}") from None
+        raise UsageError(f"the secrets files: {refused}") from None
     return body
 
 
-def _read_secrets(path: Path | None) -> dict[str, Any]:
+def _read_secrets(path: Path | None, option: str) -> dict[str, Any]:
     from mse_base.errors import UsageError
 
     if path is None:
@@ -122,23 +193,23 @@ def _read_secrets(path: Path | None) -> dict[str, Any]:
     from mse_base._internal.provision.protocol import MAX_BODY
 
     # Standard input too, so the secrets need not be in a file at all.
-    raw = read_input(path, "--secrets", MAX_BODY, "pass a JSON file of name: value, or -")
+    raw = read_input(path, option, MAX_BODY, "pass a JSON file of name: value, or -")
     try:
         data = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except UsageError as err:
-        raise UsageError(f"--secrets {path}: {err}") from None
+        raise UsageError(f"{option} {path}: {err}") from None
     except ValueError:
         # The parser's message may quote the file, and the file holds secrets.
-        raise UsageError(f"--secrets {path}: not UTF-8 JSON") from None
+        raise UsageError(f"{option} {path}: not UTF-8 JSON") from None
     if not isinstance(data, dict):
-        raise UsageError(f"--secrets {path}: must be a JSON object of name: value")
+        raise UsageError(f"{option} {path}: must be a JSON object of name: value")
     return data
 
 
 def _push(args: argparse.Namespace) -> int:
     from mse_base._internal.enclave.deployment import parse_uuid
-    from mse_base._internal.provision import client, codefile
-    from mse_base._internal.provision.protocol import Payload, parse_payload
+    from mse_base._internal.provision import client
+    from mse_base._internal.provision.protocol import parse_payload
     from mse_base.errors import UsageError, VerificationError
 
     if not args.debug:
@@ -149,10 +220,8 @@ def _push(args: argparse.Namespace) -> int:
             "pass --mrenclave HEX (or --mrsigner HEX): secrets are never sent to any genuine "
             "enclave, only to the one you expect"
         )
-    uuid = str(parse_uuid(args.uuid))
-    code_key = codefile.read_key(args.code_key, "--code-key") if args.code_key else None
-    payload = Payload(uuid=uuid, secrets=_read_secrets(args.secrets), code_key=code_key)
-    body = _checked_body(payload.encode(), parse_payload, args.secrets)
+    payload = _payload(args, str(parse_uuid(args.uuid)))
+    body = _checked_body(payload.encode(), parse_payload)
     host, port = https_address(args.url)
     verifier = build_verifier(args, options)
     try:
@@ -174,8 +243,7 @@ def _push(args: argparse.Namespace) -> int:
     if result.simulation:
         print("*** SIMULATION — NOT a real SGX enclave: signed by a local simulation CA ***")
     simulated = " (simulated)" if result.simulation else ""
-    what = f"{len(payload.secrets)} secret(s)" + (" and the code key" if code_key else "")
-    print(f"provisioned: {what} to {args.url}")
+    print(f"provisioned: {_described(payload)} to {args.url}")
     print(f"  MRENCLAVE   {result.mrenclave.hex()}{simulated}")
     print(f"  MRSIGNER    {result.mrsigner.hex()}")
     print(f"  TCB status  {result.tcb_status}")
@@ -187,8 +255,8 @@ def _serve(args: argparse.Namespace) -> int:
     import threading
 
     from mse_base._internal.enclave.deployment import parse_bind, parse_port
-    from mse_base._internal.provision import codefile, server
-    from mse_base._internal.provision.protocol import Payload, parse_release
+    from mse_base._internal.provision import server
+    from mse_base._internal.provision.protocol import parse_release
     from mse_base.errors import UsageError
 
     if not args.debug:
@@ -199,9 +267,8 @@ def _serve(args: argparse.Namespace) -> int:
             f"--policy {args.policy}: set mrenclave (or mrsigner): secrets are never released to "
             "any genuine enclave, only to the ones you expect"
         )
-    code_key = codefile.read_key(args.code_key, "--code-key") if args.code_key else None
-    release = Payload(uuid="", secrets=_read_secrets(args.secrets), code_key=code_key)
-    body = _checked_body(release.encode_release(), parse_release, args.secrets)
+    release = _payload(args, "")
+    body = _checked_body(release.encode_release(), parse_release)
     bind, port = parse_bind(args.bind), parse_port(args.port)
     context = server.server_context(args.cert, args.key)
     verifier = build_verifier(args, options)
@@ -214,10 +281,9 @@ def _serve(args: argparse.Namespace) -> int:
         threading.Thread(target=httpd.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
-    what = f"{len(release.secrets)} secret(s)" + (" and the code key" if code_key else "")
     log = logging.getLogger("mse-secrets")
-    log.info("serving %s on https://%s:%d/mse/secrets to enclaves passing %s", what, bind, port,
-             args.policy)  # fmt: skip
+    log.info("serving %s on https://%s:%d/mse/secrets to enclaves passing %s",
+             _described(release), bind, port, args.policy)  # fmt: skip
     with httpd:
         httpd.serve_forever()
     log.info("stopped")

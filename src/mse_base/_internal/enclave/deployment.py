@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import itertools
 import re
 import uuid
 from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
 
 from mse_base.errors import UsageError
 
@@ -98,16 +102,79 @@ def parse_bind(text: str) -> str:
 
 
 PROVISION_MODES = ("push", "pull")
+#: mse-run's modes: ``sealed`` restarts a push or pull deployment from what it sealed, with the
+#: same measured argv (so the same MRENCLAVE, which alone unseals it).
+RUN_PROVISION_MODES = (*PROVISION_MODES, "sealed")
 DEFAULT_PROVISION_TIMEOUT = 600
 _MAX_PROVISION_TIMEOUT = 7 * 24 * 3600
 
 
-def parse_provision(text: str | None) -> str | None:
-    if text is not None and text not in PROVISION_MODES:
-        raise UsageError(
-            f"--provision {text!r}: the provisioning modes are {', '.join(PROVISION_MODES)}"
-        )
+def parse_provision(text: str | None, modes: tuple[str, ...] = PROVISION_MODES) -> str | None:
+    if text is not None and text not in modes:
+        raise UsageError(f"--provision {text!r}: the provisioning modes are {', '.join(modes)}")
     return text
+
+
+# A full chain of a few certificates is a few KiB; this leaves room for long ones.
+MAX_CERTIFICATE_CHAIN = 64 * 1024
+
+
+def parse_certificate(
+    pem: bytes, where: str, host: str, now: dt.datetime | None = None
+) -> tuple[str, dt.datetime]:
+    """A CA-issued chain (leaf first) for ``host``, as canonical PEM text, and its expiry."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        chain = x509.load_pem_x509_certificates(pem)
+    except ValueError:
+        raise UsageError(
+            f"--certificate {where}: not PEM certificates; give the full chain, leaf first "
+            "(fullchain.pem)"
+        ) from None
+    leaf = chain[0]
+    now = now or dt.datetime.now(dt.timezone.utc)
+    expiry = leaf.not_valid_after_utc
+    if expiry <= now or leaf.not_valid_before_utc > now:
+        raise UsageError(
+            f"--certificate {where}: the first certificate is valid from "
+            f"{leaf.not_valid_before_utc:%Y-%m-%d} to {expiry:%Y-%m-%d}, not now: renew it"
+        )
+    if not _names_host(leaf, host):
+        raise UsageError(
+            f"--certificate {where}: the first certificate does not name --host {host} in its "
+            "subjectAltName: give the chain issued for that name (leaf first)"
+        )
+    for child, parent in itertools.pairwise(chain):
+        try:
+            child.verify_directly_issued_by(parent)
+        except (ValueError, TypeError, InvalidSignature):
+            raise UsageError(
+                f"--certificate {where}: {child.subject.rfc4514_string()} is not issued by the "
+                "certificate after it: order the chain leaf first, each followed by its issuer"
+            ) from None
+    text = "".join(c.public_bytes(serialization.Encoding.PEM).decode("ascii") for c in chain)
+    return text, expiry
+
+
+def _names_host(leaf: Any, host: str) -> bool:
+    from cryptography import x509
+
+    try:
+        names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        # RFC 6125 6.4.3: a wildcard stands for exactly one left-most label.
+        rest = host.partition(".")[2]
+        accepted = {host, f"*.{rest}"} if rest else {host}
+        return any(
+            name.lower().rstrip(".") in accepted for name in names.get_values_for_type(x509.DNSName)
+        )
+    return address in names.get_values_for_type(x509.IPAddress)
 
 
 def parse_secrets_server(text: str) -> str:
@@ -177,8 +244,16 @@ class Deployment:
     # Pull provisioning: where the enclave fetches its secrets, and the CA it trusts for it.
     secrets_server: str | None = None
     secrets_server_ca: str | None = None
+    # A CA-issued chain (PEM, leaf first) served once its private key is provisioned; the
+    # RA-TLS certificate then serves provisioning only.
+    certificate: str | None = None
 
     def __post_init__(self) -> None:
+        if self.certificate is not None and self.provision is None:
+            raise UsageError(
+                "--certificate needs --provision push (or pull): its private key reaches the "
+                "enclave only after attestation (mse-secrets push/serve --tls-key key.pem)"
+            )
         if self.encrypted_code and self.provision is None:
             raise UsageError(
                 "--code is encrypted: add --provision push (or pull), so that its key can be "
@@ -228,4 +303,6 @@ class Deployment:
             ]
         if self.encrypted_code:
             args.append("--encrypted-code")
+        if self.certificate is not None:
+            args += ["--certificate-pem", self.certificate]
         return args

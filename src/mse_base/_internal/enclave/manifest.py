@@ -53,9 +53,12 @@ TLS_CERT_NAME = "cert.pem"
 TLS_KEY_NAME = "tls-key.pem"
 HOST_CODE_DIR = "code"
 # The key of the sealed-secrets mount: derived from MRENCLAVE by the CPU (SGX only; under
-# gramine-direct the bootstrap sets a throwaway one through /dev/attestation/keys/).
+# gramine-direct the bootstrap sets mse-run's stand-in through /dev/attestation/keys/).
 SEALING_KEY_NAME = "_sgx_mrenclave"
 HOST_SECRETS_DIR = "secrets"
+# In that mount: what the enclave sealed for its restart (runtime.sealed); the app's own files
+# may sit beside it.
+SEALED_STATE_NAME = "mse-provisioned.json"
 
 # Gramine ships its own patched glibc (the "runtime dir"), mounted at /lib and first on
 # LD_LIBRARY_PATH: a library of that name is loaded from there, never from the host, so it is

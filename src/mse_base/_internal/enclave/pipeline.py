@@ -34,7 +34,7 @@ from mse_base._internal.enclave.signer import (
     throwaway_signer_key,
 )
 from mse_base._internal.enclave.sigstruct import Sigstruct, build_sigstruct, parse_sigstruct
-from mse_base._internal.files import write_atomic
+from mse_base._internal.files import write_private
 from mse_base.errors import EnvironmentMissing, Error, UsageError
 
 Mode = Literal["sgx", "simulation", "direct"]
@@ -46,6 +46,9 @@ MANIFEST_NAME = "mse"
 # Threads the serving runtime may start, plus Gramine's internal ones (IPC, async, TLS handshake).
 MAX_THREADS = 32
 SIMULATION_STATE = "simulation.json"
+# The stand-in sealing key's root without SGX (simulation.sealing owns it; named here because
+# mse-run keeps it across --force with the secrets it seals).
+SEALING_ROOT_KEY_NAME = "sealing-root.key"
 # The simulated enclave's TLS key and certificate, removed when it stops.
 SIMULATION_TLS_DIR = "tls"
 BOOTSTRAP_MODULE = "mse_base._bootstrap"
@@ -64,6 +67,8 @@ class RunRequest:
     workdir_source: WorkdirSource = "--workdir"
     # Optional parts of Python trusted after all (mse-run --include; see manifest.OPTIONAL_PARTS).
     include: frozenset[str] = frozenset()
+    # --provision sealed: the deployment's own measured mode, restarted from its sealed state.
+    restart_sealed: bool = False
 
     def workdir_name(self) -> str:
         """The work directory as the user knows it: by the option, or as the default one."""
@@ -262,7 +267,9 @@ def prepare(request: RunRequest, progress: Callable[[int, int], None] | None = N
     python = mf.PythonLayout.current()
     if not request.dry_run:
         # Before --force clears anything: sealed secrets this mode cannot read are refused.
-        check_sealed_secrets(request, mf.HOST_SECRETS_DIR)
+        check_sealed_secrets(
+            request, mf.HOST_SECRETS_DIR, mf.SEALED_STATE_NAME, SEALING_ROOT_KEY_NAME
+        )
     claim = _prepare_workdir(request)
     try:
         return _prepare_in(request, python, key, claim, progress)
@@ -376,7 +383,7 @@ def launch_sgx(prepared: Prepared) -> NoReturn:
     os.execvp("gramine-sgx", ["gramine-sgx", MANIFEST_NAME])  # noqa: S606
 
 
-def simulation_environment(prepared: Prepared) -> dict[str, str]:
+def simulation_environment(prepared: Prepared, sealing_key: bytes) -> dict[str, str]:
     """Write the simulated platform's state and return the child's environment.
 
     Inside SGX the bootstrap learns its identity from the CPU; in simulation it reads it from this
@@ -391,11 +398,13 @@ def simulation_environment(prepared: Prepared) -> dict[str, str]:
         "debug": prepared.sigstruct.debug,
         "code_dir": str((workdir / mf.HOST_CODE_DIR).resolve()),
         "tls_dir": str((workdir / SIMULATION_TLS_DIR).resolve()),
+        "secrets_dir": str((workdir / mf.HOST_SECRETS_DIR).resolve()),
+        "sealing_key": sealing_key.hex(),
     }
     path = workdir / SIMULATION_STATE
     # Replaced, not written through: whatever is at the path (a FIFO would block a plain open)
-    # is swapped for the new file.
-    write_atomic(path, json.dumps(state, indent=2).encode(), 0o644)
+    # is swapped for the new file; 0600 for the stand-in sealing key.
+    write_private(path, json.dumps(state, indent=2).encode())
     env = dict(os.environ)
     env["MSE_SIMULATION"] = str(path.resolve())
     return env
@@ -406,10 +415,10 @@ def simulation_certificate(prepared: Prepared) -> Path:
     return prepared.request.workdir / SIMULATION_TLS_DIR / mf.TLS_CERT_NAME
 
 
-def start_simulation(prepared: Prepared) -> subprocess.Popen[bytes]:
+def start_simulation(prepared: Prepared, sealing_key: bytes) -> subprocess.Popen[bytes]:
     # A certificate left by an enclave that was killed must not pass for the new one's.
     shutil.rmtree(prepared.request.workdir / SIMULATION_TLS_DIR, ignore_errors=True)
-    env = simulation_environment(prepared)
+    env = simulation_environment(prepared, sealing_key)
     # The measured argv, unchanged: the same interpreter, flags and arguments as in the enclave.
     return subprocess.Popen(list(prepared.argv), cwd=prepared.request.workdir, env=env)
 

@@ -1,10 +1,15 @@
 """Which mode sealed a work directory's secrets/, so a run never mixes them up.
 
-SGX seals with a key derived from the CPU and MRENCLAVE, ``--direct`` with a throwaway key made
-for one run, and ``--simulation`` does not encrypt at all. Files sealed one way cannot be read
-another way (Gramine reports a bare ``Permission denied``), and an app that then deletes and
-recreates them destroys what SGX sealed. The mode is recorded in a marker beside secrets/, outside
-the enclave's mount, and a run refuses secrets it cannot read before it writes anything.
+SGX seals with a key derived from the CPU and MRENCLAVE; ``--direct`` and ``--simulation`` with
+a stand-in derived from a root key in the work directory (simulation.sealing), Gramine's format
+under ``--direct``, the bootstrap's own in simulation. Files sealed one way cannot be read another
+way (Gramine reports a bare ``Permission denied``), and an app that then deletes and recreates
+them destroys what SGX sealed. The mode is recorded in a marker beside secrets/, outside the
+enclave's mount, and a run refuses secrets it cannot read before it writes anything.
+
+It also keeps ``--provision sealed`` honest on the host: a restart needs a sealed state to
+restart from, and a push or pull deployment that has one restarts from it (the enclave cannot be
+told otherwise: its argv is measured), so mse-run asks for ``sealed`` rather than pretend.
 
 May import ``mse_base.errors`` and the shared ``files``.
 """
@@ -43,9 +48,13 @@ def _sealed_by(workdir: Path) -> str | None:
     return text
 
 
-def check_sealed_secrets(request: RunRequest, secrets_dir: str) -> None:
-    """Refuse a non-empty secrets/ this run's mode cannot read; writes nothing."""
+def check_sealed_secrets(
+    request: RunRequest, secrets_dir: str, state_name: str, root_key_name: str
+) -> None:
+    """Refuse a non-empty secrets/ this run's mode cannot read, and a ``--provision`` that does
+    not match what is sealed; writes nothing."""
     secrets = request.workdir / secrets_dir
+    _check_restart(request, secrets, state_name)
     try:
         empty = not secrets.is_dir() or not any(secrets.iterdir())
     except OSError:
@@ -54,17 +63,32 @@ def check_sealed_secrets(request: RunRequest, secrets_dir: str) -> None:
         return
     sealed_by = _sealed_by(request.workdir)
     move = f"move {secrets} away (or delete it), or choose another --workdir"
-    if request.mode == "direct":
-        how = "" if sealed_by is None else f" under {_NAMES[sealed_by]}"
-        raise UsageError(
-            f"{request.workdir_name()}: {secrets_dir}/ holds files sealed by an earlier run{how}; "
-            f"--direct seals with a new throwaway key each run, so it cannot read them: {move}"
-        )
     # A secrets/ from before the marker existed: taken as this mode's (its only reader until now).
     if sealed_by is not None and sealed_by != request.mode:
         raise UsageError(
             f"{request.workdir_name()}: {secrets_dir}/ holds files sealed under "
             f"{_NAMES[sealed_by]}, which {_NAMES[request.mode]} cannot read: {move}"
+        )
+    if request.mode != "sgx" and not (request.workdir / root_key_name).exists():
+        raise UsageError(
+            f"{request.workdir_name()}: {secrets_dir}/ holds sealed files but the stand-in "
+            f"sealing key they need ({root_key_name}) is gone, so nothing can read them: {move}"
+        )
+
+
+def _check_restart(request: RunRequest, secrets: Path, state_name: str) -> None:
+    sealed = (secrets / state_name).exists()
+    if request.restart_sealed and not sealed:
+        raise UsageError(
+            f"--provision sealed: nothing sealed in {secrets} ({request.workdir_name()}): start "
+            "the deployment with --provision push or pull first and send it sealed secrets "
+            "(mse-secrets push --sealed-secrets, or serve --sealed-secrets)"
+        )
+    if not request.restart_sealed and request.deployment.provision is not None and sealed:
+        raise UsageError(
+            f"{request.workdir_name()} holds this deployment's sealed state "
+            f"({secrets / state_name}), which the enclave restarts from: pass --provision sealed "
+            f"(with the same other options), or remove that file to provision it again"
         )
 
 

@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Literal
 
 from mse_base._internal.dcap.ratls import MAX_CERTIFICATE_SIZE, fetch_certificate
 from mse_base._internal.enclave import manifest as mf
@@ -133,10 +133,19 @@ class _Simulated(_Enclave):
         return served == self._expected
 
 
+def _sealing_key(prepared: Prepared) -> bytes:
+    """The stand-in for the CPU's MRENCLAVE sealing key (see simulation.sealing)."""
+    from mse_base._internal.simulation.sealing import stand_in_sealing_key
+
+    root = prepared.request.workdir / pipeline.SEALING_ROOT_KEY_NAME
+    return stand_in_sealing_key(root, prepared.sigstruct.mrenclave)
+
+
 def run_simulation(prepared: Prepared) -> int:
     certificate = pipeline.simulation_certificate(prepared)
+    key = _sealing_key(prepared)
     return _supervise(
-        prepared, _Simulated(certificate, lambda: pipeline.start_simulation(prepared))
+        prepared, _Simulated(certificate, lambda: pipeline.start_simulation(prepared, key))
     )
 
 
@@ -188,13 +197,21 @@ def _supervise(prepared: Prepared, enclave: _Enclave) -> int:
         # Never 0 for an enclave that stopped before it served.
         return code or 1
     enclave.ready()
-    log.info(
-        "RA-TLS check passed (%s): MRENCLAVE %s, TCB %s; certificate saved to %s",
-        enclave.label,
-        result.mrenclave.hex(),
-        result.tcb_status,
-        prepared.request.workdir / "cert.pem",
-    )
+    if isinstance(result, str):
+        log.info(
+            "serving --certificate (%s): its key reached the enclave after attestation; the "
+            "app's port carries no quote; certificate saved to %s",
+            enclave.label,
+            prepared.request.workdir / "cert.pem",
+        )
+    else:
+        log.info(
+            "RA-TLS check passed (%s): MRENCLAVE %s, TCB %s; certificate saved to %s",
+            enclave.label,
+            result.mrenclave.hex(),
+            result.tcb_status,
+            prepared.request.workdir / "cert.pem",
+        )
     code = exit_code(int(child.wait()))
     enclave.finish()
     return code
@@ -216,18 +233,35 @@ def _stop(child: subprocess.Popen[bytes] | None) -> None:
             child.wait()
 
 
+# The enclave serves the measured --certificate: provisioned (from its owner or its sealed state)
+# before it served anything mse-run could check; the key proves it holds what the owner sent.
+_CERTIFICATE: Literal["certificate"] = "certificate"
+
+
 def _await_enclave(
     prepared: Prepared, enclave: _Enclave, child: subprocess.Popen[bytes]
-) -> VerificationResult | None:
+) -> VerificationResult | Literal["certificate"] | None:
     """Wait until this enclave serves its port, then verify it; None if it exited first."""
     deployment = prepared.request.deployment
     address = "127.0.0.1" if deployment.bind in ("0.0.0.0", "::") else deployment.bind  # noqa: S104
-    served = _served_certificate(child, enclave, address, deployment.port, deployment.host)
+    leaf = None
+    if deployment.certificate is not None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        # The first PEM block: the chain is leaf first (deployment.parse_certificate).
+        first = x509.load_pem_x509_certificate(deployment.certificate.encode("ascii"))
+        leaf = first.public_bytes(Encoding.DER)
+    served = _served_certificate(child, enclave, address, deployment.port, deployment.host, leaf)
     if served is None:
         return None
-    result = _check_running_enclave(prepared, served, enclave.pki())
-    if not enclave.result_is_ours(result):
-        raise _not_ours(deployment.port)
+    result: VerificationResult | Literal["certificate"]
+    if served == leaf:
+        result = _CERTIFICATE
+    else:
+        result = _check_running_enclave(prepared, served, enclave.pki())
+        if not enclave.result_is_ours(result):
+            raise _not_ours(deployment.port)
     # The certificate as served, byte for byte (as mse-verify --save-cert keeps it).
     (prepared.request.workdir / "cert.pem").write_bytes(ssl.DER_cert_to_PEM_cert(served).encode())
     return result
@@ -240,10 +274,15 @@ def _not_ours(port: int) -> Error:
 
 
 def _served_certificate(
-    child: subprocess.Popen[bytes], enclave: _Enclave, address: str, port: int, server_name: str
+    child: subprocess.Popen[bytes],
+    enclave: _Enclave,
+    address: str,
+    port: int,
+    server_name: str,
+    leaf: bytes | None,
 ) -> bytes | None:
     """The DER certificate served on ``port`` once ``enclave`` listens there; None if ``child``
-    exited first."""
+    exited first. ``leaf``: the measured --certificate's, also taken as the enclave's."""
     deadline = time.monotonic() + _LISTEN_TIMEOUT
     while True:
         if child.poll() is not None:
@@ -260,7 +299,7 @@ def _served_certificate(
             f"port {port} does not answer with this enclave's certificate ({err}): another "
             "process may be serving it; choose another --port"
         ) from None
-    if not enclave.served_is_ours(served):
+    if served != leaf and not enclave.served_is_ours(served):
         raise _not_ours(port)
     return served
 
@@ -388,7 +427,7 @@ class _Direct(_Enclave):
             isv_svn=sigstruct.isv_svn,
             debug=sigstruct.debug,
             quoting_enclave=self._quoting_enclave,
-            sealing_key=DirectLaunch.new_sealing_key(),
+            sealing_key=_sealing_key(self._prepared),
         )
         try:
             child = pipeline.start_direct(self._prepared)

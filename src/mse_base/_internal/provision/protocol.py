@@ -3,8 +3,14 @@
 One request, ``POST /mse/provision`` with a JSON object over the enclave's RA-TLS connection::
 
     {"uuid": "<the deployment UUID, as measured>",
-     "secrets": {"NAME": <any JSON value>, ...},      (optional)
-     "code_key": "<64 hex digits>"}                   (required when the code is encrypted)
+     "secrets": {"NAME": <any JSON value>, ...},          (optional)
+     "sealed_secrets": {"NAME": <any JSON value>, ...},   (optional: see below)
+     "code_key": "<64 hex digits>",                       (required when the code is encrypted)
+     "tls_key": "<PEM private key>"}                      (required with mse-run --certificate)
+
+``sealed_secrets`` are given to the app as ``secrets`` are (one name must not be in both), and
+their presence, even as ``{}``, asks the enclave to seal what a restart needs (those secrets, the
+code key, the TLS key) to its MRENCLAVE-bound storage, for ``mse-run --provision sealed``.
 
 Answers are JSON objects: ``{"status": "provisioned"}`` with 200, else ``{"error": "..."}`` with
 400 (not JSON, not this shape), 401 (another UUID), 404 / 405 (another path or method), 409
@@ -13,8 +19,8 @@ code key does not decrypt the code). Error texts name fields, never their values
 
 Pull is the other direction: the enclave asks ``GET /mse/secrets`` of the owner's
 ``mse-secrets serve`` with its RA-TLS certificate as TLS client certificate, and gets 200 with
-``{"secrets": {...}, "code_key": "..."}`` (no uuid: the server answers every enclave its policy
-accepts the same) or 403 ``{"error": "..."}``.
+the push body's fields but ``uuid`` (the server answers every enclave its policy accepts the
+same) or 403 ``{"error": "..."}``.
 
 May import ``mse_base.errors`` only: the enclave's runtime uses this module.
 """
@@ -31,10 +37,11 @@ from mse_base.errors import Error
 PATH = "/mse/provision"
 PULL_PATH = "/mse/secrets"
 MAX_BODY = 1 << 20
-_FIELDS = frozenset({"uuid", "secrets", "code_key"})
-_RELEASE_FIELDS = frozenset({"secrets", "code_key"})
+_FIELDS = frozenset({"uuid", "secrets", "sealed_secrets", "code_key", "tls_key"})
+_RELEASE_FIELDS = _FIELDS - {"uuid"}
 _HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
 _MAX_NAME = 256
+_PEM_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----\r?\n[\x20-\x7e\r\n]+\Z")
 
 
 class Refused(Error):
@@ -50,8 +57,16 @@ class Refused(Error):
 @dataclass(frozen=True)
 class Payload:
     uuid: str
+    # repr=False: never in a traceback.
     secrets: dict[str, Any] = field(default_factory=dict, repr=False)
-    code_key: bytes | None = field(default=None, repr=False)  # repr=False: never in a traceback
+    code_key: bytes | None = field(default=None, repr=False)
+    # None: nothing to seal; a dict (even empty): seal these with the keys, for a restart.
+    sealed_secrets: dict[str, Any] | None = field(default=None, repr=False)
+    tls_key: str | None = field(default=None, repr=False)  # PEM, for mse-run --certificate
+
+    def app_secrets(self) -> dict[str, Any]:
+        """What the app sees: both kinds, in one namespace (parsing refused a shared name)."""
+        return {**self.secrets, **(self.sealed_secrets or {})}
 
     def encode(self) -> bytes:
         return self._encode({"uuid": self.uuid})
@@ -62,8 +77,12 @@ class Payload:
 
     def _encode(self, body: dict[str, Any]) -> bytes:
         body["secrets"] = self.secrets
+        if self.sealed_secrets is not None:
+            body["sealed_secrets"] = self.sealed_secrets
         if self.code_key is not None:
             body["code_key"] = self.code_key.hex()
+        if self.tls_key is not None:
+            body["tls_key"] = self.tls_key
         return json.dumps(body, separators=(",", ":")).encode("utf-8")
 
 
@@ -108,16 +127,32 @@ def _parse(body: bytes, fields: frozenset[str]) -> Payload:
     uuid = data.get("uuid", "" if "uuid" not in fields else None)
     if not isinstance(uuid, str):
         raise Refused(400, "field 'uuid' is required and must be a string")
-    secrets = data.get("secrets", {})
-    if not isinstance(secrets, dict):
-        raise Refused(400, "field 'secrets' must be an object of name: value")
-    if any(not name or len(name) > _MAX_NAME for name in secrets):
-        raise Refused(400, f"secret names must be 1 to {_MAX_NAME} characters")
+    secrets = _secrets(data, "secrets")
+    sealed = _secrets(data, "sealed_secrets") if "sealed_secrets" in data else None
+    shared = sorted(set(secrets) & set(sealed or {}))
+    if shared:
+        # Names, not values: the owner wrote both files and must know which to fix.
+        names = ", ".join(repr(name[:40]) for name in shared[:5])
+        raise Refused(400, f"'secrets' and 'sealed_secrets' both name {names}; keep one")
     code_key = data.get("code_key")
     if code_key is not None and not (isinstance(code_key, str) and _HEX_KEY.fullmatch(code_key)):
         raise Refused(400, "field 'code_key' must be 64 hex digits (an AES-256 key)")
+    tls_key = data.get("tls_key")
+    if tls_key is not None and not (isinstance(tls_key, str) and _PEM_KEY.match(tls_key)):
+        raise Refused(400, "field 'tls_key' must be a PEM private key")
     return Payload(
         uuid=uuid,
         secrets=secrets,
         code_key=bytes.fromhex(code_key) if code_key is not None else None,
+        sealed_secrets=sealed,
+        tls_key=tls_key,
     )
+
+
+def _secrets(data: dict[str, Any], name: str) -> dict[str, Any]:
+    secrets = data.get(name, {})
+    if not isinstance(secrets, dict):
+        raise Refused(400, f"field {name!r} must be an object of name: value")
+    if any(not key or len(key) > _MAX_NAME for key in secrets):
+        raise Refused(400, f"secret names must be 1 to {_MAX_NAME} characters")
+    return secrets

@@ -59,6 +59,10 @@ class Platform:
     tls_dir: Path
     remove_tls_dir: bool
     mode: str = "SGX"
+    # Where the enclave seals its restart state; the key only in simulation, where no Gramine
+    # encrypts the directory (runtime.sealed).
+    sealed_dir: Path = Path(mf.ENCLAVE_SECRETS_DIR)
+    sealing_key: bytes | None = None
 
 
 def detect_platform(attestation_dir: Path = GRAMINE_ATTESTATION_DIR) -> Platform:
@@ -105,6 +109,8 @@ def detect_platform(attestation_dir: Path = GRAMINE_ATTESTATION_DIR) -> Platform
             Path(state["tls_dir"]),
             remove_tls_dir=True,
             mode="SIMULATION",
+            sealed_dir=Path(state["secrets_dir"]),
+            sealing_key=bytes.fromhex(state["sealing_key"]),
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UsageError(
@@ -190,15 +196,19 @@ def run(deployment: Deployment, platform: Platform | None = None) -> None:
         cert_path = tls_dir / mf.TLS_CERT_NAME
         write_private(key_path, private_key_pem(key))
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        tls = TLSFiles(cert_path, key_path)
         if app is None:
-            app = _provisioned_app(deployment, platform, tls_dir, cert_path, key_path)
-            if app is None:
+            provisioned = _provisioned_app(deployment, platform, tls_dir, tls)
+            if provisioned is None:
                 return  # stopped before provisioning
+            app, tls = provisioned
+            if deployment.certificate is not None:
+                mode += ", --certificate"
         serve(
             app,
             bind=deployment.bind,
             port=deployment.port,
-            tls=TLSFiles(cert_path, key_path),
+            tls=tls,
             access_log=deployment.debug,
             on_ready=lambda: log.info(
                 "serving https://%s:%d/ (%s)", deployment.host, deployment.port, mode
@@ -207,26 +217,31 @@ def run(deployment: Deployment, platform: Platform | None = None) -> None:
 
 
 def _provisioned_app(
-    deployment: Deployment, platform: Platform, memory_dir: Path, cert_path: Path, key_path: Path
-) -> Application | None:
-    """Provision (push or pull), then load the app from where its code now is."""
+    deployment: Deployment, platform: Platform, memory_dir: Path, ratls: TLSFiles
+) -> tuple[Application, TLSFiles] | None:
+    """Provision (from the sealed state, else push or pull), then load the app from where its
+    code now is; also the certificate to serve it with."""
     from mse_base._internal.runtime import provisioning
+    from mse_base._internal.runtime.sealed import SealedState
 
-    provision = provisioning.pull if deployment.provision == "pull" else provisioning.receive
     # The TLS directory is enclave memory: the secrets and decrypted code go there too.
-    provisioned = provision(
+    installer = provisioning.Installer(
         deployment,
-        cert_path=cert_path,
-        key_path=key_path,
-        memory_dir=memory_dir,
-        code_dir=platform.code_dir,
+        memory_dir,
+        platform.code_dir,
+        SealedState(platform.sealed_dir, platform.sealing_key),
     )
+    if installer.sealed.exists():
+        provisioned: provisioning.Provisioned | None = provisioning.restore(installer)
+    else:
+        provision = provisioning.pull if deployment.provision == "pull" else provisioning.receive
+        provisioned = provision(installer, ratls)
     if provisioned is None:
         return None
     app = _load(deployment, provisioned.code_dir)
     if deployment.provision == "push":
         app = provisioning.refuse_second_push(app)
-    return app
+    return app, provisioned.tls or ratls
 
 
 def _load(deployment: Deployment, code_dir: Path) -> Application:

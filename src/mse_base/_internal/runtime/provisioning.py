@@ -38,10 +38,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
 from mse_base._internal.enclave.codetar import read_encrypted, unpack_code
 from mse_base._internal.enclave.deployment import Deployment
 from mse_base._internal.enclave.requirements import check_requirements
-from mse_base._internal.files import write_private
+from mse_base._internal.files import private_key_pem, write_private
 from mse_base._internal.provision import codefile
 from mse_base._internal.provision.protocol import (
     MAX_BODY,
@@ -53,6 +57,8 @@ from mse_base._internal.provision.protocol import (
     parse_release,
 )
 from mse_base._internal.runtime.application import Application
+from mse_base._internal.runtime.sealed import SealedState
+from mse_base._internal.runtime.serve import TLSFiles
 from mse_base.errors import Error, UsageError
 
 log = logging.getLogger(__name__)
@@ -61,6 +67,9 @@ log = logging.getLogger(__name__)
 SECRETS_ENV = "MSE_SECRETS"
 SECRETS_NAME = "secrets.json"
 DECRYPTED_CODE_DIR = "app"
+# The CA-issued chain (mse-run --certificate) and its provisioned key, in enclave memory.
+APP_CERT_NAME = "app-cert.pem"
+APP_KEY_NAME = "app-key.pem"
 # A client gets this long per connection (handshake, headers, body; the owner verifies between
 # handshake and request, which may fetch collateral): a silent one holds only its own thread.
 _CONNECTION_TIMEOUT = 60.0
@@ -76,21 +85,59 @@ class Provisioned:
     code_dir: Path
     secrets_path: Path
     secrets: int
+    # The CA-issued certificate and its provisioned key (mse-run --certificate), else None.
+    tls: TLSFiles | None = None
+    # Whether this came from the sealed state (a restart) rather than the owner.
+    restored: bool = False
+    sealed: bool = False
 
 
-class _Installer:
+class Installer:
     """Applies one accepted payload; refuses (changing nothing) what cannot be applied."""
 
-    def __init__(self, deployment: Deployment, memory_dir: Path, code_dir: Path) -> None:
+    def __init__(
+        self, deployment: Deployment, memory_dir: Path, code_dir: Path, sealed: SealedState
+    ) -> None:
         self.deployment = deployment
         self.memory_dir = memory_dir
         self.code_dir = code_dir
+        self.sealed = sealed
 
-    def install(self, payload: Payload) -> Provisioned:
+    def install(self, payload: Payload, *, restoring: bool = False) -> Provisioned:
+        tls_key = self._tls_key(payload.tls_key)  # checked before anything is written
         code_dir = self._code(payload.code_key)
+        tls = None
+        if tls_key is not None and self.deployment.certificate is not None:
+            tls = TLSFiles(self.memory_dir / APP_CERT_NAME, self.memory_dir / APP_KEY_NAME)
+            write_private(tls.keyfile, private_key_pem(tls_key))
+            write_private(tls.certfile, self.deployment.certificate.encode("ascii"))
         path = self.memory_dir / SECRETS_NAME
-        write_private(path, json.dumps(payload.secrets).encode("utf-8"))
-        return Provisioned(code_dir, path, len(payload.secrets))
+        secrets = payload.app_secrets()
+        write_private(path, json.dumps(secrets).encode("utf-8"))
+        sealing = payload.sealed_secrets is not None and not restoring
+        if sealing:
+            # Last: a refused payload never reaches the sealed state.
+            self.sealed.save(payload)
+        return Provisioned(code_dir, path, len(secrets), tls, restoring, sealing)
+
+    def _tls_key(self, pem: str | None) -> PrivateKeyTypes | None:
+        certificate = self.deployment.certificate
+        if certificate is None:
+            if pem is not None:
+                raise Refused(400, "this enclave has no --certificate: send no 'tls_key'")
+            return None
+        if pem is None:
+            raise Refused(400, "this enclave serves its --certificate: the request needs 'tls_key'")
+        try:
+            key = serialization.load_pem_private_key(pem.encode("ascii"), password=None)
+        except (ValueError, TypeError, UnicodeError):
+            raise Refused(400, "'tls_key' is not an unencrypted PEM private key") from None
+        leaf = x509.load_pem_x509_certificate(certificate.encode("ascii"))
+        spki = serialization.PublicFormat.SubjectPublicKeyInfo
+        der = serialization.Encoding.DER
+        if key.public_key().public_bytes(der, spki) != leaf.public_key().public_bytes(der, spki):
+            raise Refused(422, "'tls_key' is not the private key of this enclave's --certificate")
+        return key
 
     def _code(self, key: bytes | None) -> Path:
         if not self.deployment.encrypted_code:
@@ -129,7 +176,7 @@ class _Installer:
 class _Endpoint:
     """The one-shot state: the first request that installs wins, every later one gets 409."""
 
-    def __init__(self, expected_uuid: str, installer: _Installer) -> None:
+    def __init__(self, expected_uuid: str, installer: Installer) -> None:
         self.expected_uuid = expected_uuid.encode()
         self.installer = installer
         self.lock = threading.Lock()
@@ -303,24 +350,17 @@ class _Server(http.server.ThreadingHTTPServer):
         log.debug("provisioning endpoint: connection from %s failed", client_address, exc_info=True)
 
 
-def receive(
-    deployment: Deployment,
-    *,
-    cert_path: Path,
-    key_path: Path,
-    memory_dir: Path,
-    code_dir: Path,
-) -> Provisioned | None:
-    """Serve the provisioning endpoint until one push is accepted; None if stopped first.
+def receive(installer: Installer, ratls: TLSFiles) -> Provisioned | None:
+    """Serve the provisioning endpoint over ``ratls`` until one push is accepted; None if
+    stopped first.
 
     Raises :class:`Error` when ``--provision-timeout`` passes with nothing accepted.
     """
+    deployment = installer.deployment
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(cert_path, key_path)
-    endpoint = _Endpoint(
-        str(deployment.deployment_id), _Installer(deployment, memory_dir, code_dir)
-    )
+    context.load_cert_chain(ratls.certfile, ratls.keyfile)
+    endpoint = _Endpoint(str(deployment.deployment_id), installer)
     try:
         server = _Server(deployment.bind, deployment.port, context, endpoint)
     except OSError as err:
@@ -351,46 +391,61 @@ def receive(
         log.info("stopped before provisioning; the app was not started")
         return None
     if endpoint.result is not None:
-        return _provisioned(deployment, endpoint.result)
+        return _provisioned(endpoint.result)
     raise Error(
         f"no provisioning within {deployment.provision_timeout} s (--provision-timeout): the "
         "app was not started; push with mse-secrets push while the enclave waits"
     )
 
 
-def _provisioned(deployment: Deployment, result: Provisioned) -> Provisioned:
+def _provisioned(result: Provisioned) -> Provisioned:
     os.environ[SECRETS_ENV] = str(result.secrets_path)
-    log.info(
-        "provisioned: %d secret(s)%s; starting the app",
-        result.secrets,
-        ", code decrypted" if deployment.encrypted_code else "",
-    )
+    done = [f"{result.secrets} secret(s)"]
+    if result.code_dir.name == DECRYPTED_CODE_DIR:
+        done.append("code decrypted")
+    if result.tls is not None:
+        done.append("--certificate's key installed")
+    if result.sealed:
+        done.append("sealed for restarts")
+    how = "restored from the sealed state" if result.restored else "provisioned"
+    log.info("%s: %s; starting the app", how, ", ".join(done))
     return result
+
+
+def restore(installer: Installer) -> Provisioned:
+    """Install what this enclave sealed earlier: no owner, no network.
+
+    Raises :class:`Error` when it cannot be unsealed or no longer fits this enclave.
+    """
+    log.info("restarting from the sealed state %s", installer.sealed.path)
+    payload = installer.sealed.load()
+    try:
+        return _provisioned(installer.install(payload, restoring=True))
+    except Refused as refused:
+        raise Error(
+            f"the sealed state {installer.sealed.path} does not fit this enclave: {refused}; "
+            "the app was not started"
+        ) from None
 
 
 _PULL_RETRY = 2.0
 
 
-def pull(
-    deployment: Deployment,
-    *,
-    cert_path: Path,
-    key_path: Path,
-    memory_dir: Path,
-    code_dir: Path,
-) -> Provisioned | None:
-    """Fetch the secrets from the measured secrets server; None if stopped first.
+def pull(installer: Installer, ratls: TLSFiles) -> Provisioned | None:
+    """Fetch the secrets from the measured secrets server, presenting ``ratls``; None if
+    stopped first.
 
     Raises :class:`Error` (the app is then never started) when the server is not trusted,
     refuses this enclave, answers something unusable, or stays unreachable until the timeout.
     """
+    deployment = installer.deployment
     assert deployment.secrets_server is not None and deployment.secrets_server_ca is not None
     server = deployment.secrets_server
     host, _, port = server.removeprefix("https://").rpartition(":")
     host = host.strip("[]")
     context = ssl.create_default_context(cadata=deployment.secrets_server_ca)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(cert_path, key_path)
+    context.load_cert_chain(ratls.certfile, ratls.keyfile)
     stopped = threading.Event()
     deadline = time.monotonic() + deployment.provision_timeout
     log.info("fetching secrets from %s (timeout %d s)", server, deployment.provision_timeout)
@@ -421,7 +476,6 @@ def pull(
             f"the secrets server {server} refused this enclave: {status} {_reason(body)}; the "
             "app was not started"
         )
-    installer = _Installer(deployment, memory_dir, code_dir)
     try:
         result = installer.install(parse_release(body))
     except Refused as refused:
@@ -429,7 +483,7 @@ def pull(
             f"the secrets server {server} answered what this enclave cannot use: {refused}; the "
             "app was not started"
         ) from None
-    return _provisioned(deployment, result)
+    return _provisioned(result)
 
 
 def _fetch(host: str, port: int, context: ssl.SSLContext) -> tuple[int, bytes]:

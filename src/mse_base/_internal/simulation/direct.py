@@ -13,8 +13,9 @@ before the enclave does anything else:
   attestation key certified by the simulation PKI's PCK key, as Intel's QE certifies its own; the
   PKI's keys stay on the host, and only this enclave can sign with this key, which is how mse-run
   tells its own enclave's certificate from another server's on the port;
-* a throwaway key for the sealed-secrets mount: Gramine derives ``_sgx_mrenclave`` from the CPU
-  only on SGX; without SGX the key is empty until written to ``/dev/attestation/keys/``.
+* the key for the sealed-secrets mount: Gramine derives ``_sgx_mrenclave`` from the CPU only on
+  SGX; without SGX the key is empty until written to ``/dev/attestation/keys/``, so mse-run hands
+  over its stand-in, derived from MRENCLAVE (simulation.sealing).
 
 The bootstrap reads standard input only when Gramine says it runs without SGX (no
 ``/dev/attestation/attestation_type``, which Gramine adds on every SGX host); inside SGX it never
@@ -25,15 +26,14 @@ into a sealing key of its choosing.
 from __future__ import annotations
 
 import json
-import secrets
 from dataclasses import dataclass
 from typing import Any, BinaryIO, TypeVar
 
 from mse_base._internal.simulation.pki import QuotingEnclave
+from mse_base._internal.simulation.sealing import KEY_SIZE
 
 # One JSON line: a PCK chain and a key in PEM are a few kilobytes.
 _MAX_LINE = 1 << 16
-SEALING_KEY_SIZE = 16
 _FORMAT = "mse-direct-v1"
 
 
@@ -46,10 +46,6 @@ class DirectLaunch:
     debug: bool
     quoting_enclave: QuotingEnclave
     sealing_key: bytes
-
-    @classmethod
-    def new_sealing_key(cls) -> bytes:
-        return secrets.token_bytes(SEALING_KEY_SIZE)
 
     def to_line(self) -> bytes:
         data = {
@@ -94,7 +90,7 @@ class DirectLaunch:
             isv_svn=_u16(data, "isv_svn"),
             debug=_field(data, "debug", bool, "true or false"),
             quoting_enclave=quoting_enclave,
-            sealing_key=_hex(data, "sealing_key", SEALING_KEY_SIZE),
+            sealing_key=_hex(data, "sealing_key", KEY_SIZE),
         )
 
 
