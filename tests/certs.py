@@ -50,6 +50,43 @@ def self_signed_pem(
     return cert_path, key_path
 
 
+def ca_issued_pem(
+    directory: Path,
+    stem: str,
+    ca: tuple[Path, Path],
+    *,
+    dns: tuple[str, ...] = ("localhost",),
+    days: int = 30,
+) -> tuple[Path, Path]:
+    """Write ``<stem>-fullchain.pem`` (a leaf for ``dns`` issued by ``ca``, then the CA) and
+    ``<stem>-key.pem`` (0600): what a CA hands its customer; return their paths."""
+    ca_cert = x509.load_pem_x509_certificate(ca[0].read_bytes())
+    ca_key = serialization.load_pem_private_key(ca[1].read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    end = now + dt.timedelta(days=days)
+    # A negative ``days`` makes one that expired: it was valid for the day before.
+    start = min(now - dt.timedelta(minutes=5), end - dt.timedelta(days=1))
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns[0])]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(d) for d in dns]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    chain_path = directory / f"{stem}-fullchain.pem"
+    chain_path.write_bytes(leaf.public_bytes(serialization.Encoding.PEM) + ca[0].read_bytes())
+    key_path = directory / f"{stem}-key.pem"
+    write_private_key(key_path, key)
+    return chain_path, key_path
+
+
 def write_private_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     """PKCS#8 PEM, created 0600."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

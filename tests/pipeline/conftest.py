@@ -89,8 +89,9 @@ def env(home: Path) -> dict[str, str]:
     return variables
 
 
-def run_args(tar: Path, workdir: Path, **overrides: str) -> list[str]:
-    options = {
+def run_args(tar: Path, workdir: Path, **overrides: str | None) -> list[str]:
+    """mse-run's command line; an override of None leaves that option out."""
+    options: dict[str, str | None] = {
         "--size": "1G",
         "--code": str(tar),
         "--host": "localhost",
@@ -102,7 +103,8 @@ def run_args(tar: Path, workdir: Path, **overrides: str) -> list[str]:
     options.update(overrides)
     args = [str(BIN / "mse-run")]
     for key, value in options.items():
-        args += [key, value]
+        if value is not None:
+            args += [key, value]
     return args
 
 

@@ -259,6 +259,7 @@ def test_no_certificate_yet_keeps_waiting_until_the_enclave_exits(
     child = _stand_in(1.5, procs)
     started = time.monotonic()
     assert (
-        _served_certificate(child, _own(tmp_path / "none"), "127.0.0.1", port, "localhost", None) is None
+        _served_certificate(child, _own(tmp_path / "none"), "127.0.0.1", port, "localhost", None)
+        is None
     )
     assert time.monotonic() - started >= 1

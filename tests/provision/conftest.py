@@ -14,7 +14,9 @@ import pytest
 from cryptography import x509
 
 from mse_base._internal.dcap.collateral import Collateral
+from mse_base._internal.simulation.pki import SimulationQuoteProvider
 from mse_base.verify import Policy, Verifier
+from tests.certs import self_signed_pem
 from tests.net import free_port
 from tests.pipeline import conftest as pipeline
 from tests.pipeline.conftest import BIN, make_tar, run_args
@@ -106,12 +108,21 @@ def start_enclave(
     port: int | None = None,
     provision: str = "push",
     ready_line: str = "RA-TLS check passed",
+    self_signed: bool = True,
 ) -> Enclave:
     port = port or free_port()
     out, err, marker = tmp / "run.out", tmp / "run.err", tmp / "app-imported"
     workdir = tmp / "wd"
     args = [
-        *run_args(code, workdir, **{"--port": str(port), "--uuid": UUID}),
+        *run_args(
+            code,
+            workdir,
+            **{
+                "--port": str(port),
+                "--uuid": UUID,
+                **({} if self_signed else {"--self-signed": None}),
+            },
+        ),
         "--simulation",
         "--provision",
         provision,
@@ -149,3 +160,54 @@ def enclave(app_tar: Path, tmp_path: Path, env: dict[str, str]) -> Iterator[Encl
     yield running
     if running.proc.poll() is None:
         stop_process(running.proc)
+
+
+@dataclass
+class SecretsServer:
+    proc: subprocess.Popen[str]
+    port: int
+    ca: Path
+    err: Path
+    pki: Path
+
+
+def serve_secrets(
+    tmp: Path,
+    env: dict[str, str],
+    secrets_file: Path | None,
+    mrenclave: str,
+    *,
+    port: int | None = None,
+    pair: tuple[Path, Path] | None = None,
+    code_key: Path | None = None,
+    extra: tuple[str, ...] = (),
+) -> SecretsServer:
+    """A running ``mse-secrets serve`` whose policy admits ``mrenclave``."""
+    pki = Path(env["XDG_CONFIG_HOME"]) / "mse" / "simulation"
+    SimulationQuoteProvider(mrenclave=b"\0" * 32, mrsigner=b"\0" * 32, directory=pki)  # the PKI
+    cert, key = pair or self_signed_pem(tmp, "server")
+    policy = tmp / "policy.toml"
+    policy.write_text(f'mrenclave = ["{mrenclave}"]\n')
+    port = port or free_port()
+    err = tmp / "serve.err"
+    proc = subprocess.Popen(
+        [str(BIN / "mse-secrets"), "serve", "--policy", str(policy),
+         *(["--secrets", str(secrets_file)] if secrets_file else []),
+         "--cert", str(cert), "--key", str(key), "--bind", "127.0.0.1",
+         "--port", str(port), "--simulation-ca", str(pki / "ca.pem"),
+         *(["--code-key", str(code_key)] if code_key else []), *extra],
+        stdout=subprocess.DEVNULL, stderr=err.open("w"), env=env, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while "serving" not in read(err):
+        assert proc.poll() is None and time.monotonic() < deadline, read(err)
+        time.sleep(0.1)
+    return SecretsServer(proc, port, cert, err, pki)
+
+
+def pull_args(app_tar: Path, workdir: Path, app_port: int, server_port: int, ca: Path) -> list[str]:
+    return [
+        *run_args(app_tar, workdir, **{"--port": str(app_port), "--uuid": UUID}),
+        "--simulation", "--provision", "pull", "--secrets-server",
+        f"https://localhost:{server_port}", "--secrets-server-ca", str(ca),
+    ]  # fmt: skip

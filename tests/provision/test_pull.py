@@ -14,7 +14,6 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -28,54 +27,14 @@ from mse_base._internal.simulation.pki import SimulationQuoteProvider
 from tests.certs import self_signed_pem
 from tests.net import free_port
 
-from .conftest import BIN, SECRET, UUID, read, run_args, stop_process
+from .conftest import BIN, SECRET, UUID, SecretsServer, pull_args, read, serve_secrets, stop_process
 
 POLICY_MRENCLAVE = "11" * 32
 
 
-@dataclass
-class SecretsServer:
-    proc: subprocess.Popen[str]
-    port: int
-    ca: Path
-    err: Path
-    pki: Path
-
-
-def _serve(
-    tmp: Path,
-    env: dict[str, str],
-    secrets_file: Path,
-    mrenclave: str,
-    *,
-    port: int | None = None,
-    pair: tuple[Path, Path] | None = None,
-    code_key: Path | None = None,
-) -> SecretsServer:
-    pki = Path(env["XDG_CONFIG_HOME"]) / "mse" / "simulation"
-    SimulationQuoteProvider(mrenclave=b"\0" * 32, mrsigner=b"\0" * 32, directory=pki)  # the PKI
-    cert, key = pair or self_signed_pem(tmp, "server")
-    policy = tmp / "policy.toml"
-    policy.write_text(f'mrenclave = ["{mrenclave}"]\n')
-    port = port or free_port()
-    err = tmp / "serve.err"
-    proc = subprocess.Popen(
-        [str(BIN / "mse-secrets"), "serve", "--policy", str(policy), "--secrets",
-         str(secrets_file), "--cert", str(cert), "--key", str(key), "--bind", "127.0.0.1",
-         "--port", str(port), "--simulation-ca", str(pki / "ca.pem"),
-         *(["--code-key", str(code_key)] if code_key else [])],
-        stdout=subprocess.DEVNULL, stderr=err.open("w"), env=env, text=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while "serving" not in read(err):
-        assert proc.poll() is None and time.monotonic() < deadline, read(err)
-        time.sleep(0.1)
-    return SecretsServer(proc, port, cert, err, pki)
-
-
 @pytest.fixture
 def server(tmp_path: Path, env: dict[str, str], secrets_file: Path) -> Iterator[SecretsServer]:
-    running = _serve(tmp_path, env, secrets_file, POLICY_MRENCLAVE)
+    running = serve_secrets(tmp_path, env, secrets_file, POLICY_MRENCLAVE)
     yield running
     running.proc.terminate()
     running.proc.wait(timeout=30)
@@ -152,16 +111,6 @@ def test_other_clients_get_403_and_nothing(
     assert SECRET not in body
 
 
-def _pull_args(
-    app_tar: Path, workdir: Path, app_port: int, server_port: int, ca: Path
-) -> list[str]:
-    return [
-        *run_args(app_tar, workdir, **{"--port": str(app_port), "--uuid": UUID}),
-        "--simulation", "--provision", "pull", "--secrets-server",
-        f"https://localhost:{server_port}", "--secrets-server-ca", str(ca),
-    ]  # fmt: skip
-
-
 def test_pull_delivers_the_code_key_and_secrets_the_app_serves(
     app_tar: Path, tmp_path: Path, env: dict[str, str], secrets_file: Path
 ) -> None:
@@ -176,19 +125,19 @@ def test_pull_delivers_the_code_key_and_secrets_the_app_serves(
     pair = self_signed_pem(tmp_path, "owner")
     # The enclave's identity covers the server and its CA: measure first, then serve under it.
     dry = subprocess.run(
-        [*_pull_args(app_tar, tmp_path / "dry", app_port, server_port, pair[0]), "--dry-run",
+        [*pull_args(app_tar, tmp_path / "dry", app_port, server_port, pair[0]), "--dry-run",
          "--json"],
         capture_output=True, text=True, env=env, timeout=120, check=False,
     )  # fmt: skip
     assert dry.returncode == 0, dry.stderr
     mrenclave = json.loads(dry.stdout)["mrenclave"]
-    server = _serve(
+    server = serve_secrets(
         tmp_path, env, secrets_file, mrenclave, port=server_port, pair=pair, code_key=code_key
     )
     marker, err = tmp_path / "app-imported", tmp_path / "run.err"
     workdir = tmp_path / "wd"
     enclave = subprocess.Popen(
-        _pull_args(app_tar, workdir, app_port, server_port, pair[0]),
+        pull_args(app_tar, workdir, app_port, server_port, pair[0]),
         stdout=subprocess.DEVNULL, stderr=err.open("w"),
         env={**env, "MSE_TEST_MARKER": str(marker)}, text=True,
     )  # fmt: skip
@@ -222,7 +171,7 @@ def test_an_untrusted_server_stops_the_enclave(
     other_ca, _ = self_signed_pem(tmp_path / "other", "other")
     marker = tmp_path / "app-imported"
     result = subprocess.run(
-        _pull_args(app_tar, tmp_path / "wd", free_port(), server.port, other_ca),
+        pull_args(app_tar, tmp_path / "wd", free_port(), server.port, other_ca),
         capture_output=True, text=True, env={**env, "MSE_TEST_MARKER": str(marker)},
         timeout=120, check=False,
     )  # fmt: skip
