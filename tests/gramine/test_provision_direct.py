@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from mse_base._internal.enclave.manifest import SEALED_STATE_NAME
 from mse_base._internal.simulation.pki import ensure_simulation_pki
 from tests.certs import self_signed_pem
 from tests.net import free_port
@@ -174,3 +175,49 @@ def test_pull_from_a_secrets_server_in_gramine(
     assert f"200 released to MRENCLAVE {mrenclave}" in _read(serve_err)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
+
+
+def test_a_sealed_restart_in_gramine(
+    runtime_venv: Path, tmp_path: Path, env: dict[str, str], procs: list[subprocess.Popen[str]]
+) -> None:
+    """Gramine's encrypted mount, keyed with mse-run's stand-in: sealed once, unsealed after a
+    restart, by the same MRENCLAVE only."""
+    bin_dir = runtime_venv / "bin"
+    tar = pack({"app.py": APP}, tmp_path / "app.tar")
+    sealed = tmp_path / "sealed.json"
+    sealed.write_text(json.dumps({"API_KEY": SECRET}))
+    port, workdir = free_port(), tmp_path / "wd"
+    first = tmp_path / "first"
+    first.mkdir()
+    proc, mrenclave, err = _start(
+        mse_run(bin_dir, tar, workdir, "--provision", "push", port=port), first, env, procs
+    )
+    ca = Path(env["XDG_CONFIG_HOME"]) / "mse" / "simulation" / "ca.pem"
+    pushed = subprocess.run(
+        [str(bin_dir / "mse-secrets"), "push", f"https://localhost:{port}", "--mrenclave",
+         mrenclave, "--uuid", UUID, "--simulation-ca", str(ca), "--sealed-secrets", str(sealed)],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    assert pushed.returncode == 0, pushed.stderr + _read(err)
+    _wait_for(err, "serving https://", proc)
+    assert "sealed for restarts" in _read(err)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    state = workdir / "secrets" / SEALED_STATE_NAME
+    assert SECRET.encode() not in state.read_bytes()  # Gramine's encrypted file format
+
+    second = tmp_path / "second"
+    second.mkdir()
+    restart = mse_run(bin_dir, tar, workdir, "--provision", "sealed", "--force", port=port)
+    proc = subprocess.Popen(
+        [*restart, "--direct"], stdout=(second / "out").open("w"),
+        stderr=(second / "err").open("w"), env=env, text=True,
+    )  # fmt: skip
+    procs.append(proc)
+    _wait_for(second / "err", "RA-TLS check passed", proc)
+    assert _read(second / "out").splitlines()[0].split()[1] == mrenclave
+    assert "restored from the sealed state: 1 secret(s)" in _read(second / "err")
+    assert _curl(port, workdir / "cert.pem", "/secret/API_KEY") == SECRET
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    assert SECRET not in _read(err) + _read(second / "err")

@@ -371,3 +371,88 @@ def test_an_endless_secrets_input_is_refused() -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "--secrets /dev/zero" in result.stderr
+
+
+def _push_with(*extra: str) -> subprocess.CompletedProcess[str]:
+    return _secrets_cli(
+        "push", "https://localhost:1", "--uuid", UUID, "--mrenclave", "00" * 32, *extra
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        (
+            "sealed.json",
+            '["hunter2"]',
+            "--sealed-secrets {path}: must be a JSON object of name: value",
+        ),
+        ("sealed.json", '{"A": "hunter2",}', "--sealed-secrets {path}: not UTF-8 JSON"),
+        ("key.pem", "hunter2\n", "--tls-key {path}: not a PEM private key"),
+    ],
+)
+def test_push_refuses_bad_sealed_secrets_and_tls_keys_without_showing_them(
+    tmp_path: Path, name: str, content: str, message: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(content)
+    option = "--tls-key" if name == "key.pem" else "--sealed-secrets"
+    result = _push_with(option, str(path))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"mse-secrets: error: {message.format(path=path)}"
+    assert "hunter2" not in result.stderr
+
+
+def test_push_refuses_an_encrypted_tls_key_and_a_name_in_both_files(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = tmp_path / "key.pem"
+    key.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"passphrase"),
+        )
+    )
+    result = _push_with("--tls-key", str(key))
+    assert result.returncode == 2 and "the key is encrypted; decrypt it first" in result.stderr
+    plain, sealed = tmp_path / "plain.json", tmp_path / "sealed.json"
+    plain.write_text('{"DB": "hunter2"}')
+    sealed.write_text('{"DB": "hunter3"}')
+    result = _push_with("--secrets", str(plain), "--sealed-secrets", str(sealed))
+    assert result.returncode == 2
+    assert "'secrets' and 'sealed_secrets' both name 'DB'; keep one" in result.stderr
+    assert "hunter" not in result.stderr
+
+
+def test_the_simulated_sealed_state_is_bound_to_its_key(tmp_path: Path) -> None:
+    from mse_base._internal.runtime.sealed import SealedState, Unsealable
+
+    payload = Payload(uuid="", sealed_secrets={"A": "hunter2"}, code_key=b"\x07" * 32)
+    SealedState(tmp_path, b"\x01" * 16).save(payload)
+    path = tmp_path / "mse-provisioned.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert b"hunter2" not in path.read_bytes()
+    restored = SealedState(tmp_path, b"\x01" * 16).load()
+    assert restored.sealed_secrets == {"A": "hunter2"} and restored.code_key == b"\x07" * 32
+    with pytest.raises(Unsealable, match="sealed under another key"):
+        SealedState(tmp_path, b"\x02" * 16).load()
+
+
+def test_the_stand_in_sealing_key_follows_mrenclave(tmp_path: Path) -> None:
+    from mse_base._internal.simulation.sealing import stand_in_sealing_key
+
+    root = tmp_path / "sealing-root.key"
+    first = stand_in_sealing_key(root, b"\x01" * 32)
+    assert stat.S_IMODE(root.stat().st_mode) == 0o600
+    assert stand_in_sealing_key(root, b"\x01" * 32) == first  # a restart: the same key
+    assert stand_in_sealing_key(root, b"\x02" * 32) != first  # another enclave: another key
+    root.write_bytes(b"short")
+    with pytest.raises(UsageError, match="is not a 32-byte key"):
+        stand_in_sealing_key(root, b"\x01" * 32)
+
+
+def test_a_certificate_needs_provisioning() -> None:
+    with pytest.raises(UsageError, match="--certificate needs --provision push"):
+        _deployment(certificate="-----BEGIN CERTIFICATE-----\n")
