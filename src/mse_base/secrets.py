@@ -8,10 +8,11 @@
     region = secrets.get("REGION", "eu")      # or a default
     everything = secrets.all()                # a new dict of name: value on every call
 
-Values are whatever JSON the owner pushed (``mse-secrets push --secrets secrets.json``). They
-are read from the file the environment variable ``MSE_SECRETS`` names, a JSON object the
-bootstrap writes in enclave memory once a push is accepted (``mse-run --provision push``); apps
-in other languages can read that file directly. Outside such an enclave there are no secrets and
+Values are whatever JSON the owner provisioned (``mse-secrets push`` or ``serve``, with
+``--secrets`` and ``--sealed-secrets``: both kinds appear here alike). They are read from the
+file the environment variable ``MSE_SECRETS`` names, a JSON object the bootstrap writes in
+enclave memory once provisioned (``mse-run --provision push``, ``pull``, or ``sealed``, which
+restores only the sealed ones); apps in other languages can read that file directly. Outside such an enclave there are no secrets and
 :class:`SecretsUnavailable` says so; to try an app with ``mse-test``, set ``MSE_SECRETS`` to a
 JSON file of test values.
 """
@@ -60,7 +61,7 @@ def _secrets() -> dict[str, Any]:
     if not path:
         raise SecretsUnavailable(
             f"no provisioned secrets: {ENV} is not set (secrets exist only in an enclave started "
-            "with mse-run --provision push, once mse-secrets push was accepted)"
+            "with mse-run --provision, once it was provisioned)"
         )
     return _load(path)
 

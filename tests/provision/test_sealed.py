@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from mse_base._internal.enclave.manifest import SEALED_STATE_NAME
+from tests.certs import self_signed_pem
 from tests.net import free_port
 
 from .conftest import (
@@ -184,3 +185,25 @@ def test_sealed_needs_a_sealed_state_and_push_refuses_one(
     line = read(again.err).strip()
     assert "holds this deployment's sealed state" in line and "--provision sealed" in line, line
     assert (workdir / "secrets" / SEALED_STATE_NAME).exists()
+
+
+def test_sealed_measures_as_the_mode_it_restarts(
+    app_tar: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
+    ca = self_signed_pem(tmp_path, "server")[0]
+    pull = ("--secrets-server", "https://127.0.0.1:8443", "--secrets-server-ca", str(ca))
+
+    def mrenclave(*provision: str) -> str:
+        args = [*run_args(app_tar, tmp_path / "dry", **{"--uuid": UUID}), "--simulation", "--force",
+                "--dry-run", "--json", *provision]  # fmt: skip
+        result = subprocess.run(
+            args, capture_output=True, text=True, env=env, timeout=120, check=False
+        )
+        assert result.returncode == 0, result.stderr
+        value: str = json.loads(result.stdout)["mrenclave"]
+        return value
+
+    push = mrenclave("--provision", "push")
+    assert mrenclave("--provision", "sealed") == push
+    assert mrenclave("--provision", "sealed", *pull) == mrenclave("--provision", "pull", *pull)
+    assert mrenclave("--provision", "pull", *pull) != push
