@@ -18,7 +18,7 @@ import pytest
 
 from mse_base._internal.enclave.manifest import SEALED_STATE_NAME
 from mse_base._internal.simulation.pki import ensure_simulation_pki
-from tests.certs import self_signed_pem
+from tests.certs import ca_issued_pem, self_signed_pem
 from tests.net import free_port
 from tests.processes import stop_process
 
@@ -221,3 +221,31 @@ def test_a_sealed_restart_in_gramine(
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
     assert SECRET not in _read(err) + _read(second / "err")
+
+
+def test_a_ca_issued_certificate_in_gramine(
+    runtime_venv: Path, tmp_path: Path, env: dict[str, str], procs: list[subprocess.Popen[str]]
+) -> None:
+    """The measured chain reaches the bootstrap through Gramine's argv; the pushed key lands in
+    Gramine's tmpfs; curl trusts the owner's CA, not RA-TLS."""
+    bin_dir = runtime_venv / "bin"
+    tar = pack({"app.py": APP}, tmp_path / "app.tar")
+    ca = self_signed_pem(tmp_path, "owner-ca", common_name="Owner CA", dns=(), ips=())
+    chain, key = ca_issued_pem(tmp_path, "app", ca)
+    port = free_port()
+    args = mse_run(bin_dir, tar, tmp_path / "wd", "--provision", "push", "--certificate",
+                   str(chain), port=port)  # fmt: skip
+    at = args.index("--self-signed")
+    del args[at : at + 2]
+    proc, mrenclave, err = _start(args, tmp_path, env, procs)
+    simulation_ca = Path(env["XDG_CONFIG_HOME"]) / "mse" / "simulation" / "ca.pem"
+    pushed = subprocess.run(
+        [str(bin_dir / "mse-secrets"), "push", f"https://localhost:{port}", "--mrenclave",
+         mrenclave, "--uuid", UUID, "--simulation-ca", str(simulation_ca), "--tls-key", str(key)],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    assert pushed.returncode == 0, pushed.stderr + _read(err)
+    _wait_for(err, "(DIRECT, --certificate)", proc)
+    assert _curl(port, ca[0], "/") == "Hello from Flask in the enclave"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
