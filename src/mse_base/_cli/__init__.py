@@ -68,4 +68,6 @@ def deployment(args: argparse.Namespace) -> Deployment:
             dep.parse_secrets_server(args.secrets_server) if args.secrets_server else None
         ),
         secrets_server_ca=args.secrets_server_ca_pem,
+        subject=dep.parse_subject(args.subject) if args.subject is not None else None,
+        sans=dep.parse_sans(args.san, dep.parse_host(args.host)),
     )
