@@ -43,9 +43,10 @@ def parse_host(text: str) -> str:
     return name.lower()
 
 
-#: The attribute types ``--subject`` may hold: the keywords RFC 4514 section 3 defines. Others
-#: (and dotted OIDs for them) are refused: ``serialNumber`` carries the deployment UUID
-#: (``ratls.build_certificate``), and the rest have no agreed text form to round-trip.
+#: The attribute types ``--subject`` may hold: the keywords RFC 4514 section 3 defines (also
+#: when written as their OIDs). Others are refused: ``serialNumber`` carries the deployment UUID
+#: (``ratls.build_certificate``), and cryptography takes any other dotted OID's value as UTF-8
+#: text, whatever its real syntax.
 SUBJECT_KEYWORDS = ("CN", "L", "ST", "O", "OU", "C", "STREET", "DC", "UID")
 MAX_SUBJECT_BYTES = 1024
 MAX_SANS = 32
