@@ -12,9 +12,9 @@ Values are whatever JSON the owner provisioned (``mse-secrets push`` or ``serve`
 ``--secrets`` and ``--sealed-secrets``: both kinds appear here alike). They are read from the
 file the environment variable ``MSE_SECRETS`` names, a JSON object the bootstrap writes in
 enclave memory once provisioned (``mse-run --provision push``, ``pull``, or ``sealed``, which
-restores only the sealed ones); apps in other languages can read that file directly. Outside such an enclave there are no secrets and
-:class:`SecretsUnavailable` says so; to try an app with ``mse-test``, set ``MSE_SECRETS`` to a
-JSON file of test values.
+restores only the sealed ones); apps in other languages can read that file directly. Outside
+such an enclave there are no secrets and :class:`SecretsUnavailable` says so; to try an app with
+``mse-test``, set ``MSE_SECRETS`` to a JSON file of test values.
 """
 
 from __future__ import annotations

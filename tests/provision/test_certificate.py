@@ -155,6 +155,7 @@ def _wait(proc: subprocess.Popen[bytes], err: Path, text: str) -> None:
         ("not-pem", "not PEM certificates"),
         ("wrong-issuer", "is not issued by the certificate after it"),
         ("expired", "not now: renew it"),
+        ("with-san", "--subject and --san shape the self-signed certificate"),
     ],
 )
 def test_bad_certificates_get_one_line_and_nothing_written(
@@ -179,6 +180,8 @@ def test_bad_certificates_get_one_line_and_nothing_written(
         given.write_text(_leaf_pem(chain) + stranger.read_text())
     elif case == "expired":
         given = ca_issued_pem(tmp_path, "old", ca_pair, days=-1)[0]
+    elif case == "with-san":
+        provision += ["--san", "other.example"]
     workdir = tmp_path / "wd"
     args = [
         *run_args(app_tar, workdir, **{"--port": str(free_port()), "--uuid": UUID,

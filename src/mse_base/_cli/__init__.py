@@ -69,4 +69,6 @@ def deployment(args: argparse.Namespace) -> Deployment:
         ),
         secrets_server_ca=args.secrets_server_ca_pem,
         certificate=args.certificate_pem,
+        subject=dep.parse_subject(args.subject) if args.subject is not None else None,
+        sans=dep.parse_sans(args.san, dep.parse_host(args.host)),
     )

@@ -33,4 +33,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--provision-timeout")
     parser.add_argument("--encrypted-code", action="store_true")
     parser.add_argument("--certificate-pem")
+    parser.add_argument("--subject")
+    parser.add_argument("--san", action="append", default=[])
     return guard("mse-bootstrap", _bootstrap, parser.parse_args(argv))

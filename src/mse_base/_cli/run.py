@@ -104,6 +104,19 @@ def _run_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="give up when nothing is provisioned within this time (default 600; measured)",
     )
+    parser.add_argument(
+        "--subject",
+        metavar="DN",
+        help="the certificate's subject, RFC 4514: CN=app.example.com,O=Example Corp "
+        "(default CN=HOST; measured)",
+    )
+    parser.add_argument(
+        "--san",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another DNS name or IP for the certificate, after --host (repeatable; measured)",
+    )
     return parser
 
 

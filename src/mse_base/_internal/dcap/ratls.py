@@ -41,6 +41,7 @@ import ipaddress
 import socket
 import ssl
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -120,14 +121,17 @@ def build_certificate(
     not_after: dt.datetime,
     quote: bytes,
     not_before: dt.datetime | None = None,
+    subject: x509.Name | None = None,
+    sans: Sequence[str] = (),
 ) -> x509.Certificate:
     """The self-signed RA-TLS certificate for ``host`` carrying ``quote``.
 
     Choices, and why:
 
     * EC P-256 key, ECDSA-SHA256 signature: what every TLS client accepts.
-    * SAN = ``host`` (an IP address SAN when ``host`` parses as one, else a DNS name), CN = host
-      too, for clients that still display it.
+    * SAN = ``host`` (an IP address SAN when ``host`` parses as one, else a DNS name), then
+      each of ``sans`` alike; CN = host too, for clients that still display it, unless
+      ``subject`` gives the subject's attributes instead.
     * ``basicConstraints CA:TRUE`` (critical, pathlen 0) and ``keyUsage`` digitalSignature +
       keyCertSign: the certificate is its own trust anchor, so ``curl --cacert cert.pem`` and
       ``openssl s_client -CAfile cert.pem`` accept it without disabling verification.
@@ -156,6 +160,9 @@ def build_certificate(
     if len(host) <= _CN_MAX:
         attributes.insert(0, x509.NameAttribute(NameOID.COMMON_NAME, host))
     name = x509.Name(attributes)
+    if subject is not None:
+        # The given names, then the deployment UUID, as in the default subject.
+        name = x509.Name([*subject.rdns, x509.RelativeDistinguishedName(attributes[-1:])])
     public_key = key.public_key()
     builder = (
         x509.CertificateBuilder()
@@ -180,7 +187,10 @@ def build_certificate(
             ),
             critical=True,
         )
-        .add_extension(x509.SubjectAlternativeName([_subject_alt_name(host)]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([_subject_alt_name(n) for n in (host, *sans)]),
+            critical=False,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(
             x509.UnrecognizedExtension(x509.ObjectIdentifier(QUOTE_OID_LEGACY), quote),

@@ -7,6 +7,7 @@ import ipaddress
 import itertools
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,100 @@ def parse_host(text: str) -> str:
             "connect to, such as localhost or app.example.com"
         )
     return name.lower()
+
+
+#: The attribute types ``--subject`` may hold: the keywords RFC 4514 section 3 defines (also
+#: when written as their OIDs). Others are refused: ``serialNumber`` carries the deployment UUID
+#: (``ratls.build_certificate``), and cryptography takes any other dotted OID's value as UTF-8
+#: text, whatever its real syntax.
+SUBJECT_KEYWORDS = ("CN", "L", "ST", "O", "OU", "C", "STREET", "DC", "UID")
+MAX_SUBJECT_BYTES = 1024
+MAX_SANS = 32
+_SUBJECT_EXAMPLE = "CN=app.example.com,O=Example Corp"
+_COUNTRY = re.compile(r"[A-Z]{2}")
+
+
+def parse_subject(text: str) -> str:
+    """The RFC 4514 distinguished name ``--subject`` gives the self-signed certificate, in the
+    canonical form ``cryptography`` writes back (so the same name always gives the same argv).
+    """
+    import unicodedata
+
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    keywords = {
+        NameOID.COMMON_NAME: "CN",
+        NameOID.LOCALITY_NAME: "L",
+        NameOID.STATE_OR_PROVINCE_NAME: "ST",
+        NameOID.ORGANIZATION_NAME: "O",
+        NameOID.ORGANIZATIONAL_UNIT_NAME: "OU",
+        NameOID.COUNTRY_NAME: "C",
+        NameOID.STREET_ADDRESS: "STREET",
+        NameOID.DOMAIN_COMPONENT: "DC",
+        NameOID.USER_ID: "UID",
+    }
+    shown = repr(text if len(text) <= 80 else text[:77] + "...")
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_SUBJECT_BYTES:
+        raise UsageError(f"--subject is {size} bytes long: at most {MAX_SUBJECT_BYTES}")
+    try:
+        name = x509.Name.from_rfc4514_string(text)
+    except ValueError as err:
+        # The parser's own messages are empty but for attribute lengths ("must be >= 1 ...").
+        reason = f" ({err})" if str(err) else ""
+        raise UsageError(
+            f"--subject {shown} is not an RFC 4514 distinguished name{reason}: write "
+            f"TYPE=value pairs joined by commas with no spaces around them, TYPE one of "
+            f"{', '.join(SUBJECT_KEYWORDS)}; e.g. {_SUBJECT_EXAMPLE}"
+        ) from None
+    if not len(name):
+        raise UsageError(
+            f"--subject is empty: give at least one attribute, e.g. {_SUBJECT_EXAMPLE}"
+        )
+    for attribute in name:
+        keyword = keywords.get(attribute.oid)
+        value = attribute.value
+        if keyword is None:
+            raise UsageError(
+                f"--subject {shown}: attribute type {attribute.oid.dotted_string} is not "
+                f"accepted; use {', '.join(SUBJECT_KEYWORDS)}"
+            )
+        if not isinstance(value, str) or not value:
+            raise UsageError(
+                f"--subject {shown}: {keyword} is empty; give it a value or leave it out"
+            )
+        if any(unicodedata.category(c) in ("Cc", "Cs") for c in value):
+            raise UsageError(f"--subject {shown}: {keyword} holds a control character")
+        # C is a PrintableString, DC an IA5String: cryptography would encode other text in them
+        # as invalid DER rather than refuse it.
+        if keyword == "C" and not _COUNTRY.fullmatch(value):
+            raise UsageError(f"--subject {shown}: C is a two-letter country code, such as C=FR")
+        if keyword == "DC" and not _LABEL.match(value):
+            raise UsageError(f"--subject {shown}: DC is one DNS label, such as DC=example")
+    canonical = name.rfc4514_string()
+    if x509.Name.from_rfc4514_string(canonical) != name:  # fail closed on a lossy text form
+        raise UsageError(f"--subject {shown} has no canonical RFC 4514 form; simplify it")
+    return canonical
+
+
+def parse_sans(texts: Sequence[str], host: str) -> tuple[str, ...]:
+    """The ``--san`` names, each checked as ``--host`` is, in canonical form, in the order given,
+    without duplicates or ``host`` (the certificate's first SAN already)."""
+    if len(texts) > MAX_SANS:
+        raise UsageError(f"--san is given {len(texts)} times: at most {MAX_SANS} names")
+    names: list[str] = []
+    for text in texts:
+        try:
+            name = parse_host(text)
+        except UsageError:
+            raise UsageError(
+                f"--san {text!r} is neither a DNS name nor an IP address: give another name "
+                "clients connect to, such as app.example.com or 10.0.0.5"
+            ) from None
+        if name != host and name not in names:
+            names.append(name)
+    return tuple(names)
 
 
 def parse_uuid(text: str) -> uuid.UUID:
@@ -247,8 +342,16 @@ class Deployment:
     # A CA-issued chain (PEM, leaf first) served once its private key is provisioned; the
     # RA-TLS certificate then serves provisioning only.
     certificate: str | None = None
+    # The self-signed certificate's subject (RFC 4514, canonical) and its SANs after --host.
+    subject: str | None = None
+    sans: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.certificate is not None and (self.subject is not None or self.sans):
+            raise UsageError(
+                "--subject and --san shape the self-signed certificate; with --certificate the "
+                "app is served with your CA's, which names itself: leave them out"
+            )
         if self.certificate is not None and self.provision is None:
             raise UsageError(
                 "--certificate needs --provision push (or pull): its private key reaches the "
@@ -305,4 +408,9 @@ class Deployment:
             args.append("--encrypted-code")
         if self.certificate is not None:
             args += ["--certificate-pem", self.certificate]
+        # Only when given, so enclaves without them keep the MRENCLAVE they had.
+        if self.subject is not None:
+            args += ["--subject", self.subject]
+        for name in self.sans:
+            args += ["--san", name]
         return args

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -189,6 +190,12 @@ def run(deployment: Deployment, platform: Platform | None = None) -> None:
         deployment_id=deployment.deployment_id,
         not_after=deployment.expiry,
         quote=quote,
+        subject=(
+            None
+            if deployment.subject is None
+            else x509.Name.from_rfc4514_string(deployment.subject)
+        ),
+        sans=deployment.sans,
     )
     mode = platform.mode
     with _tls_dir(platform) as tls_dir:
