@@ -75,6 +75,18 @@ def _curl(port: int, cert: Path, path: str) -> str:
     ).stdout  # fmt: skip
 
 
+def _push(
+    bin_dir: Path, port: int, mrenclave: str, env: dict[str, str], *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """``mse-secrets push`` from the image's venv, trusting the simulation CA."""
+    ca = Path(env["XDG_CONFIG_HOME"]) / "mse" / "simulation" / "ca.pem"
+    return subprocess.run(
+        [str(bin_dir / "mse-secrets"), "push", f"https://localhost:{port}", "--mrenclave",
+         mrenclave, "--uuid", UUID, "--simulation-ca", str(ca), *extra],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+
+
 def test_push_runs_encrypted_code_in_gramine(
     runtime_venv: Path, tmp_path: Path, env: dict[str, str], procs: list[subprocess.Popen[str]]
 ) -> None:
@@ -93,15 +105,9 @@ def test_push_runs_encrypted_code_in_gramine(
     port = free_port()
     args = mse_run(bin_dir, sealed, tmp_path / "wd", "--provision", "push", port=port)
     proc, mrenclave, err = _start(args, tmp_path, env, procs)
-    ca = Path(env["XDG_CONFIG_HOME"]) / "mse" / "simulation" / "ca.pem"
 
     def push(*extra: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(bin_dir / "mse-secrets"), "push", f"https://localhost:{port}", "--mrenclave",
-             mrenclave, "--uuid", UUID, "--simulation-ca", str(ca), "--secrets", str(secrets),
-             *extra],
-            capture_output=True, text=True, env=env, timeout=120, check=False,
-        )  # fmt: skip
+        return _push(bin_dir, port, mrenclave, env, "--secrets", str(secrets), *extra)
 
     refused = push("--code-key", str(wrong))
     assert refused.returncode == 1
@@ -192,12 +198,7 @@ def test_a_sealed_restart_in_gramine(
     proc, mrenclave, err = _start(
         mse_run(bin_dir, tar, workdir, "--provision", "push", port=port), first, env, procs
     )
-    ca = Path(env["XDG_CONFIG_HOME"]) / "mse" / "simulation" / "ca.pem"
-    pushed = subprocess.run(
-        [str(bin_dir / "mse-secrets"), "push", f"https://localhost:{port}", "--mrenclave",
-         mrenclave, "--uuid", UUID, "--simulation-ca", str(ca), "--sealed-secrets", str(sealed)],
-        capture_output=True, text=True, env=env, timeout=120, check=False,
-    )  # fmt: skip
+    pushed = _push(bin_dir, port, mrenclave, env, "--sealed-secrets", str(sealed))
     assert pushed.returncode == 0, pushed.stderr + _read(err)
     _wait_for(err, "serving https://", proc)
     assert "sealed for restarts" in _read(err)
@@ -238,12 +239,7 @@ def test_a_ca_issued_certificate_in_gramine(
     at = args.index("--self-signed")
     del args[at : at + 2]
     proc, mrenclave, err = _start(args, tmp_path, env, procs)
-    simulation_ca = Path(env["XDG_CONFIG_HOME"]) / "mse" / "simulation" / "ca.pem"
-    pushed = subprocess.run(
-        [str(bin_dir / "mse-secrets"), "push", f"https://localhost:{port}", "--mrenclave",
-         mrenclave, "--uuid", UUID, "--simulation-ca", str(simulation_ca), "--tls-key", str(key)],
-        capture_output=True, text=True, env=env, timeout=120, check=False,
-    )  # fmt: skip
+    pushed = _push(bin_dir, port, mrenclave, env, "--tls-key", str(key))
     assert pushed.returncode == 0, pushed.stderr + _read(err)
     _wait_for(err, "(DIRECT, --certificate)", proc)
     assert _curl(port, ca[0], "/") == "Hello from Flask in the enclave"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import os
 import socket
@@ -9,9 +10,13 @@ import subprocess
 import sys
 import tarfile
 import time
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from mse_base._internal.enclave.deployment import Deployment
 
 BIN = Path(sys.executable).parent
 
@@ -116,3 +121,18 @@ def flask_tar(tmp_path: Path) -> Path:
 @pytest.fixture
 def asgi_tar(tmp_path: Path) -> Path:
     return make_tar(tmp_path / "asgi.tar", {"app.py": ASGI_APP})
+
+
+def make_deployment(**overrides: Any) -> Deployment:
+    """A valid Deployment for unit tests, with ``overrides`` applied."""
+    fields: dict[str, Any] = {
+        "application": "app:app",
+        "host": "localhost",
+        "deployment_id": uuid.UUID("533a2b83-4bc5-4a9c-955e-208c530bfd15"),
+        "expiry": dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc),
+        "bind": "127.0.0.1",
+        "port": 8443,
+        "debug": False,
+    }
+    fields.update(overrides)
+    return Deployment(**fields)

@@ -10,7 +10,6 @@ import time
 import tomllib
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography import x509
@@ -25,7 +24,7 @@ from mse_base.errors import UsageError
 from tests.net import free_port, openssl_served_certificate
 from tests.processes import stop_process
 
-from .conftest import run_args
+from .conftest import make_deployment, run_args
 
 UUID = "533a2b83-4bc5-4a9c-955e-208c530bfd15"
 
@@ -107,24 +106,10 @@ def test_sans_refused(names: list[str], needle: str) -> None:
 # --- the measured argv -------------------------------------------------------------------------
 
 
-def _deployment(**overrides: Any) -> dep.Deployment:
-    fields: dict[str, Any] = {
-        "application": "app:app",
-        "host": "localhost",
-        "deployment_id": uuid.UUID(UUID),
-        "expiry": dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc),
-        "bind": "127.0.0.1",
-        "port": 8443,
-        "debug": False,
-    }
-    fields.update(overrides)
-    return dep.Deployment(**fields)
-
-
 def test_argv_only_when_given_and_round_trips(monkeypatch: pytest.MonkeyPatch) -> None:
-    plain = _deployment().bootstrap_args()
+    plain = make_deployment().bootstrap_args()
     assert "--subject" not in plain and "--san" not in plain
-    given = _deployment(subject="CN=app.example.com,O=Example Corp", sans=("a.example", "::1"))
+    given = make_deployment(subject="CN=app.example.com,O=Example Corp", sans=("a.example", "::1"))
     args = given.bootstrap_args()
     assert args[: len(plain)] == plain  # appended: the existing arguments keep their places
     assert args[len(plain) :] == [
@@ -134,7 +119,7 @@ def test_argv_only_when_given_and_round_trips(monkeypatch: pytest.MonkeyPatch) -
     # The bootstrap's own command line rebuilds the very same deployment.
     seen: list[dep.Deployment] = []
     monkeypatch.setattr(runtime_bootstrap, "run", seen.append)
-    for deployment in (_deployment(), given):
+    for deployment in (make_deployment(), given):
         assert bootstrap_cli.main(deployment.bootstrap_args()) == 0
         assert seen.pop() == deployment
 

@@ -211,3 +211,15 @@ def pull_args(app_tar: Path, workdir: Path, app_port: int, server_port: int, ca:
         "--simulation", "--provision", "pull", "--secrets-server",
         f"https://localhost:{server_port}", "--secrets-server-ca", str(ca),
     ]  # fmt: skip
+
+
+def encrypt_code(tar: Path, tmp: Path) -> tuple[Path, Path]:
+    """``mse-secrets encrypt-code`` as the owner runs it: the key file and the encrypted tar."""
+    key, encrypted = tmp / "code.key", tmp / "app.tar.enc"
+    result = subprocess.run(
+        [str(BIN / "mse-secrets"), "encrypt-code", str(tar), "--key-out", str(key),
+         "-o", str(encrypted)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return key, encrypted

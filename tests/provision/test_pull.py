@@ -27,7 +27,16 @@ from mse_base._internal.simulation.pki import SimulationQuoteProvider
 from tests.certs import self_signed_pem
 from tests.net import free_port
 
-from .conftest import BIN, SECRET, UUID, SecretsServer, pull_args, read, serve_secrets, stop_process
+from .conftest import (
+    SECRET,
+    UUID,
+    SecretsServer,
+    encrypt_code,
+    pull_args,
+    read,
+    serve_secrets,
+    stop_process,
+)
 
 POLICY_MRENCLAVE = "11" * 32
 
@@ -114,13 +123,7 @@ def test_other_clients_get_403_and_nothing(
 def test_pull_delivers_the_code_key_and_secrets_the_app_serves(
     app_tar: Path, tmp_path: Path, env: dict[str, str], secrets_file: Path
 ) -> None:
-    code_key, sealed = tmp_path / "code.key", tmp_path / "app.tar.enc"
-    subprocess.run(
-        [str(BIN / "mse-secrets"), "encrypt-code", str(app_tar), "--key-out", str(code_key),
-         "-o", str(sealed)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    app_tar = sealed
+    code_key, app_tar = encrypt_code(app_tar, tmp_path)
     app_port, server_port = free_port(), free_port()
     pair = self_signed_pem(tmp_path, "owner")
     # The enclave's identity covers the server and its CA: measure first, then serve under it.

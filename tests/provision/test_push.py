@@ -19,10 +19,10 @@ from tests.net import free_port
 
 from .conftest import (
     APP_SOURCE,
-    BIN,
     SECRET,
     UUID,
     Enclave,
+    encrypt_code,
     make_tar,
     read,
     run_args,
@@ -160,31 +160,10 @@ def test_no_push_before_the_timeout_never_starts_the_app(
 # --- encrypted code ------------------------------------------------------------------------
 
 
-def _encrypt(tar: Path, tmp: Path) -> tuple[Path, Path]:
-    key, sealed = tmp / "code.key", tmp / "app.tar.enc"
-    result = subprocess.run(
-        [
-            str(BIN / "mse-secrets"),
-            "encrypt-code",
-            str(tar),
-            "--key-out",
-            str(key),
-            "-o",
-            str(sealed),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return key, sealed
-
-
 def test_encrypted_code_runs_only_with_its_key(
     app_tar: Path, secrets_file: Path, tmp_path: Path, env: dict[str, str]
 ) -> None:
-    key, sealed = _encrypt(app_tar, tmp_path)
+    key, sealed = encrypt_code(app_tar, tmp_path)
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert b"secrets.get" not in sealed.read_bytes()
 
@@ -258,7 +237,7 @@ def test_what_the_encrypted_code_holds_is_told_to_the_owner_only(
         tmp_path / "app.tar",
         {"app.py": APP_SOURCE, "requirements.txt": "confidential-dependency-xyz==1.0\n"},
     )
-    key, sealed = _encrypt(tar, tmp_path)
+    key, sealed = encrypt_code(tar, tmp_path)
     enclave = start_enclave(sealed, tmp_path, env)
     try:
         refused = enclave.push("--code-key", str(key))

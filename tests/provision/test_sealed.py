@@ -20,10 +20,10 @@ from tests.net import free_port
 
 from .conftest import (
     APP_SOURCE,
-    BIN,
     SECRET,
     UUID,
     Enclave,
+    encrypt_code,
     make_tar,
     read,
     run_args,
@@ -48,16 +48,6 @@ def _body(enclave: Enclave, path: str) -> tuple[str, str]:
     assert answer.returncode == 0, answer.stderr
     body, _, status = answer.stdout.rpartition("\n")
     return status, body
-
-
-def _encrypt(tar: Path, tmp: Path) -> tuple[Path, Path]:
-    key, encrypted = tmp / "code.key", tmp / "app.tar.enc"
-    subprocess.run(
-        [str(BIN / "mse-secrets"), "encrypt-code", str(tar), "--key-out", str(key),
-         "-o", str(encrypted)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    return encrypted, key
 
 
 @pytest.fixture
@@ -95,7 +85,7 @@ def _restart(code: Path, tmp: Path, env: dict[str, str], port: int, *extra: str)
 def test_a_sealed_restart_serves_again_with_no_owner(
     app_tar: Path, tmp_path: Path, env: dict[str, str], secrets_file: Path, sealed_file: Path
 ) -> None:
-    code, code_key = _encrypt(app_tar, tmp_path)
+    code_key, code = encrypt_code(app_tar, tmp_path)
     port = free_port()
     first = _provision_and_stop(
         code, tmp_path, env, port,

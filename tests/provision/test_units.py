@@ -2,41 +2,24 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import email.message
 import io
 import json
 import os
 import stat
 import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
 
 import mse_base.secrets as app_secrets
-from mse_base._internal.enclave.deployment import Deployment
 from mse_base._internal.provision import codefile
 from mse_base._internal.provision.protocol import PATH, Payload, Refused, parse_payload
 from mse_base._internal.runtime import provisioning
 from mse_base.errors import UsageError
-from tests.pipeline.conftest import BIN
+from tests.pipeline.conftest import BIN, make_deployment
 
 UUID = "533a2b83-4bc5-4a9c-955e-208c530bfd15"
-
-
-def _deployment(**overrides: object) -> Deployment:
-    fields: dict[str, object] = {
-        "application": "app:app",
-        "host": "localhost",
-        "deployment_id": uuid.UUID(UUID),
-        "expiry": dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc),
-        "bind": "127.0.0.1",
-        "port": 8443,
-        "debug": False,
-    }
-    fields.update(overrides)
-    return Deployment(**fields)  # type: ignore[arg-type]
 
 
 # --- wire format ---------------------------------------------------------------------------
@@ -189,14 +172,15 @@ def test_secrets_api_never_shows_the_file(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_no_provisioning_keeps_the_argv_and_so_the_measurement() -> None:
-    assert not any("provision" in a or "encrypted" in a for a in _deployment().bootstrap_args())
-    args = _deployment(provision="push", provision_timeout=30, encrypted_code=True).bootstrap_args()
+    assert not any("provision" in a or "encrypted" in a for a in make_deployment().bootstrap_args())
+    deployment = make_deployment(provision="push", provision_timeout=30, encrypted_code=True)
+    args = deployment.bootstrap_args()
     assert args[-5:] == ["--provision", "push", "--provision-timeout", "30", "--encrypted-code"]
 
 
 def test_encrypted_code_needs_push() -> None:
     with pytest.raises(UsageError, match="add --provision push"):
-        _deployment(encrypted_code=True)
+        make_deployment(encrypted_code=True)
 
 
 # --- mse-secrets usage errors (no network) -------------------------------------------------
@@ -294,10 +278,10 @@ def test_pull_options_are_checked(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="not PEM certificates"):
         dep.parse_secrets_server_ca(b"nope", "ca.pem")
     with pytest.raises(UsageError, match="needs --secrets-server"):
-        _deployment(provision="pull")
+        make_deployment(provision="pull")
     with pytest.raises(UsageError, match="go with --provision pull"):
-        _deployment(provision="push", secrets_server="https://owner:1", secrets_server_ca="x")
-    args = _deployment(
+        make_deployment(provision="push", secrets_server="https://owner:1", secrets_server_ca="x")
+    args = make_deployment(
         provision="pull", secrets_server="https://owner:1", secrets_server_ca="PEM"
     ).bootstrap_args()
     assert args[-4:] == ["--secrets-server", "https://owner:1", "--secrets-server-ca-pem", "PEM"]
@@ -455,4 +439,4 @@ def test_the_stand_in_sealing_key_follows_mrenclave(tmp_path: Path) -> None:
 
 def test_a_certificate_needs_provisioning() -> None:
     with pytest.raises(UsageError, match="--certificate needs --provision push"):
-        _deployment(certificate="-----BEGIN CERTIFICATE-----\n")
+        make_deployment(certificate="-----BEGIN CERTIFICATE-----\n")
