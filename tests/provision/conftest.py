@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -93,6 +94,14 @@ class Enclave:
             args, capture_output=True, text=True, env=self.env, timeout=120, check=False
         )
 
+    def exit_status(self, timeout: float = 120) -> int:
+        """The status of an enclave expected to exit by itself; stopped (and failed) if not."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            stop_process(self.proc)
+            raise AssertionError(f"mse-run did not exit:\n{self.log()}") from None
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -137,7 +146,11 @@ def start_enclave(
     )
     enclave = Enclave(proc, port, "", workdir, out, err, env, marker)
     if ready:
-        enclave.wait_for(ready_line)
+        try:
+            enclave.wait_for(ready_line)
+        except BaseException:
+            stop_process(proc)
+            raise
         enclave.mrenclave = read(out).splitlines()[0].split()[1]
     return enclave
 
@@ -200,7 +213,9 @@ def serve_secrets(
     )  # fmt: skip
     deadline = time.monotonic() + 60
     while "serving" not in read(err):
-        assert proc.poll() is None and time.monotonic() < deadline, read(err)
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_process(proc)
+            raise AssertionError(f"mse-secrets serve did not start:\n{read(err)}")
         time.sleep(0.1)
     return SecretsServer(proc, port, cert, err, pki)
 
@@ -223,3 +238,14 @@ def encrypt_code(tar: Path, tmp: Path) -> tuple[Path, Path]:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     return key, encrypted
+
+
+def wait_for_line(proc: subprocess.Popen[Any], err: Path, text: str, timeout: float = 120) -> None:
+    """Wait until ``text`` is in the process's stderr file; stop it and fail if it exits or
+    the time runs out first."""
+    deadline = time.monotonic() + timeout
+    while text not in read(err):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_process(proc)
+            raise AssertionError(f"no {text!r}:\n{read(err)}")
+        time.sleep(0.1)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import stat
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,16 @@ from tests.certs import ca_issued_pem, self_signed_pem
 from tests.net import free_port, openssl_served_certificate
 from tests.processes import stop_process
 
-from .conftest import UUID, pull_args, read, run_args, serve_secrets, start_enclave
+from .conftest import (
+    UUID,
+    Enclave,
+    pull_args,
+    read,
+    run_args,
+    serve_secrets,
+    start_enclave,
+    wait_for_line,
+)
 
 
 def _curl(port: int, cacert: Path, path: str = "/") -> subprocess.CompletedProcess[str]:
@@ -83,6 +91,16 @@ def test_push_installs_the_certificates_key_and_curl_trusts_the_owners_ca(
     assert key.read_text().splitlines()[1] not in enclave.log()
 
 
+def test_a_tls_key_for_an_enclave_without_certificate_is_refused(
+    enclave: Enclave, owner: tuple[Path, Path, Path]
+) -> None:
+    refused = enclave.push("--tls-key", str(owner[2]))
+    assert refused.returncode == 1, refused.stderr
+    assert "400 this enclave has no --certificate: send no 'tls_key'" in refused.stderr
+    assert not enclave.marker.exists()
+    assert enclave.push().returncode == 0  # refused changed nothing: one push still wins
+
+
 def test_pull_serves_the_certificate_and_a_sealed_restart_keeps_it(
     app_tar: Path, tmp_path: Path, env: dict[str, str], owner: tuple[Path, Path, Path]
 ) -> None:
@@ -108,14 +126,15 @@ def test_pull_serves_the_certificate_and_a_sealed_restart_keeps_it(
         extra=("--tls-key", str(key), "--sealed-secrets", str(sealed)),
     )  # fmt: skip
     err = tmp_path / "run.err"
+    first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err.open("w"), env=env)
     try:
-        first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err.open("w"), env=env)
-        _wait(first, err, "serving --certificate (SIMULATION)")
+        wait_for_line(first, err, "serving --certificate (SIMULATION)")
         assert _curl(app_port, ca).stdout == "Hello from Flask in the enclave"
         assert "sealed for restarts" in read(err)
         first.terminate()
         assert first.wait(timeout=30) == 0
     finally:
+        stop_process(first)
         stop_process(server.proc)
     # No server now: the restart takes the key from its sealed state.
     restart_err = tmp_path / "restart.err"
@@ -125,7 +144,7 @@ def test_pull_serves_the_certificate_and_a_sealed_restart_keeps_it(
         restart, stdout=subprocess.DEVNULL, stderr=restart_err.open("w"), env=env
     )
     try:
-        _wait(second, restart_err, "serving --certificate (SIMULATION)")
+        wait_for_line(second, restart_err, "serving --certificate (SIMULATION)")
         assert "restored from the sealed state: 0 secret(s), --certificate's key installed" in read(
             restart_err
         )
@@ -140,13 +159,6 @@ def _swap_workdir(args: list[str], workdir: Path) -> list[str]:
     return swapped
 
 
-def _wait(proc: subprocess.Popen[bytes], err: Path, text: str) -> None:
-    deadline = time.monotonic() + 120
-    while text not in read(err):
-        assert proc.poll() is None and time.monotonic() < deadline, read(err)
-        time.sleep(0.1)
-
-
 @pytest.mark.parametrize(
     ("case", "message"),
     [
@@ -156,6 +168,7 @@ def _wait(proc: subprocess.Popen[bytes], err: Path, text: str) -> None:
         ("wrong-issuer", "is not issued by the certificate after it"),
         ("expired", "not now: renew it"),
         ("with-san", "--subject and --san shape the self-signed certificate"),
+        ("with-key", "the file holds a private key too: give only the chain"),
     ],
 )
 def test_bad_certificates_get_one_line_and_nothing_written(
@@ -182,6 +195,9 @@ def test_bad_certificates_get_one_line_and_nothing_written(
         given = ca_issued_pem(tmp_path, "old", ca_pair, days=-1)[0]
     elif case == "with-san":
         provision += ["--san", "other.example"]
+    elif case == "with-key":
+        given = tmp_path / "chain-and-key.pem"
+        given.write_text(chain.read_text() + owner[2].read_text())
     workdir = tmp_path / "wd"
     args = [
         *run_args(app_tar, workdir, **{"--port": str(free_port()), "--uuid": UUID,

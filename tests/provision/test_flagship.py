@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from tests.certs import self_signed_pem
 from tests.net import free_port
 from tests.processes import stop_process
 
-from .conftest import pull_args, read, serve_secrets, start_enclave
+from .conftest import pull_args, read, serve_secrets, start_enclave, wait_for_line
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = "demo-6b1f-only-the-enclave"
@@ -87,10 +86,7 @@ def test_pull_reaches_the_flagship_example(
         [*args, "--force"], stdout=subprocess.DEVNULL, stderr=err.open("w"), env=env
     )
     try:
-        deadline = time.monotonic() + 120
-        while "RA-TLS check passed" not in read(err):
-            assert enclave.poll() is None and time.monotonic() < deadline, read(err)
-            time.sleep(0.1)
+        wait_for_line(enclave, err, "RA-TLS check passed")
         assert _get(app_port, tmp_path / "wd" / "cert.pem") == ("200", DEMO)
     finally:
         stop_process(enclave)

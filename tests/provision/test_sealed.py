@@ -25,9 +25,13 @@ from .conftest import (
     Enclave,
     encrypt_code,
     make_tar,
+    pull_args,
     read,
     run_args,
+    serve_secrets,
     start_enclave,
+    stop_process,
+    wait_for_line,
 )
 
 SEALED_VALUE = "sealed-9d2c-do-not-log"
@@ -123,16 +127,27 @@ def test_a_changed_enclave_cannot_unseal(
 ) -> None:
     port = free_port()
     first = _provision_and_stop(app_tar, tmp_path, env, port, "--sealed-secrets", str(sealed_file))
+    state = first.workdir / "secrets" / SEALED_STATE_NAME
     # Another app in the same work directory: another MRENCLAVE, so another sealing key.
     changed = make_tar(tmp_path / "changed.tar", {"app.py": APP_SOURCE + "\n# changed\n"})
+    refused = _restart(changed, tmp_path, env, port)
+    # mse-run names the mismatch before it starts anything...
+    assert refused.exit_status() == 2, refused.log()
+    line = read(refused.err).strip().splitlines()[-1]
+    assert line.startswith("mse-run: error: --provision sealed: this command measures MRENCLAVE ")
+    assert f"was sealed by {first.mrenclave}: repeat the exact options" in line, line
+    assert state.exists()
+    # ...and without its record (a work directory from before it), the enclave refuses itself.
+    (first.workdir / "secrets.sealed-mrenclave").unlink()
     restarted = _restart(changed, tmp_path, env, port)
-    assert restarted.proc.wait(timeout=120) == 1, restarted.log()
+    assert restarted.exit_status() == 1, restarted.log()
     assert f"cannot unseal {first.workdir.resolve() / 'secrets' / SEALED_STATE_NAME}" in read(
         restarted.err
     ), restarted.log()
     assert "the app was not started" in read(restarted.err)
     assert not restarted.marker.exists()
     assert "Traceback" not in restarted.log()
+    assert state.exists()
 
 
 def test_a_tampered_sealed_state_is_refused(
@@ -145,14 +160,13 @@ def test_a_tampered_sealed_state_is_refused(
     raw[-1] ^= 1
     state.write_bytes(bytes(raw))
     restarted = _restart(app_tar, tmp_path, env, port)
-    assert restarted.proc.wait(timeout=120) == 1, restarted.log()
-    assert "cannot unseal" in read(restarted.err) and "sealed under another key" in read(
-        restarted.err
-    )
+    assert restarted.exit_status() == 1, restarted.log()
+    assert "cannot unseal" in read(restarted.err)
+    assert "sealed under another key, or altered" in read(restarted.err)
     assert not restarted.marker.exists()
 
 
-def test_sealed_needs_a_sealed_state_and_push_refuses_one(
+def test_sealed_needs_a_state_and_push_sets_an_earlier_one_aside(
     app_tar: Path, tmp_path: Path, env: dict[str, str], sealed_file: Path
 ) -> None:
     workdir = tmp_path / "wd"
@@ -166,15 +180,93 @@ def test_sealed_needs_a_sealed_state_and_push_refuses_one(
 
     port = free_port()
     _provision_and_stop(app_tar, tmp_path, env, port, "--sealed-secrets", str(sealed_file))
+    state = workdir / "secrets" / SEALED_STATE_NAME
+    sealed = state.read_bytes()
+    # Push again: a fresh provisioning, so the enclave must not find the old state.
     (tmp_path / "again").mkdir()
     again = start_enclave(
-        app_tar, tmp_path / "again", env, "--workdir", str(workdir), "--force",
-        port=port, ready=False,
+        app_tar, tmp_path / "again", env, "--workdir", str(workdir), "--force", port=port
+    )
+    try:
+        assert "waiting for provisioning" in read(again.err)
+        assert "restored" not in read(again.err)
+        assert not state.exists()
+        assert state.with_name(f"{SEALED_STATE_NAME}.previous").read_bytes() == sealed
+        assert "is set aside as" in read(again.err)
+    finally:
+        assert again.stop() == 0, again.log()
+
+
+def test_a_wrong_key_with_sealed_secrets_seals_nothing(
+    app_tar: Path, tmp_path: Path, env: dict[str, str], sealed_file: Path
+) -> None:
+    code_key, code = encrypt_code(app_tar, tmp_path)
+    wrong = tmp_path / "wrong.key"
+    wrong.write_text("11" * 32 + "\n")
+    enclave = start_enclave(code, tmp_path, env)
+    try:
+        refused = enclave.push("--sealed-secrets", str(sealed_file), "--code-key", str(wrong))
+        assert refused.returncode == 1 and "422" in refused.stderr, refused.stderr
+        assert not (enclave.workdir / "secrets" / SEALED_STATE_NAME).exists()
+        accepted = enclave.push("--sealed-secrets", str(sealed_file), "--code-key", str(code_key))
+        assert accepted.returncode == 0, accepted.stderr
+        enclave.wait_for("serving https://")
+        assert (enclave.workdir / "secrets" / SEALED_STATE_NAME).exists()
+    finally:
+        assert enclave.stop() == 0, enclave.log()
+
+
+def test_pull_provisions_afresh_and_sealed_restarts_offline(
+    app_tar: Path, tmp_path: Path, env: dict[str, str], sealed_file: Path
+) -> None:
+    """Replicas keep one command line, --provision pull: each start pulls what the server holds
+    now (rotated secrets, the current policy) and reseals it; --provision sealed goes offline."""
+    app_port, server_port = free_port(), free_port()
+    pair = self_signed_pem(tmp_path, "server")
+    args = pull_args(app_tar, tmp_path / "wd", app_port, server_port, pair[0])
+    dry = subprocess.run(
+        [*args, "--dry-run", "--json"], capture_output=True, text=True, env=env, timeout=120,
+        check=False,
     )  # fmt: skip
-    assert again.proc.wait(timeout=120) == 2, again.log()
-    line = read(again.err).strip()
-    assert "holds this deployment's sealed state" in line and "--provision sealed" in line, line
-    assert (workdir / "secrets" / SEALED_STATE_NAME).exists()
+    mrenclave = json.loads(dry.stdout)["mrenclave"]
+    for attempt, value in enumerate(("first-value", "rotated-value")):
+        run = tmp_path / f"run{attempt}"
+        run.mkdir()
+        sealed_file.write_text(json.dumps({"SEALED": value}))
+        server = serve_secrets(
+            run, env, None, mrenclave, port=server_port, pair=pair,
+            extra=("--sealed-secrets", str(sealed_file)),
+        )  # fmt: skip
+        err = run / "run.err"
+        proc = subprocess.Popen([*args, "--force"], stdout=subprocess.DEVNULL,
+                                stderr=err.open("w"), env=env)  # fmt: skip
+        try:
+            wait_for_line(proc, err, "RA-TLS check passed")
+            assert _get(app_port, tmp_path / "wd" / "cert.pem") == ("200", value)
+            assert "200 released" in read(server.err)
+        finally:
+            stop_process(proc)
+            stop_process(server.proc)
+    # No server now: the sealed restart serves the last value pulled.
+    restart = [*args, "--force"]
+    restart[restart.index("pull")] = "sealed"
+    err = tmp_path / "sealed.err"
+    proc = subprocess.Popen(restart, stdout=subprocess.DEVNULL, stderr=err.open("w"), env=env)
+    try:
+        wait_for_line(proc, err, "RA-TLS check passed")
+        assert _get(app_port, tmp_path / "wd" / "cert.pem") == ("200", "rotated-value")
+    finally:
+        stop_process(proc)
+
+
+def _get(port: int, cacert: Path) -> tuple[str, str]:
+    answer = subprocess.run(
+        ["curl", "-sS", "--cacert", str(cacert), "-w", "\n%{http_code}",
+         f"https://localhost:{port}/secret/SEALED"],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    body, _, status = answer.stdout.rpartition("\n")
+    return status, body
 
 
 def test_sealed_measures_as_the_mode_it_restarts(

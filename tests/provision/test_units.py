@@ -440,3 +440,25 @@ def test_the_stand_in_sealing_key_follows_mrenclave(tmp_path: Path) -> None:
 def test_a_certificate_needs_provisioning() -> None:
     with pytest.raises(UsageError, match="--certificate needs --provision push"):
         make_deployment(certificate="-----BEGIN CERTIFICATE-----\n")
+
+
+def test_what_is_accepted_seals_within_what_a_restart_reads(tmp_path: Path) -> None:
+    from mse_base._internal.provision.protocol import MAX_BODY
+    from mse_base._internal.runtime.sealed import SealedState
+
+    state = SealedState(tmp_path, b"\x01" * 16)
+    # Raw UTF-8 emoji: 4 bytes each in the body, 12 if re-encoded with \u escapes.
+    emoji = "\U0001f510" * ((MAX_BODY - 200) // 4)
+    body = json.dumps({"uuid": UUID, "sealed_secrets": {"E": emoji}}, ensure_ascii=False)
+    assert len(body.encode()) <= MAX_BODY
+    state.save(parse_payload(body.encode()))
+    assert state.load().sealed_secrets == {"E": emoji}
+    # Numbers that grow when read back ("1e5" is 100000.0): refused before anything is written.
+    many = ",".join(["1e5"] * 250_000)
+    numbers = json.dumps({"uuid": UUID, "sealed_secrets": {"N": []}}).replace("[]", f"[{many}]")
+    assert len(numbers) <= MAX_BODY
+    (tmp_path / "mse-provisioned.json").unlink()
+    with pytest.raises(Refused) as refused:
+        state.seal(parse_payload(numbers.encode()))
+    assert refused.value.status == 413
+    assert not (tmp_path / "mse-provisioned.json").exists()

@@ -111,6 +111,7 @@ def _add_provisioned_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _read_tls_key(path: Path | None) -> str | None:
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
     from mse_base._internal.files import private_key_pem
@@ -121,6 +122,10 @@ def _read_tls_key(path: Path | None) -> str | None:
     pem = read_input(path, "--tls-key", 64 * 1024, "give the PEM private key", stdin=False)
     try:
         key = load_pem_private_key(pem, password=None)
+    except UnsupportedAlgorithm:
+        raise UsageError(
+            f"--tls-key {path}: the key type is not supported; use an RSA, EC or Ed25519 key"
+        ) from None
     except TypeError:
         raise UsageError(
             f"--tls-key {path}: the key is encrypted; decrypt it first (openssl pkey -in "

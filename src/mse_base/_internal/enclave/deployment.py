@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
 from mse_base.errors import UsageError
 
@@ -218,9 +219,13 @@ def parse_certificate(
     pem: bytes, where: str, host: str, now: dt.datetime | None = None
 ) -> tuple[str, dt.datetime]:
     """A CA-issued chain (leaf first) for ``host``, as canonical PEM text, and its expiry."""
-    from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
+    if b"PRIVATE KEY-----" in pem:
+        raise UsageError(
+            f"--certificate {where}: the file holds a private key too: give only the chain; the "
+            "key goes to the attested enclave alone (mse-secrets push/serve --tls-key)"
+        )
     try:
         chain = x509.load_pem_x509_certificates(pem)
     except ValueError:
@@ -229,6 +234,13 @@ def parse_certificate(
             "(fullchain.pem)"
         ) from None
     leaf = chain[0]
+    try:
+        leaf.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        raise UsageError(
+            f"--certificate {where}: the first certificate's key type is not supported here; "
+            "use an RSA, EC (P-256, P-384) or Ed25519 key"
+        ) from None
     now = now or dt.datetime.now(dt.timezone.utc)
     expiry = leaf.not_valid_after_utc
     if expiry <= now or leaf.not_valid_before_utc > now:
@@ -370,6 +382,12 @@ class Deployment:
             )
         if not pulling and (self.secrets_server is not None or self.secrets_server_ca is not None):
             raise UsageError("--secrets-server and --secrets-server-ca go with --provision pull")
+
+    def certificate_leaf(self) -> x509.Certificate | None:
+        """The first certificate of ``--certificate`` (the chain is leaf first)."""
+        if self.certificate is None:
+            return None
+        return x509.load_pem_x509_certificate(self.certificate.encode("ascii"))
 
     def bootstrap_args(self) -> list[str]:
         args = [

@@ -25,7 +25,13 @@ from mse_base._internal.enclave.codetar import inspect_code, unpack_code
 from mse_base._internal.enclave.deployment import Deployment
 from mse_base._internal.enclave.measure import simulated_mrenclave
 from mse_base._internal.enclave.requirements import check_requirements
-from mse_base._internal.enclave.sealing import check_sealed_secrets, record_sealing
+from mse_base._internal.enclave.sealing import (
+    check_sealed_secrets,
+    check_sealing_enclave,
+    record_sealing,
+    record_sealing_enclave,
+    set_aside_sealed_state,
+)
 from mse_base._internal.enclave.signer import (
     THROWAWAY_KEY_NAME,
     SignerKey,
@@ -294,6 +300,7 @@ def _prepare_in(
     secrets.mkdir(mode=0o700, exist_ok=True)
     if not request.dry_run:
         record_sealing(request.workdir, request.mode)
+        set_aside_sealed_state(request, mf.HOST_SECRETS_DIR, mf.SEALED_STATE_NAME)
     signer = key or throwaway_signer_key(request.workdir)
 
     argv = (
@@ -343,6 +350,8 @@ def _prepare_in(
             )
         )
     sigstruct = parse_sigstruct(sig_path.read_bytes())
+    check_sealing_enclave(request, sigstruct.mrenclave)
+    record_sealing_enclave(request, sigstruct.mrenclave)
     return Prepared(
         request, sigstruct, signer, len(trusted.files), trusted.total_bytes, argv, claim
     )

@@ -7,15 +7,18 @@ way (Gramine reports a bare ``Permission denied``), and an app that then deletes
 them destroys what SGX sealed. The mode is recorded in a marker beside secrets/, outside the
 enclave's mount, and a run refuses secrets it cannot read before it writes anything.
 
-It also keeps ``--provision sealed`` honest on the host: a restart needs a sealed state to
-restart from, and a push or pull deployment that has one restarts from it (the enclave cannot be
-told otherwise: its argv is measured), so mse-run asks for ``sealed`` rather than pretend.
+It also keeps ``--provision`` honest on the host. The enclave restores a sealed state whenever it
+finds one (its measured argv cannot tell it otherwise), so ``sealed`` needs one there, and
+``push`` or ``pull``, which ask for fresh provisioning, move an earlier one aside first; and
+``sealed`` names the mismatch when its options measure another MRENCLAVE than the run that
+sealed, rather than start an enclave that cannot unseal.
 
 May import ``mse_base.errors`` and the shared ``files``.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,8 +28,9 @@ from mse_base.errors import UsageError
 if TYPE_CHECKING:
     from mse_base._internal.enclave.pipeline import Mode, RunRequest
 
-# In the work directory, beside (not inside) the sealed mount: the enclave never sees it.
+# In the work directory, beside (not inside) the sealed mount: the enclave never sees them.
 SEALED_BY = "secrets.sealed-by"
+SEALED_MRENCLAVE = "secrets.sealed-mrenclave"
 _MODES = ("sgx", "simulation", "direct")
 _NAMES = {"sgx": "SGX", "simulation": "--simulation", "direct": "--direct"}
 
@@ -77,21 +81,65 @@ def check_sealed_secrets(
 
 
 def _check_restart(request: RunRequest, secrets: Path, state_name: str) -> None:
-    sealed = (secrets / state_name).exists()
-    if request.restart_sealed and not sealed:
+    if request.restart_sealed and not (secrets / state_name).exists():
         raise UsageError(
             f"--provision sealed: nothing sealed in {secrets} ({request.workdir_name()}): start "
             "the deployment with --provision push or pull first and send it sealed secrets "
             "(mse-secrets push --sealed-secrets, or serve --sealed-secrets)"
         )
-    if not request.restart_sealed and request.deployment.provision is not None and sealed:
-        raise UsageError(
-            f"{request.workdir_name()} holds this deployment's sealed state "
-            f"({secrets / state_name}), which the enclave restarts from: pass --provision sealed "
-            f"(with the same other options), or remove that file to provision it again"
-        )
+
+
+def set_aside_sealed_state(request: RunRequest, secrets_dir: str, state_name: str) -> None:
+    """Before a push or pull run: move an earlier sealed state out of the enclave's way.
+
+    The enclave restores whatever state it finds (its argv, measured, cannot tell it otherwise),
+    so a run that asks for fresh provisioning must not leave one there. It is renamed, never
+    deleted: renamed back, ``--provision sealed`` restarts from it again.
+    """
+    if request.restart_sealed or request.deployment.provision is None:
+        return
+    state = request.workdir / secrets_dir / state_name
+    if not state.exists():
+        return
+    previous = state.with_name(f"{state_name}.previous")
+    state.replace(previous)
+    logging.getLogger("mse").warning(
+        "--provision %s: the sealed state of an earlier run is set aside as %s (rename it back "
+        "and use --provision sealed to restart from it)",
+        request.deployment.provision,
+        previous,
+    )
 
 
 def record_sealing(workdir: Path, mode: Mode) -> None:
     """Record the mode that seals secrets/ from now on."""
     write_atomic(workdir / SEALED_BY, f"{mode}\n".encode(), 0o644)
+
+
+def record_sealing_enclave(request: RunRequest, mrenclave: bytes) -> None:
+    """After a push or pull run is measured: the MRENCLAVE whose state may be sealed next.
+
+    Not a secret, and not trusted: it only lets ``--provision sealed`` say which options
+    differ before it starts an enclave that could not unseal.
+    """
+    if request.dry_run or request.restart_sealed or request.deployment.provision is None:
+        return
+    write_atomic(request.workdir / SEALED_MRENCLAVE, f"{mrenclave.hex()}\n".encode(), 0o644)
+
+
+def check_sealing_enclave(request: RunRequest, mrenclave: bytes) -> None:
+    """``--provision sealed``: refuse a measurement other than the one that sealed."""
+    if request.dry_run or not request.restart_sealed:
+        return
+    try:
+        raw = read_limited(request.workdir / SEALED_MRENCLAVE, 200, nofollow=True)
+    except InputRefused:
+        return  # no record (an older work directory): the enclave's own check decides
+    recorded = raw.decode("ascii", "replace").strip()
+    if recorded != mrenclave.hex():
+        raise UsageError(
+            f"--provision sealed: this command measures MRENCLAVE {mrenclave.hex()}, but the "
+            f"state in {request.workdir_name()} was sealed by {recorded[:64]}: repeat the exact "
+            "options and code of the run that sealed it (--provision-timeout, --secrets-server, "
+            "--certificate and the others are measured)"
+        )

@@ -29,6 +29,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Literal
 
+from cryptography.hazmat.primitives import serialization
+
 from mse_base._internal.dcap.ratls import MAX_CERTIFICATE_SIZE, fetch_certificate
 from mse_base._internal.enclave import manifest as mf
 from mse_base._internal.enclave import pipeline
@@ -244,14 +246,8 @@ def _await_enclave(
     """Wait until this enclave serves its port, then verify it; None if it exited first."""
     deployment = prepared.request.deployment
     address = "127.0.0.1" if deployment.bind in ("0.0.0.0", "::") else deployment.bind  # noqa: S104
-    leaf = None
-    if deployment.certificate is not None:
-        from cryptography import x509
-        from cryptography.hazmat.primitives.serialization import Encoding
-
-        # The first PEM block: the chain is leaf first (deployment.parse_certificate).
-        first = x509.load_pem_x509_certificate(deployment.certificate.encode("ascii"))
-        leaf = first.public_bytes(Encoding.DER)
+    first = deployment.certificate_leaf()
+    leaf = None if first is None else first.public_bytes(serialization.Encoding.DER)
     served = _served_certificate(child, enclave, address, deployment.port, deployment.host, leaf)
     if served is None:
         return None

@@ -38,7 +38,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
@@ -104,7 +104,10 @@ class Installer:
         self.sealed = sealed
 
     def install(self, payload: Payload, *, restoring: bool = False) -> Provisioned:
-        tls_key = self._tls_key(payload.tls_key)  # checked before anything is written
+        # Everything that can be refused is checked before anything is written.
+        tls_key = self._tls_key(payload.tls_key)
+        sealing = payload.sealed_secrets is not None and not restoring
+        sealed = self.sealed.seal(payload) if sealing else None
         code_dir = self._code(payload.code_key)
         tls = None
         if tls_key is not None and self.deployment.certificate is not None:
@@ -114,10 +117,9 @@ class Installer:
         path = self.memory_dir / SECRETS_NAME
         secrets = payload.app_secrets()
         write_private(path, json.dumps(secrets).encode("utf-8"))
-        sealing = payload.sealed_secrets is not None and not restoring
-        if sealing:
+        if sealed is not None:
             # Last: a refused payload never reaches the sealed state.
-            self.sealed.save(payload)
+            self.sealed.write(sealed)
         return Provisioned(code_dir, path, len(secrets), tls, restoring, sealing)
 
     def _tls_key(self, pem: str | None) -> PrivateKeyTypes | None:
@@ -130,11 +132,12 @@ class Installer:
             raise Refused(400, "this enclave serves its --certificate: the request needs 'tls_key'")
         try:
             key = serialization.load_pem_private_key(pem.encode("ascii"), password=None)
-        except (ValueError, TypeError, UnicodeError):
+        except (ValueError, TypeError, UnicodeError, UnsupportedAlgorithm):
             raise Refused(400, "'tls_key' is not an unencrypted PEM private key") from None
-        leaf = x509.load_pem_x509_certificate(certificate.encode("ascii"))
         spki = serialization.PublicFormat.SubjectPublicKeyInfo
         der = serialization.Encoding.DER
+        leaf = self.deployment.certificate_leaf()
+        assert leaf is not None  # certificate is set
         if key.public_key().public_bytes(der, spki) != leaf.public_key().public_bytes(der, spki):
             raise Refused(422, "'tls_key' is not the private key of this enclave's --certificate")
         return key
@@ -250,7 +253,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._answer(404, f"only POST {PATH} is served until the enclave is provisioned")
             return
         endpoint = self.server.endpoint
-        status, reason, detail = 500, "internal error", ""
+        status, reason, detail = 500, "the enclave failed while installing it (see its log)", ""
         try:
             status, reason, detail = endpoint.post(self.headers, self.rfile)
         except Error as err:

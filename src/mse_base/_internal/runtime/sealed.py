@@ -9,8 +9,8 @@ owner and no network, and a changed enclave cannot read it at all.
 
 Without SGX the stand-in key mse-run derives from MRENCLAVE plays the CPU's part: under
 ``--direct`` Gramine itself encrypts with it; in simulation, where no Gramine encrypts anything,
-this module seals the file with AES-GCM under it, so the host's work directory never holds the
-secrets in the clear in any mode.
+this module seals the file with AES-GCM under it, so the sealed state is never in the clear on
+the host in any mode.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from mse_base.errors import Error
 # are also the associated data, a 12-byte nonce, then AES-GCM's ciphertext and tag.
 _MAGIC = b"MSESEAL\x00\x01"
 _NONCE = 12
-# The pull answer's size limit, plus the envelope; JSON re-encoding may grow escapes a little.
+# What load() reads; save() refuses more, so nothing sealed is ever unreadable for its size.
+# Twice the body: re-encoding is raw UTF-8, but numbers may grow ("1e5" is read back 100000.0).
 _MAX_FILE = 2 * MAX_BODY
 
 
@@ -49,7 +50,9 @@ class SealedState:
     def exists(self) -> bool:
         return os.path.lexists(self.path)
 
-    def save(self, payload: Payload) -> None:
+    def seal(self, payload: Payload) -> bytes:
+        """What :meth:`write` stores for ``payload``; :class:`Refused` (413) if :meth:`load`
+        could not read it back, so it is refused before anything is installed."""
         kept = Payload(
             uuid="",
             sealed_secrets=payload.sealed_secrets or {},
@@ -60,12 +63,20 @@ class SealedState:
         if self._key is not None:
             nonce = secrets.token_bytes(_NONCE)
             data = _MAGIC + nonce + AESGCM(self._key).encrypt(nonce, data, _MAGIC)
+        if len(data) > _MAX_FILE:
+            raise Refused(413, f"what is to be sealed is over {_MAX_FILE} bytes once encoded")
+        return data
+
+    def write(self, sealed: bytes) -> None:
         try:
-            write_private(self.path, data)
+            write_private(self.path, sealed)
         except OSError as err:
             raise Error(
                 f"cannot seal the provisioned state to {self.path}: {err.strerror or err}"
             ) from None
+
+    def save(self, payload: Payload) -> None:
+        self.write(self.seal(payload))
 
     def load(self) -> Payload:
         try:
@@ -81,7 +92,7 @@ class SealedState:
             try:
                 data = AESGCM(self._key).decrypt(nonce, sealed, _MAGIC)
             except InvalidTag:
-                raise self._unsealable("sealed under another key") from None
+                raise self._unsealable("sealed under another key, or altered") from None
         try:
             payload = parse_release(data)
         except Refused as refused:
@@ -92,8 +103,8 @@ class SealedState:
 
     def _unsealable(self, why: str) -> Unsealable:
         return Unsealable(
-            f"cannot unseal {self.path} ({why}): only the enclave that sealed it (the same "
-            "MRENCLAVE), on the same machine, can; the app was not started. To provision this "
-            f"enclave again, remove {SEALED_STATE_NAME} from the work directory's secrets/ and "
-            "start it with --provision push or pull"
+            f"cannot unseal {self.path} ({why}): only the enclave that sealed it can, on the "
+            "same machine: start it with exactly that run's options (the same MRENCLAVE); the "
+            "app was not started. Only if that fails, provision it again with --provision push "
+            "or pull (which sets this state aside)"
         )

@@ -27,10 +27,12 @@ KEY_SIZE = 16
 def stand_in_sealing_key(path: Path, mrenclave: bytes) -> bytes:
     """The sealing key this MRENCLAVE gets from the root key at ``path``, made if missing."""
     try:
-        root = read_limited(path, _ROOT_SIZE + 1, nofollow=True)
+        root = read_limited(path, _ROOT_SIZE + 1, nofollow=True, private=True)
     except InputRefused as err:
         if not err.missing:
-            raise UsageError(f"{path} {err}: remove it (what it sealed is then lost)") from None
+            raise UsageError(
+                f"{path} {err}: chmod 600 it, or remove it (what it sealed is then lost)"
+            ) from None
         root = secrets.token_bytes(_ROOT_SIZE)
         write_private(path, root)
     if len(root) != _ROOT_SIZE:
