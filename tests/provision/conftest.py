@@ -249,3 +249,15 @@ def wait_for_line(proc: subprocess.Popen[Any], err: Path, text: str, timeout: fl
             stop_process(proc)
             raise AssertionError(f"no {text!r}:\n{read(err)}")
         time.sleep(0.1)
+
+
+def https_get(port: int, cacert: Path, path: str) -> tuple[str, str]:
+    """``curl --cacert`` on https://localhost:``port``: the status code and the body."""
+    answer = subprocess.run(
+        ["curl", "-sS", "--cacert", str(cacert), "-w", "\n%{http_code}",
+         f"https://localhost:{port}{path}"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert answer.returncode == 0, answer.stderr
+    body, _, status = answer.stdout.rpartition("\n")
+    return status, body

@@ -16,7 +16,7 @@ from tests.certs import self_signed_pem
 from tests.net import free_port
 from tests.processes import stop_process
 
-from .conftest import pull_args, read, serve_secrets, start_enclave, wait_for_line
+from .conftest import https_get, pull_args, read, serve_secrets, start_enclave, wait_for_line
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = "demo-6b1f-only-the-enclave"
@@ -40,27 +40,18 @@ def demo_secrets(tmp_path: Path) -> Path:
     return path
 
 
-def _get(port: int, cacert: Path) -> tuple[str, str]:
-    answer = subprocess.run(
-        ["curl", "-sS", "--cacert", str(cacert), "-w", "\n%{http_code}",
-         f"https://localhost:{port}/demo-secret"],
-        capture_output=True, text=True, timeout=30, check=True,
-    )  # fmt: skip
-    body, _, status = answer.stdout.rpartition("\n")
-    return status, body
-
-
 def test_push_reaches_the_flagship_example(
     flagship_tar: Path, tmp_path: Path, env: dict[str, str], demo_secrets: Path
 ) -> None:
     enclave = start_enclave(flagship_tar, tmp_path, env)
     try:
         cert = enclave.workdir / "cert.pem"
-        assert _get(enclave.port, cert)[0] == "404"  # the provisioning endpoint: nothing else
+        # Only the provisioning endpoint answers until the push.
+        assert https_get(enclave.port, cert, "/demo-secret")[0] == "404"
         pushed = enclave.push("--secrets", str(demo_secrets))
         assert pushed.returncode == 0, pushed.stderr
         enclave.wait_for("serving https://")
-        assert _get(enclave.port, cert) == ("200", DEMO)
+        assert https_get(enclave.port, cert, "/demo-secret") == ("200", DEMO)
     finally:
         assert enclave.stop() == 0, enclave.log()
     assert DEMO not in enclave.log()
@@ -87,7 +78,7 @@ def test_pull_reaches_the_flagship_example(
     )
     try:
         wait_for_line(enclave, err, "RA-TLS check passed")
-        assert _get(app_port, tmp_path / "wd" / "cert.pem") == ("200", DEMO)
+        assert https_get(app_port, tmp_path / "wd" / "cert.pem", "/demo-secret") == ("200", DEMO)
     finally:
         stop_process(enclave)
         stop_process(server.proc)

@@ -24,6 +24,7 @@ from .conftest import (
     UUID,
     Enclave,
     encrypt_code,
+    https_get,
     make_tar,
     pull_args,
     read,
@@ -35,23 +36,6 @@ from .conftest import (
 )
 
 SEALED_VALUE = "sealed-9d2c-do-not-log"
-
-
-def _curl(
-    enclave: Enclave, path: str, cacert: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["curl", "-sS", "--cacert", str(cacert or enclave.workdir / "cert.pem"),
-         "-w", "\n%{http_code}", f"{enclave.url}{path}"],
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
-
-
-def _body(enclave: Enclave, path: str) -> tuple[str, str]:
-    answer = _curl(enclave, path)
-    assert answer.returncode == 0, answer.stderr
-    body, _, status = answer.stdout.rpartition("\n")
-    return status, body
 
 
 @pytest.fixture
@@ -110,8 +94,9 @@ def test_a_sealed_restart_serves_again_with_no_owner(
         assert "restored from the sealed state: 1 secret(s), code decrypted" in restarted.log()
         assert restarted.requests_seen() == 0
         # The sealed secret is back; the plain one was not sealed, so it is gone.
-        assert _body(restarted, "/secret/SEALED") == ("200", SEALED_VALUE)
-        assert _body(restarted, "/secret/API_KEY")[0] == "500"
+        cert = restarted.workdir / "cert.pem"
+        assert https_get(restarted.port, cert, "/secret/SEALED") == ("200", SEALED_VALUE)
+        assert https_get(restarted.port, cert, "/secret/API_KEY")[0] == "500"
         # The same enclave (the same measured argv), and provisioned: a push gets 409.
         assert read(restarted.out).splitlines()[0].split()[1] == first.mrenclave
         again = restarted.push("--secrets", str(secrets_file), mrenclave=first.mrenclave)
@@ -229,6 +214,7 @@ def test_pull_provisions_afresh_and_sealed_restarts_offline(
         check=False,
     )  # fmt: skip
     mrenclave = json.loads(dry.stdout)["mrenclave"]
+    cert = tmp_path / "wd" / "cert.pem"
     for attempt, value in enumerate(("first-value", "rotated-value")):
         run = tmp_path / f"run{attempt}"
         run.mkdir()
@@ -242,7 +228,7 @@ def test_pull_provisions_afresh_and_sealed_restarts_offline(
                                 stderr=err.open("w"), env=env)  # fmt: skip
         try:
             wait_for_line(proc, err, "RA-TLS check passed")
-            assert _get(app_port, tmp_path / "wd" / "cert.pem") == ("200", value)
+            assert https_get(app_port, cert, "/secret/SEALED") == ("200", value)
             assert "200 released" in read(server.err)
         finally:
             stop_process(proc)
@@ -254,19 +240,9 @@ def test_pull_provisions_afresh_and_sealed_restarts_offline(
     proc = subprocess.Popen(restart, stdout=subprocess.DEVNULL, stderr=err.open("w"), env=env)
     try:
         wait_for_line(proc, err, "RA-TLS check passed")
-        assert _get(app_port, tmp_path / "wd" / "cert.pem") == ("200", "rotated-value")
+        assert https_get(app_port, cert, "/secret/SEALED") == ("200", "rotated-value")
     finally:
         stop_process(proc)
-
-
-def _get(port: int, cacert: Path) -> tuple[str, str]:
-    answer = subprocess.run(
-        ["curl", "-sS", "--cacert", str(cacert), "-w", "\n%{http_code}",
-         f"https://localhost:{port}/secret/SEALED"],
-        capture_output=True, text=True, timeout=30, check=True,
-    )  # fmt: skip
-    body, _, status = answer.stdout.rpartition("\n")
-    return status, body
 
 
 def test_sealed_measures_as_the_mode_it_restarts(
