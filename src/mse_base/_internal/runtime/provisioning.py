@@ -15,6 +15,11 @@ With ``--provision pull`` the enclave asks instead (:func:`pull`): it connects t
 ``--secrets-server`` with its RA-TLS certificate as TLS client certificate, trusts only the
 measured CA for the server, and installs the answer the same way. An untrusted server ends the
 enclave at once; an unreachable one is retried until ``--provision-timeout``.
+
+Either way the :class:`Installer` applies what arrived: with ``--certificate``, the TLS key after
+checking it is the measured leaf's; with ``sealed_secrets``, the sealed state (runtime.sealed),
+written last. A state sealed earlier is restored (:func:`restore`) instead of either, with no
+endpoint and no network: mse-run moves it aside when the host asks for fresh provisioning.
 """
 
 from __future__ import annotations
@@ -87,7 +92,8 @@ class Provisioned:
     secrets: int
     # The CA-issued certificate and its provisioned key (mse-run --certificate), else None.
     tls: TLSFiles | None = None
-    # Whether this came from the sealed state (a restart) rather than the owner.
+    # What the log says: decrypted code, a restart from the sealed state, sealed just now.
+    decrypted: bool = False
     restored: bool = False
     sealed: bool = False
 
@@ -120,7 +126,15 @@ class Installer:
         if sealed is not None:
             # Last: a refused payload never reaches the sealed state.
             self.sealed.write(sealed)
-        return Provisioned(code_dir, path, len(secrets), tls, restoring, sealing)
+        return Provisioned(
+            code_dir,
+            path,
+            len(secrets),
+            tls,
+            decrypted=self.deployment.encrypted_code,
+            restored=restoring,
+            sealed=sealing,
+        )
 
     def _tls_key(self, pem: str | None) -> PrivateKeyTypes | None:
         certificate = self.deployment.certificate
@@ -404,7 +418,7 @@ def receive(installer: Installer, ratls: TLSFiles) -> Provisioned | None:
 def _provisioned(result: Provisioned) -> Provisioned:
     os.environ[SECRETS_ENV] = str(result.secrets_path)
     done = [f"{result.secrets} secret(s)"]
-    if result.code_dir.name == DECRYPTED_CODE_DIR:
+    if result.decrypted:
         done.append("code decrypted")
     if result.tls is not None:
         done.append("--certificate's key installed")
