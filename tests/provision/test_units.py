@@ -414,7 +414,8 @@ def test_the_simulated_sealed_state_is_bound_to_its_key(tmp_path: Path) -> None:
     from mse_base._internal.runtime.sealed import SealedState, Unsealable
 
     payload = Payload(uuid="", sealed_secrets={"A": "hunter2"}, code_key=b"\x07" * 32)
-    SealedState(tmp_path, b"\x01" * 16).save(payload)
+    sealing = SealedState(tmp_path, b"\x01" * 16)
+    sealing.write(sealing.seal(payload))
     path = tmp_path / "mse-provisioned.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert b"hunter2" not in path.read_bytes()
@@ -451,7 +452,7 @@ def test_what_is_accepted_seals_within_what_a_restart_reads(tmp_path: Path) -> N
     emoji = "\U0001f510" * ((MAX_BODY - 200) // 4)
     body = json.dumps({"uuid": UUID, "sealed_secrets": {"E": emoji}}, ensure_ascii=False)
     assert len(body.encode()) <= MAX_BODY
-    state.save(parse_payload(body.encode()))
+    state.write(state.seal(parse_payload(body.encode())))
     assert state.load().sealed_secrets == {"E": emoji}
     # Numbers that grow when read back ("1e5" is 100000.0): refused before anything is written.
     many = ",".join(["1e5"] * 250_000)

@@ -53,9 +53,10 @@ def deployment(args: argparse.Namespace) -> Deployment:
     from mse_base._internal.enclave import deployment as dep
 
     provision = dep.parse_provision(args.provision)
+    host = dep.parse_host(args.host)
     return dep.Deployment(
         application=dep.parse_application(args.application),
-        host=dep.parse_host(args.host),
+        host=host,
         deployment_id=dep.parse_uuid(args.uuid),
         expiry=dep.parse_expiry(args.self_signed),
         bind=dep.parse_bind(args.bind),
@@ -70,5 +71,5 @@ def deployment(args: argparse.Namespace) -> Deployment:
         secrets_server_ca=args.secrets_server_ca_pem,
         certificate=args.certificate_pem,
         subject=dep.parse_subject(args.subject) if args.subject is not None else None,
-        sans=dep.parse_sans(args.san, dep.parse_host(args.host)),
+        sans=dep.parse_sans(args.san, host),
     )

@@ -9,7 +9,6 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -65,7 +64,6 @@ def parse_subject(text: str) -> str:
     """
     import unicodedata
 
-    from cryptography import x509
     from cryptography.x509.oid import NameOID
 
     keywords = {
@@ -265,9 +263,7 @@ def parse_certificate(
     return text, expiry
 
 
-def _names_host(leaf: Any, host: str) -> bool:
-    from cryptography import x509
-
+def _names_host(leaf: x509.Certificate, host: str) -> bool:
     try:
         names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:

@@ -75,9 +75,6 @@ class SealedState:
                 f"cannot seal the provisioned state to {self.path}: {err.strerror or err}"
             ) from None
 
-    def save(self, payload: Payload) -> None:
-        self.write(self.seal(payload))
-
     def load(self) -> Payload:
         try:
             data = read_limited(self.path, _MAX_FILE, nofollow=True)
