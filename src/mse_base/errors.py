@@ -67,6 +67,8 @@ FailedCheck = Literal[
     "policy.isv_prod_id",
     "policy.isv_svn",
     "policy.debug",
+    # mse-secrets push: a genuine certificate of another deployment than --uuid.
+    "policy.deployment",
     # RA-TLS certificates.
     "ratls.unreachable",
     "ratls.format",

@@ -188,23 +188,24 @@ def serve_secrets(
     tmp: Path,
     env: dict[str, str],
     secrets_file: Path | None,
-    mrenclave: str,
+    mrenclave: str | None = None,
     *,
+    policy: str | None = None,
     port: int | None = None,
     pair: tuple[Path, Path] | None = None,
     code_key: Path | None = None,
     extra: tuple[str, ...] = (),
 ) -> SecretsServer:
-    """A running ``mse-secrets serve`` whose policy admits ``mrenclave``."""
+    """A running ``mse-secrets serve`` whose policy admits ``mrenclave`` (or is ``policy``)."""
     pki = Path(env["XDG_CONFIG_HOME"]) / "mse" / "simulation"
     SimulationQuoteProvider(mrenclave=b"\0" * 32, mrsigner=b"\0" * 32, directory=pki)  # the PKI
     cert, key = pair or self_signed_pem(tmp, "server")
-    policy = tmp / "policy.toml"
-    policy.write_text(f'mrenclave = ["{mrenclave}"]\n')
+    policy_file = tmp / "policy.toml"
+    policy_file.write_text(policy or f'mrenclave = ["{mrenclave}"]\n')
     port = port or free_port()
     err = tmp / "serve.err"
     proc = subprocess.Popen(
-        [str(BIN / "mse-secrets"), "serve", "--policy", str(policy),
+        [str(BIN / "mse-secrets"), "serve", "--policy", str(policy_file),
          *(["--secrets", str(secrets_file)] if secrets_file else []),
          "--cert", str(cert), "--key", str(key), "--bind", "127.0.0.1",
          "--port", str(port), "--simulation-ca", str(pki / "ca.pem"),

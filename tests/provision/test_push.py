@@ -116,6 +116,15 @@ def test_refusals_change_nothing_then_one_push_wins(enclave: Enclave) -> None:
     assert duplicated.status == 400
     unknown = _send(enclave, _payload(secret={"A": "b"}))
     assert unknown.status == 400 and "'secret'" in unknown.message
+    # Valid JSON for Python's reader, but nothing the enclave could write back as JSON (1e400
+    # overflows to Infinity), encode as UTF-8 (a lone surrogate) or copy (a deep value).
+    for field in (b"secrets", b"sealed_secrets"):
+        overflow = _send(enclave, b'{"uuid": "%s", "%s": {"A": 1e400}}' % (UUID.encode(), field))
+        assert overflow.status == 400 and "Infinity" in overflow.message
+    surrogate = _send(enclave, b'{"uuid": "%s", "secrets": {"A": "\\ud800"}}' % UUID.encode())
+    assert surrogate.status == 400 and "surrogate" in surrogate.message
+    deep = b'{"uuid": "%s", "secrets": {"A": %s1%s}}' % (UUID.encode(), b"[" * 900, b"]" * 900)
+    assert _send(enclave, deep).status == 400
 
     # The right UUID and valid JSON: only the size stands between it and being accepted.
     padding = "x" * MAX_BODY

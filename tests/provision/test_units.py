@@ -14,7 +14,13 @@ import pytest
 
 import mse_base.secrets as app_secrets
 from mse_base._internal.provision import codefile
-from mse_base._internal.provision.protocol import PATH, Payload, Refused, parse_payload
+from mse_base._internal.provision.protocol import (
+    MAX_DEPTH,
+    PATH,
+    Payload,
+    Refused,
+    parse_payload,
+)
 from mse_base._internal.runtime import provisioning
 from mse_base.errors import UsageError
 from tests.pipeline.conftest import BIN, make_deployment
@@ -60,6 +66,13 @@ def test_payload_round_trip() -> None:
             "both name 'A'",
         ),
         (b'{"uuid": "u", "tls": "x"}', "unknown field(s) 'tls'"),
+        # JSON that Python reads, but the enclave could not write back, encode or copy.
+        (b'{"uuid": "u", "secrets": {"A": 1e400}}', "Infinity"),
+        (b'{"uuid": "u", "sealed_secrets": {"A": [-1e400]}}', "Infinity"),
+        (b'{"uuid": "u", "secrets": {"A": "\\ud800"}}', "lone surrogate"),
+        (b'{"uuid": "u", "secrets": {"\\udfff": 1}}', "lone surrogate"),
+        (b'{"uuid": "u", "secrets": {"A": %s1%s}}' % (b"[" * 900, b"]" * 900), "levels deep"),
+        (b'{"uuid": "u", "secrets": {"A": %s1%s}}' % (b"[" * 5000, b"]" * 5000), "JSON"),
     ],
 )
 def test_bad_bodies_are_400_and_never_echoed(body: bytes, reason: str) -> None:
@@ -68,6 +81,19 @@ def test_bad_bodies_are_400_and_never_echoed(body: bytes, reason: str) -> None:
     assert refused.value.status == 400
     assert reason in str(refused.value)
     assert "abcd" not in str(refused.value)
+
+
+def test_secrets_nest_up_to_the_documented_depth() -> None:
+    def nested(levels: int) -> bytes:
+        value = b'{"k": ' * levels + b"1" + b"}" * levels
+        return b'{"uuid": "u", "secrets": {"A": %s}, "sealed_secrets": {"B": %s}}' % (value, value)
+
+    # Round numbers that stay round: a finite double is kept, and big integers are not floats.
+    kept = parse_payload(b'{"uuid": "u", "secrets": {"A": 1e300, "B": 12345678901234567890}}')
+    assert kept.secrets == {"A": 1e300, "B": 12345678901234567890}
+    assert parse_payload(nested(MAX_DEPTH)).secrets["A"]
+    with pytest.raises(Refused, match=f"more than {MAX_DEPTH} levels deep"):
+        parse_payload(nested(MAX_DEPTH + 1))
 
 
 # --- endpoint state ------------------------------------------------------------------------
@@ -195,8 +221,50 @@ def _secrets_cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_push_needs_a_pinned_enclave() -> None:
     result = _secrets_cli("push", "https://localhost:1", "--uuid", UUID)
     assert result.returncode == 2
-    assert "pass --mrenclave HEX (or --mrsigner HEX)" in result.stderr
+    assert "--mrenclave HEX is required" in result.stderr
     assert "Traceback" not in result.stderr
+    lone = _secrets_cli("push", "https://localhost:1", "--uuid", UUID, "--trust-signer-key-holder")
+    assert lone.returncode == 2
+    assert "give --mrsigner HEX too" in lone.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'{"A": 1e400}', "Infinity"),
+        (b'{"A": "\\ud800 hunter2"}', "lone surrogate"),
+        (b'{"A": %s"hunter2"%s}' % (b"[" * 900, b"]" * 900), "levels deep"),
+        (b'{"A": 1, "A": "hunter2"}', "repeats a key"),
+    ],
+)
+@pytest.mark.parametrize("option", ["--secrets", "--sealed-secrets"])
+def test_push_and_serve_refuse_secrets_the_enclave_would_refuse(
+    tmp_path: Path, content: bytes, message: str, option: str
+) -> None:
+    bad = tmp_path / "secrets.json"
+    bad.write_bytes(content)
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f'mrenclave = ["{"00" * 32}"]\n')
+    for command in (
+        ["push", "https://localhost:1", "--uuid", UUID, "--mrenclave", "00" * 32],
+        ["serve", "--policy", str(policy), "--cert", "c.pem", "--key", "k.pem", "--port", "1"],
+    ):
+        result = _secrets_cli(*command, option, str(bad))
+        assert result.returncode == 2, result.stderr
+        assert f"{option} {bad}: " in result.stderr and message in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "hunter2" not in result.stderr
+
+
+def test_the_secrets_api_refuses_a_file_it_could_not_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"A": ' + "[" * 900 + '"hunter2"' + "]" * 900 + "}")
+    monkeypatch.setenv(app_secrets.ENV, str(deep))
+    with pytest.raises(app_secrets.SecretsUnavailable, match="levels deep") as refused:
+        app_secrets.all()
+    assert "hunter2" not in str(refused.value)
 
 
 def test_push_refuses_a_bad_secrets_file_without_showing_it(tmp_path: Path) -> None:
@@ -209,6 +277,23 @@ def test_push_refuses_a_bad_secrets_file_without_showing_it(tmp_path: Path) -> N
     assert result.returncode == 2
     assert f"--secrets {bad}: not UTF-8 JSON" in result.stderr
     assert "hunter2" not in result.stderr
+
+
+@pytest.mark.parametrize("through_link", [False, True])
+def test_encrypt_code_refuses_one_file_for_key_and_ciphertext(
+    tmp_path: Path, through_link: bool
+) -> None:
+    from tests.pipeline.conftest import make_tar
+
+    tar = make_tar(tmp_path / "app.tar", {"app.py": "app = None\n"})
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "link").symlink_to("keys")
+    key = tmp_path / "keys" / "code.key"
+    output = (tmp_path / "link" / "code.key") if through_link else key
+    result = _secrets_cli("encrypt-code", str(tar), "--key-out", str(key), "-o", str(output))
+    assert result.returncode == 2, result.stderr
+    assert "are the same file" in result.stderr
+    assert list((tmp_path / "keys").iterdir()) == []
 
 
 def test_encrypt_code_never_replaces_files(tmp_path: Path) -> None:
@@ -299,7 +384,10 @@ def _serve_cli(tmp_path: Path, policy: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("policy", "message"),
     [
-        ("allow_debug = true\n", "set mrenclave (or mrsigner)"),
+        ("allow_debug = true\n", "mrenclave is required"),
+        (f'mrsigner = "{"00" * 32}"\n', "MRSIGNER without MRENCLAVE"),
+        ("trust_signer_key_holder = true\n", "give --mrsigner HEX too"),
+        ("trust_signer_key_holder = 1\n", "trust_signer_key_holder must be a bool"),
         ('mrenclave = ["abcd"]\n', "--policy"),
         ('mrenclave = ["abcd"]\n', "--mrenclave 'abcd' must be 32 bytes"),
         ("mrenclaves = []\n", "unknown key(s) mrenclaves"),

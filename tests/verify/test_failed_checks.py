@@ -64,6 +64,7 @@ PINNED = {
     "policy.isv_prod_id",
     "policy.isv_svn",
     "policy.debug",
+    "policy.deployment",
     "ratls.unreachable",
     "ratls.format",
     "ratls.self_signature",

@@ -10,7 +10,6 @@ run it.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from mse_base._cli import guard
 from mse_base._cli.verifier_options import (
+    PolicyOptions,
     add_trust_options,
     add_verifier_options,
     build_verifier,
@@ -62,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_provisioned_options(push)
     add_verifier_options(push)
+    push.add_argument(
+        "--trust-signer-key-holder",
+        action="store_true",
+        help="with --mrsigner and no --mrenclave: send to any enclave signed with that key. "
+        "Only if the key never reaches a host: mse-run signs where it runs, so a host holding "
+        "the key can sign code of its own",
+    )
     push.add_argument("--debug", action="store_true", help="tracebacks on errors")
     serve = commands.add_parser(
         "serve",
@@ -163,17 +170,6 @@ def _described(payload: Payload) -> str:
     return ", ".join(what[:-1]) + " and " + what[-1] if len(what) > 1 else what[0]
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    from mse_base.errors import UsageError
-
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise UsageError(f"a JSON object repeats the key {key[:40]!r}")
-        result[key] = value
-    return result
-
-
 def _checked_body(body: bytes, parse: Callable[[bytes], object]) -> bytes:
     """``body`` once it passes what the enclave will check: refused here, not after sending."""
     from mse_base._internal.provision.protocol import MAX_BODY, Refused
@@ -195,42 +191,50 @@ def _read_secrets(path: Path | None, option: str) -> dict[str, Any]:
 
     if path is None:
         return {}
-    from mse_base._internal.provision.protocol import MAX_BODY
+    from mse_base._internal.provision.protocol import MAX_BODY, MAX_DEPTH, Refused, loads
 
     # Standard input too, so the secrets need not be in a file at all.
     raw = read_input(path, option, MAX_BODY, "pass a JSON file of name: value, or -")
     try:
-        data = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except UsageError as err:
-        raise UsageError(f"{option} {path}: {err}") from None
-    except ValueError:
-        # The parser's message may quote the file, and the file holds secrets.
-        raise UsageError(f"{option} {path}: not UTF-8 JSON") from None
+        # The enclave's own reading (its messages never quote the file, which holds secrets),
+        # so whatever it would refuse is refused here, before anything is sent.
+        data = loads(raw, max_depth=MAX_DEPTH + 1)
+    except Refused as refused:
+        said = str(refused).removeprefix("the body is ").replace("the body", "the file")
+        raise UsageError(f"{option} {path}: {said}") from None
     if not isinstance(data, dict):
         raise UsageError(f"{option} {path}: must be a JSON object of name: value")
     return data
+
+
+def _warn_signer_trusted(options: PolicyOptions) -> None:
+    signer = options.policy.mrsigner
+    if options.trust_signer_key_holder and not options.policy.mrenclave and signer is not None:
+        logging.getLogger("mse-secrets").warning(
+            "warning: releasing to any enclave signed with the key of MRSIGNER %s, whatever its "
+            "code: whoever holds that key (a host that signs with it, too) can have it",
+            signer.hex(),
+        )
 
 
 def _push(args: argparse.Namespace) -> int:
     from mse_base._internal.enclave.deployment import parse_uuid
     from mse_base._internal.provision import client
     from mse_base._internal.provision.protocol import parse_payload
-    from mse_base.errors import UsageError, VerificationError
+    from mse_base.errors import VerificationError
 
     if not args.debug:
         warnings.simplefilter("ignore")  # as mse-verify: one line, not library warnings
     options = policy_options(args)
-    if not options.pinned:
-        raise UsageError(
-            "pass --mrenclave HEX (or --mrsigner HEX): secrets are never sent to any genuine "
-            "enclave, only to the one you expect"
-        )
-    payload = _payload(args, str(parse_uuid(args.uuid)))
+    options.require_identity("--mrenclave HEX", "--trust-signer-key-holder")
+    _warn_signer_trusted(options)
+    deployment_id = parse_uuid(args.uuid)
+    payload = _payload(args, str(deployment_id))
     body = _checked_body(payload.encode(), parse_payload)
     host, port = https_address(args.url)
     verifier = build_verifier(args, options)
     try:
-        answer = client.send(host, port, verifier, body, at=options.at)
+        answer = client.send(host, port, verifier, body, at=options.at, deployment=deployment_id)
     except VerificationError as err:
         rejected = VerificationError(
             f"{err.diagnostics()}; nothing was sent", check=err.failed_check
@@ -267,11 +271,11 @@ def _serve(args: argparse.Namespace) -> int:
     if not args.debug:
         warnings.simplefilter("ignore")
     options = policy_from_file(args.policy, args)
-    if not options.pinned:
-        raise UsageError(
-            f"--policy {args.policy}: set mrenclave (or mrsigner): secrets are never released to "
-            "any genuine enclave, only to the ones you expect"
-        )
+    try:
+        options.require_identity("mrenclave", "trust_signer_key_holder = true")
+    except UsageError as err:
+        raise UsageError(f"--policy {args.policy}: {err}") from None
+    _warn_signer_trusted(options)
     release = _payload(args, "")
     body = _checked_body(release.encode_release(), parse_release)
     bind, port = parse_bind(args.bind), parse_port(args.port)
@@ -305,6 +309,13 @@ def _encrypt(args: argparse.Namespace) -> int:
         if os.path.lexists(path):
             # A key other ciphertexts may need, or a file someone else keeps: never replaced.
             raise UsageError(f"{option} {path}: the file exists; remove it or choose another path")
+    if os.path.realpath(args.key_out) == os.path.realpath(args.output):
+        # Neither exists yet, but both name one file (directly or through a linked directory):
+        # the ciphertext would overwrite the only copy of its key.
+        raise UsageError(
+            f"--key-out {args.key_out} and -o {args.output} are the same file; the key and the "
+            "encrypted code need two paths"
+        )
     if codefile.is_encrypted(args.tar):
         raise UsageError(f"{args.tar} is already encrypted; give the plain tar")
     inspect_code(args.tar)  # the checks mse-run applies, before the tar is sealed

@@ -68,10 +68,40 @@ class PolicyOptions:
 
     policy: Policy
     at: datetime | None
+    # The owner's word that the key behind the policy's MRSIGNER never reaches a host.
+    trust_signer_key_holder: bool = False
 
     @property
     def pinned(self) -> bool:
         return bool(self.policy.mrenclave) or self.policy.mrsigner is not None
+
+    def require_identity(self, pin: str, opt_in: str) -> None:
+        """Refuse a policy that would release secrets to an enclave the host could have made.
+
+        MRENCLAVE names the code; MRSIGNER names whoever holds the signing key, and ``mse-run``
+        signs on the machine that launches the enclave (the mounted key, or a throwaway one made
+        there). So with MRSIGNER alone the host signs an enclave of its own and passes. Only
+        the owner can say that the key never reaches a host: ``opt_in`` (the option or policy
+        key that says so, named after what it trusts) is that statement. ``pin`` names how to
+        give MRENCLAVE where this policy comes from.
+        """
+        from mse_base.errors import UsageError
+
+        if self.policy.mrenclave:
+            return
+        if self.policy.mrsigner is None:
+            raise UsageError(
+                f"{pin} is required: secrets are never sent to any genuine enclave, only to the "
+                "one you expect (mse-run --dry-run prints its MRENCLAVE)"
+            )
+        if not self.trust_signer_key_holder:
+            raise UsageError(
+                f"MRSIGNER without MRENCLAVE: MRSIGNER only names who holds the signing key, and "
+                f"mse-run signs on the host that runs the enclave, so that host can sign code of "
+                f"its own and pass; pin {pin} (mse-run --dry-run prints it), or, only if that key "
+                f"never reaches any host, say so with {opt_in} (see the README, 'Who holds which "
+                f"key')"
+            )
 
 
 def hex_option(name: str, value: str, size: int) -> bytes:
@@ -163,7 +193,13 @@ def policy_options(args: argparse.Namespace) -> PolicyOptions:
             raise
         shown = " ".join(f"{option} {value}" for value in values) or option
         raise UsageError(f"{shown}: {detail}") from None
-    return PolicyOptions(policy, verification_time(args.at))
+    trust_signer = bool(getattr(args, "trust_signer_key_holder", False))
+    if trust_signer and mrsigner is None:
+        raise UsageError(
+            "--trust-signer-key-holder trusts the holder of the key behind --mrsigner: give "
+            "--mrsigner HEX too"
+        )
+    return PolicyOptions(policy, verification_time(args.at), trust_signer)
 
 
 _MAX_POLICY = 64 * 1024
@@ -175,15 +211,17 @@ _POLICY_KEYS: dict[str, tuple[str, type, object]] = {
     "min_isv_svn": ("min_isv_svn", int, None),
     "allow_status": ("allow_status", list, []),
     "allow_debug": ("allow_debug", bool, False),
+    "trust_signer_key_holder": ("trust_signer_key_holder", bool, False),
 }
 
 
 def policy_from_file(path: Path, args: argparse.Namespace) -> PolicyOptions:
     """The policy in a TOML file, with the keys named like mse-verify's options, e.g.::
 
-        mrenclave = ["<64 hex>", "<64 hex>"]   # or mrsigner = "<64 hex>"
+        mrenclave = ["<64 hex>", "<64 hex>"]
         allow_status = ["SWHardeningNeeded"]
         allow_debug = false                     # isv_prod_id, min_isv_svn also
+        # mrsigner = "<64 hex>" without mrenclave needs trust_signer_key_holder = true
 
     checked exactly as those options are (``args`` gives ``--at`` and the CRL option).
     """

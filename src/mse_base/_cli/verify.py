@@ -215,6 +215,12 @@ def _verify(args: argparse.Namespace) -> int:
             "warning: no --mrenclave or --mrsigner: any genuine enclave passes; pin the "
             "measurement you expect"
         )
+    elif not options.policy.mrenclave:
+        logging.getLogger(__name__).warning(
+            "warning: --mrsigner without --mrenclave: this proves who holds the signing key, "
+            "not which code runs; mse-run signs on the host, so pin --mrenclave unless the key "
+            "never reaches a host"
+        )
     if args.json:
         if result.simulation:
             print(f"mse-verify: {_SIMULATION_BANNER}", file=sys.stderr)

@@ -13,9 +13,13 @@ import http.client
 import json
 import socket
 import ssl
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from mse_base._internal.provision.protocol import PATH
 from mse_base.errors import Error, VerificationError
@@ -47,6 +51,29 @@ def _message(raw: bytes) -> str:
     return "".join(c for c in text if c.isprintable())[:300]
 
 
+def check_deployment(der: bytes, deployment: uuid.UUID) -> None:
+    """Refuse (``policy.deployment``) a verified certificate made for another deployment.
+
+    The enclave writes its ``--uuid``, which is in its measured argv, as the subject's one
+    ``serialNumber`` of the RA-TLS certificate it signs with the key its quote binds. So once the
+    certificate verified, the name is the enclave's own word: with MRENCLAVE pinned it is
+    already fixed by the measurement, and this check tells the owner which deployment answered
+    before any secret leaves (two deployments of one release share an MRENCLAVE list); with a
+    trusted signer it is as good as the signer's code. It proves nothing about an enclave that
+    did not verify, and the UUID itself is no secret (the host reads it in the manifest).
+    """
+    certificate = x509.load_der_x509_certificate(der)
+    names = certificate.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)
+    found = [str(name.value) for name in names]
+    if found != [str(deployment)]:
+        shown = ", ".join(repr(value[:40]) for value in found) or "none"
+        raise VerificationError(
+            f"deployment: the enclave's certificate is for deployment {shown} (its subject "
+            f"serialNumber), not --uuid {deployment}; nothing was sent",
+            check="policy.deployment",
+        )
+
+
 def send(
     host: str,
     port: int,
@@ -55,10 +82,13 @@ def send(
     *,
     at: datetime | None = None,
     path: str = PATH,
+    deployment: uuid.UUID | None = None,
 ) -> Answer:
     """POST ``body`` to ``path`` on the RA-TLS server at ``host:port`` once it verifies.
 
-    Raises :class:`VerificationError` (nothing sent) when the certificate is refused.
+    With ``deployment``, the verified certificate must also be that deployment's (see
+    :func:`check_deployment`). Raises :class:`VerificationError` (nothing sent) when the
+    certificate is refused.
     """
     context = ssl.create_default_context()
     # The quote inside the certificate is the trust anchor, checked below, not a CA.
@@ -84,6 +114,14 @@ def send(
                     f"{where} presented no certificate", check="ratls.unreachable"
                 )
             verified = verifier.verify_certificate(der, at=at)
+            if deployment is not None:
+                from mse_base.verify import PartialResult
+
+                try:
+                    check_deployment(der, deployment)
+                except VerificationError as err:
+                    err.partial = PartialResult.of(verified)
+                    raise
             connection = http.client.HTTPConnection(host, port, timeout=_TIMEOUT)
             connection.sock = tls  # the verified connection: http.client never opens its own
             try:

@@ -17,6 +17,12 @@ Answers are JSON objects: ``{"status": "provisioned"}`` with 200, else ``{"error
 (already provisioned), 411 (no Content-Length), 413 (body over :data:`MAX_BODY`) or 422 (the
 code key does not decrypt the code). Error texts name fields, never their values.
 
+Secret values are any JSON the owner chose, within limits every reader of the enclave's secrets
+file can honour: finite numbers (``1e400`` would become ``Infinity``, which is not JSON), text
+that is valid Unicode (a lone surrogate such as ``"\ud800"`` has no UTF-8 form), and at most
+:data:`MAX_DEPTH` levels of arrays and objects below each secret (deeper values make recursive
+readers such as :func:`copy.deepcopy` fail). A body outside them is refused with 400.
+
 Pull is the other direction: the enclave asks ``GET /mse/secrets`` of the owner's
 ``mse-secrets serve`` with its RA-TLS certificate as TLS client certificate, and gets 200 with
 the push body's fields but ``uuid`` (the server answers every enclave its policy accepts the
@@ -28,6 +34,7 @@ May import ``mse_base.errors`` only: the enclave's runtime uses this module.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +49,9 @@ _RELEASE_FIELDS = _FIELDS - {"uuid"}
 _HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
 _MAX_NAME = 256
 _PEM_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----\r?\n[\x20-\x7e\r\n]+\Z")
+#: Levels of arrays and objects a secret's value may nest (a secret holding ``{"a": [1]}`` uses
+#: 2). Python's own JSON and copy recursion stops near 1,000; this leaves room for both.
+MAX_DEPTH = 32
 
 
 class Refused(Error):
@@ -103,6 +113,66 @@ def _no_constant(name: str) -> Any:
     raise Refused(400, f"the body holds {name}, which is not JSON")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise Refused(400, "the body holds a number too large for a double (it would be Infinity)")
+    return value
+
+
+def loads(body: bytes, max_depth: int = MAX_DEPTH + 2) -> Any:
+    """``body`` as JSON, refused (:class:`Refused`, 400) unless every reader would read it alike.
+
+    Beyond the JSON grammar: no repeated key in an object, no ``NaN``/``Infinity`` and no
+    number that overflows to one, no lone surrogate, at most ``max_depth`` nested arrays and
+    objects: by default a request body's, where each secret sits two objects deep and may nest
+    :data:`MAX_DEPTH` levels (a file of name: value passes ``MAX_DEPTH + 1``).
+    """
+    try:
+        data = json.loads(
+            body.decode("utf-8"),
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_no_constant,
+            parse_float=_finite,
+        )
+    except (ValueError, RecursionError):
+        # The decoder's message may quote the body, which may hold secrets: say only that.
+        raise Refused(400, "the body is not UTF-8 JSON") from None
+    check_value(data, max_depth)
+    return data
+
+
+def check_value(value: Any, max_depth: int) -> None:
+    """Refuse (:class:`Refused`, 400) text with no UTF-8 form and nesting over ``max_depth``.
+
+    Iterative, so that a value deeper than the interpreter's recursion limit is judged too.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            _utf8(item)
+        elif isinstance(item, dict | list):
+            if depth > max_depth:
+                raise Refused(
+                    400, f"a secret nests arrays and objects more than {MAX_DEPTH} levels deep"
+                )
+            if isinstance(item, dict):
+                for key in item:
+                    _utf8(key)
+                stack.extend((child, depth + 1) for child in item.values())
+            else:
+                stack.extend((child, depth + 1) for child in item)
+
+
+def _utf8(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # JSON's \uD800 escape decodes to a surrogate that no UTF-8 file can hold.
+        raise Refused(400, "the body holds a lone surrogate, which is not Unicode text") from None
+
+
 def parse_payload(body: bytes) -> Payload:
     """The request body checked field by field; :class:`Refused` (400) names what is wrong."""
     return _parse(body, _FIELDS)
@@ -114,13 +184,7 @@ def parse_release(body: bytes) -> Payload:
 
 
 def _parse(body: bytes, fields: frozenset[str]) -> Payload:
-    try:
-        data = json.loads(
-            body.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant
-        )
-    except (ValueError, RecursionError):
-        # The decoder's message may quote the body, which may hold secrets: say only that.
-        raise Refused(400, "the body is not UTF-8 JSON") from None
+    data = loads(body)
     if not isinstance(data, dict):
         raise Refused(400, "the body must be a JSON object")
     unknown = sorted(set(data) - fields)
