@@ -20,7 +20,8 @@ code key does not decrypt the code). Error texts name fields, never their values
 Pull is the other direction: the enclave asks ``GET /mse/secrets`` of the owner's
 ``mse-secrets serve`` with its RA-TLS certificate as TLS client certificate, and gets 200 with
 the push body's fields but ``uuid`` (the server answers every enclave its policy accepts the
-same) or 403 ``{"error": "..."}``.
+same) or 403 ``{"error": "<check>: ...", "failed_check": "<check>"}``, naming the failed check
+and what the enclave's own certificate showed, never what the policy allows.
 
 May import ``mse_base.errors`` only: the enclave's runtime uses this module.
 """
@@ -42,6 +43,16 @@ _RELEASE_FIELDS = _FIELDS - {"uuid"}
 _HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
 _MAX_NAME = 256
 _PEM_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----\r?\n[\x20-\x7e\r\n]+\Z")
+
+
+def loggable(text: str, limit: int) -> str:
+    """``text`` for a log line: what a client sent (a path, a reason) cannot write terminal
+    escape sequences or fake lines into the log. Unprintable characters are escaped as
+    ``\\x1b``, and a text over ``limit`` characters is cut with the count of the rest."""
+    shown = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    if len(shown) > limit:
+        return f"{shown[:limit]}... ({len(shown) - limit} more characters)"
+    return shown
 
 
 class Refused(Error):
