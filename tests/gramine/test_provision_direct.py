@@ -21,6 +21,7 @@ from mse_base._internal.simulation.pki import ensure_simulation_pki
 from tests.certs import ca_issued_pem, self_signed_pem
 from tests.net import free_port
 from tests.processes import stop_process
+from tests.slowclients import ATTACKER, PUSH_ATTACKERS, Tricklers
 
 from .test_direct import UUID, mse_run, pack
 
@@ -134,6 +135,30 @@ def test_sigterm_while_waiting_stops_the_enclave(
     # Far below the hour it would otherwise wait: the wait sees the signal.
     assert proc.wait(timeout=60) == 0
     assert "stopped before provisioning; the app was not started" in _read(err)
+
+
+def test_slow_clients_do_not_lock_the_owner_out_in_gramine(
+    runtime_venv: Path, tmp_path: Path, env: dict[str, str], procs: list[subprocess.Popen[str]]
+) -> None:
+    """The endpoint takes a slow client's slot by shutting its socket down from another thread:
+    Gramine must wake the thread blocked reading it, or the owner would wait for ever."""
+    bin_dir = runtime_venv / "bin"
+    tar = pack({"app.py": APP}, tmp_path / "app.tar")
+    port = free_port()
+    args = mse_run(bin_dir, tar, tmp_path / "wd", "--provision", "push", port=port)
+    proc, mrenclave, err = _start(args, tmp_path, env, procs)
+    attack = Tricklers(port, ATTACKER, PUSH_ATTACKERS)
+    try:
+        attack.wait_until_live(16)
+        started = time.monotonic()
+        pushed = _push(bin_dir, port, mrenclave, env)
+        assert pushed.returncode == 0, pushed.stderr + _read(err)
+        assert time.monotonic() - started < 90
+    finally:
+        attack.close()
+    _wait_for(err, "serving https://", proc)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
 
 
 def test_pull_from_a_secrets_server_in_gramine(

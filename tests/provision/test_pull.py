@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import http.client
 import json
+import socket
 import ssl
 import subprocess
 import time
@@ -26,6 +27,7 @@ from mse_base._internal.provision.protocol import PULL_PATH
 from mse_base._internal.simulation.pki import SimulationQuoteProvider
 from tests.certs import self_signed_pem
 from tests.net import free_port
+from tests.slowclients import ATTACKER
 
 from .conftest import (
     SECRET,
@@ -98,9 +100,9 @@ def test_the_policy_enclave_gets_the_secrets(server: SecretsServer, tmp_path: Pa
     ("client", "reason"),
     [
         ("none", "no client certificate"),
-        ("plain", "quote"),
-        ("other-mrenclave", "MRENCLAVE"),
-        ("unbound-key", "key"),
+        ("plain", "ratls.evidence: no SGX quote"),
+        ("other-mrenclave", f"policy.mrenclave: MRENCLAVE {'33' * 32} is not one the policy"),
+        ("unbound-key", "ratls.key_binding"),
     ],
 )
 def test_other_clients_get_403_and_nothing(
@@ -118,6 +120,8 @@ def test_other_clients_get_403_and_nothing(
     assert status == 403
     assert reason in json.loads(body)["error"]
     assert SECRET not in body
+    # The refused client learns the check it failed, not what would have passed it.
+    assert POLICY_MRENCLAVE not in body
 
 
 def test_pull_delivers_the_code_key_and_secrets_the_app_serves(
@@ -184,3 +188,78 @@ def test_an_untrusted_server_stops_the_enclave(
     assert "Traceback" not in result.stderr
     assert not marker.exists()
     assert "released" not in read(server.err)
+
+
+def test_a_refused_enclave_logs_the_whole_reason_and_never_the_policy(
+    app_tar: Path, tmp_path: Path, env: dict[str, str], server: SecretsServer
+) -> None:
+    marker = tmp_path / "app-imported"
+    result = subprocess.run(
+        pull_args(app_tar, tmp_path / "wd", free_port(), server.port, server.ca),
+        capture_output=True, text=True, env={**env, "MSE_TEST_MARKER": str(marker)},
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    mrenclave = result.stdout.splitlines()[0].split()[1]
+    # Longer than the 100 characters it was once cut to, and whole up to the last word.
+    reason = f"policy.mrenclave: MRENCLAVE {mrenclave} is not one the policy allows"
+    assert f"refused this enclave: 403 {reason}; the app was not started" in result.stderr
+    assert POLICY_MRENCLAVE not in result.stderr  # the host reads this log
+    assert POLICY_MRENCLAVE in read(server.err)  # the owner's log keeps the full reason
+    assert not marker.exists()
+
+
+def test_a_request_path_is_logged_with_its_control_characters_escaped(
+    server: SecretsServer,
+) -> None:
+    context = ssl.create_default_context(cafile=str(server.ca))
+    with (
+        socket.create_connection(("localhost", server.port), timeout=30) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        tls.sendall(b"GET /\x1b[2J\x1b[31mfake HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        answer = b""
+        while chunk := tls.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.0 404"), answer
+    log = read(server.err)
+    assert "GET /\\x1b[2J\\x1b[31mfake -> 404" in log
+    assert "\x1b" not in log
+
+
+def _threads(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("Threads:", 1)[1].split()[0])
+
+
+# Ten times what a thread per connection let through before, and within the server's queue.
+IDLE = 200
+
+
+def test_idle_connections_neither_exhaust_the_server_nor_keep_an_enclave_out(
+    server: SecretsServer, tmp_path: Path
+) -> None:
+    client = _client_cert(tmp_path, server.pki, mrenclave=POLICY_MRENCLAVE)
+    idle: list[socket.socket] = []
+    try:
+        # Connected from another address than the enclave's, never a byte sent.
+        for _ in range(IDLE):
+            idle.append(
+                socket.create_connection(
+                    ("127.0.0.1", server.port), timeout=30, source_address=(ATTACKER, 0)
+                )
+            )
+        threads = 0
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # the server accepts them meanwhile
+            threads = max(threads, _threads(server.proc.pid))
+            time.sleep(0.2)
+        assert threads <= 64 + 8, f"{threads} threads for {IDLE} idle connections"
+        started = time.monotonic()
+        status, body = _pull(server, client)
+        assert status == 200, body
+        assert time.monotonic() - started < 30
+        assert json.loads(body)["secrets"]["API_KEY"] == SECRET
+    finally:
+        for sock in idle:
+            sock.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import stat
 import subprocess
 from pathlib import Path
@@ -52,6 +53,22 @@ def _curl(enclave: Enclave, path: str) -> str:
 
 def _send(enclave: Enclave, body: bytes, path: str = PATH) -> client.Answer:
     return client.send("localhost", enclave.port, enclave.verifier(), body, path=path)
+
+
+def _raw_request(enclave: Enclave, request: bytes) -> bytes:
+    """What the endpoint answers ``request``, sent as is over TLS (http.client would refuse
+    what a hostile client sends)."""
+    context = ssl.create_default_context(cafile=str(enclave.workdir / "cert.pem"))
+    context.check_hostname = False
+    with (
+        socket.create_connection(("127.0.0.1", enclave.port), timeout=30) as raw,
+        context.wrap_socket(raw) as tls,
+    ):
+        tls.sendall(request)
+        answer = b""
+        while chunk := tls.recv(4096):
+            answer += chunk
+    return answer
 
 
 def _payload(**fields: object) -> bytes:
@@ -137,6 +154,10 @@ def test_refusals_change_nothing_then_one_push_wins(enclave: Enclave) -> None:
 
     not_post = client.send("localhost", enclave.port, enclave.verifier(), b"", path="/")
     assert not_post.status == 404  # the app has not started: only the endpoint answers
+    # A path cannot write terminal escape sequences into the enclave's log: they are escaped.
+    assert _raw_request(enclave, b"GET /\x1b[2Jx HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.0 404")
+    assert "GET /\\x1b[2Jx -> 404" in enclave.log()
+    assert "\x1b" not in enclave.log()
     assert not memory_secrets.exists()
     assert not enclave.marker.exists()
     assert enclave.proc.poll() is None

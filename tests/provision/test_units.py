@@ -23,6 +23,8 @@ from mse_base._internal.provision.protocol import (
 )
 from mse_base._internal.runtime import provisioning
 from mse_base.errors import UsageError
+from tests.certs import self_signed_pem
+from tests.net import free_port
 from tests.pipeline.conftest import BIN, make_deployment
 
 UUID = "533a2b83-4bc5-4a9c-955e-208c530bfd15"
@@ -400,6 +402,30 @@ def test_serve_checks_its_policy_file(tmp_path: Path, policy: str, message: str)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_serve_refuses_a_fixed_verification_time(tmp_path: Path) -> None:
+    # Everything else would serve: a pinned policy, a real certificate and key, a free port.
+    cert, key = self_signed_pem(tmp_path, "server")
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f'mrenclave = ["{"11" * 32}"]\n')
+    proc = subprocess.Popen(
+        [str(BIN / "mse-secrets"), "serve", "--policy", str(policy), "--cert", str(cert),
+         "--key", str(key), "--bind", "127.0.0.1", "--port", str(free_port()),
+         "--at", "2025-01-01T00:00:00Z"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+        raise AssertionError(f"mse-secrets serve accepted --at and served:\n{err}") from None
+    assert proc.returncode == 2, err
+    assert "--at '2025-01-01T00:00:00Z': mse-secrets serve verifies each enclave" in err
+    assert "remove --at" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "--at" not in _secrets_cli("serve", "--help").stdout  # not offered, only refused
 
 
 # --- hostile inputs (each under a deadline) ------------------------------------------------

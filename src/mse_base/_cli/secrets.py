@@ -83,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--key", type=Path, required=True, metavar="PEM", help="server key")
     serve.add_argument("--bind", default="0.0.0.0", help="address (default 0.0.0.0)")  # noqa: S104
     serve.add_argument("--port", default="8443", help="port (default 8443)")
-    add_trust_options(serve)
+    add_trust_options(serve, fixed_time=False)
     serve.add_argument("--debug", action="store_true", help="tracebacks on errors")
     encrypt = commands.add_parser(
         "encrypt-code",
@@ -270,6 +270,13 @@ def _serve(args: argparse.Namespace) -> int:
 
     if not args.debug:
         warnings.simplefilter("ignore")
+    if args.at is not None:
+        # A server that runs for months deciding at one fixed moment would keep releasing
+        # secrets under certificates and collateral that have since expired or been revoked.
+        raise UsageError(
+            f"--at {args.at!r}: mse-secrets serve verifies each enclave at the moment it "
+            "connects; remove --at (mse-verify --at checks a certificate at another time)"
+        )
     options = policy_from_file(args.policy, args)
     try:
         options.require_identity("mrenclave", "trust_signer_key_holder = true")
@@ -282,7 +289,7 @@ def _serve(args: argparse.Namespace) -> int:
     context = server.server_context(args.cert, args.key)
     verifier = build_verifier(args, options)
     try:
-        httpd = server.SecretsServer((bind, port), context, verifier, body, options.at)
+        httpd = server.SecretsServer((bind, port), context, verifier, body)
     except OSError as err:
         raise UsageError(f"cannot listen on {bind}:{port} ({err.strerror or err})") from None
 

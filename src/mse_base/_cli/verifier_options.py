@@ -43,12 +43,18 @@ def add_policy_options(parser: argparse.ArgumentParser) -> None:
     expect.add_argument("--allow-debug", action="store_true", help="accept a debug enclave")
 
 
-def add_trust_options(parser: argparse.ArgumentParser) -> None:
+def add_trust_options(parser: argparse.ArgumentParser, *, fixed_time: bool = True) -> None:
+    """The trust options; without ``fixed_time`` the command verifies only at the present and
+    ``--at`` is parsed but not listed, so that the command can refuse it in one line."""
     trust = parser.add_argument_group("collateral and trust")
     collateral = trust.add_mutually_exclusive_group()
     collateral.add_argument("--collateral", type=Path, metavar="DIR")
     collateral.add_argument("--pccs-url", metavar="URL", help="Intel PCS or PCCS base URL")
-    trust.add_argument("--at", metavar="ISO-8601", help="verification time (default: now)")
+    trust.add_argument(
+        "--at",
+        metavar="ISO-8601",
+        help="verification time (default: now)" if fixed_time else argparse.SUPPRESS,
+    )
     trust.add_argument(
         "--simulation-ca",
         type=Path,

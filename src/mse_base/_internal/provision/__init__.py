@@ -2,11 +2,14 @@
 
 Owns the wire formats (``protocol``: the push endpoint, the pull answer, the size limit, the JSON
 body and its checks), the encrypted-code file format (``codefile``: AES-256-GCM with a magic +
-version header) and the owner's sides: ``client`` (push: verify the enclave's RA-TLS
-certificate, then send over that same TLS connection) and ``server`` (pull: ``mse-secrets
-serve``, which verifies each enclave's client certificate before releasing anything).
+version header), the connection slots both servers use (``connections``: a total deadline per
+connection, a cap, fair replacement of slow clients) and the owner's sides: ``client`` (push:
+verify the enclave's RA-TLS certificate, then send over that same TLS connection) and ``server``
+(pull: ``mse-secrets serve``, which verifies each enclave's client certificate before releasing
+anything).
 
 May import ``mse_base.errors``, the shared ``files``, ``mse_base.verify`` and ``dcap`` (the
 owner verifies). Never imported by the enclave's runtime or the host's pipeline, except the two
-format modules, which state their own narrower rule: they must not pull in the verifier.
+format modules and ``connections``, which state their own narrower rule: they must not pull in
+the verifier.
 """

@@ -26,7 +26,8 @@ readers such as :func:`copy.deepcopy` fail). A body outside them is refused with
 Pull is the other direction: the enclave asks ``GET /mse/secrets`` of the owner's
 ``mse-secrets serve`` with its RA-TLS certificate as TLS client certificate, and gets 200 with
 the push body's fields but ``uuid`` (the server answers every enclave its policy accepts the
-same) or 403 ``{"error": "..."}``.
+same) or 403 ``{"error": "<check>: ...", "failed_check": "<check>"}``, naming the failed check
+and what the enclave's own certificate showed, never what the policy allows.
 
 May import ``mse_base.errors`` only: the enclave's runtime uses this module.
 """
@@ -52,6 +53,16 @@ _PEM_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----\r?\n[\x20-\x7e\r\n]+\
 #: Levels of arrays and objects a secret's value may nest (a secret holding ``{"a": [1]}`` uses
 #: 2). Python's own JSON and copy recursion stops near 1,000; this leaves room for both.
 MAX_DEPTH = 32
+
+
+def loggable(text: str, limit: int) -> str:
+    """``text`` for a log line: what a client sent (a path, a reason) cannot write terminal
+    escape sequences or fake lines into the log. Unprintable characters are escaped as
+    ``\\x1b``, and a text over ``limit`` characters is cut with the count of the rest."""
+    shown = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    if len(shown) > limit:
+        return f"{shown[:limit]}... ({len(shown) - limit} more characters)"
+    return shown
 
 
 class Refused(Error):

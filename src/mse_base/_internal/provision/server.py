@@ -3,7 +3,13 @@
 Each enclave connects with its RA-TLS certificate as TLS client certificate. TLS proves the
 client holds that certificate's key (CertificateVerify); the verifier checks that the quote
 inside binds the key and that the enclave matches the policy, exactly as ``mse-verify`` does.
-Only then does the answer carry the secrets; anything else gets 403 and nothing.
+Only then does the answer carry the secrets; anything else gets 403 and nothing. A 403 names
+the failed check and what the client's own certificate showed, never what the policy allows
+(the full reason goes to the server's log).
+
+Connections are served in bounded slots (:mod:`.connections`): at most :data:`_MAX_CONNECTIONS`
+threads, and each client has :data:`_CONNECTION_TIMEOUT` seconds in all for its handshake and
+request, so idle or trickling clients cannot exhaust the server or keep enclaves out.
 
 Python's :mod:`ssl` cannot accept a client certificate that no CA issued (it has no verification
 callback), and an RA-TLS certificate is self-signed by design, so the TLS layer here is
@@ -21,11 +27,11 @@ import logging
 import socket
 import socketserver
 import struct
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mse_base._internal.provision.protocol import PULL_PATH
+from mse_base._internal.provision.connections import SlotServer
+from mse_base._internal.provision.protocol import PULL_PATH, loggable
 from mse_base.errors import EnvironmentMissing, UsageError, VerificationError
 
 if TYPE_CHECKING:
@@ -35,7 +41,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# A pulling enclave sends its request right after the handshake: 30 s in all for both is
+# generous. The server's own verification afterwards is not counted.
 _CONNECTION_TIMEOUT = 30
+# Threads at once; a fleet restart pulls in well under a second each, so more only queue.
+_MAX_CONNECTIONS = 64
+_QUEUE = 256
+_GRACE = 10.0
 
 
 def _ssl() -> Any:
@@ -69,6 +81,42 @@ def server_context(cert: Path, key: Path) -> SSL.Context:
     # Asked, not required: a client without a certificate gets a 403 that says so.
     context.set_verify(openssl.VERIFY_PEER, accept_any)
     return context
+
+
+# Checks of the client's own certificate and quote, before any collateral or policy: their
+# reason is about what the client sent.
+_OWN_EVIDENCE = ("ratls.", "quote.", "qe_report.", "pck.chain", "pck.extensions")
+
+
+def refusal(err: VerificationError) -> str:
+    """What a refused client is told: the failed check and at most what its own certificate
+    showed; never the values the policy allows, nor where the server's collateral comes from.
+
+    A refused enclave writes this to a log its host reads, and anyone may connect; the server's
+    own log keeps the full reason.
+    """
+    check = err.failed_check or "verification"
+    partial = err.partial
+    if check.startswith(_OWN_EVIDENCE):
+        return f"{check}: {err.diagnostics()}"
+    what = "refused (the secrets server's log has the reason)"
+    if partial is not None:
+        allows = "is not one the policy allows"
+        shown = {
+            "policy.mrenclave": f"MRENCLAVE {_hex(partial.mrenclave)} {allows}",
+            "policy.mrsigner": f"MRSIGNER {_hex(partial.mrsigner)} {allows}",
+            "policy.isv_prod_id": f"ISV product ID {partial.isv_prod_id} {allows}",
+            "policy.isv_svn": f"ISV SVN {partial.isv_svn} is below the policy's minimum",
+            "policy.debug": "the enclave runs in DEBUG mode, which the policy does not allow",
+            "policy.tcb_status": f"TCB status {partial.tcb_status} {allows}",
+            "tcb.revoked": "the platform's TCB level is revoked",
+        }
+        what = shown.get(check, what)
+    return f"{check}: {what}"
+
+
+def _hex(value: bytes | None) -> str:
+    return "(unknown)" if value is None else value.hex()
 
 
 class _Reader(io.RawIOBase):
@@ -124,6 +172,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.tls.shutdown()
 
     def do_GET(self) -> None:
+        if not self.server.received(self.request):
+            return  # cut at its deadline just as its request arrived
         if self.path.split("?", 1)[0] != PULL_PATH:
             self._answer(404, {"error": f"only GET {PULL_PATH} is served"}, "not found")
             return
@@ -135,14 +185,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         try:
             result = self.server.verify(certificate)
         except VerificationError as err:
-            reason = err.diagnostics()
-            self._answer(403, {"error": reason}, reason)
+            told = {"error": refusal(err), "failed_check": err.failed_check or ""}
+            self._answer(403, told, loggable(err.diagnostics(), 2000))
             return
         self._answer(200, None, f"released to MRENCLAVE {result.mrenclave.hex()}")
 
     def _answer(self, status: int, error: dict[str, str] | None, note: str) -> None:
         body = self.server.release if error is None else json.dumps(error).encode()
-        log.info("%s: GET %s -> %d %s", self.client_address[0], self.path[:100], status, note)
+        shown = loggable(self.path, 200)
+        log.info("%s: GET %s -> %d %s", self.client_address[0], shown, status, note)
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -158,9 +209,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         log.debug(format, *args)
 
 
-class SecretsServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    daemon_threads = True
+class SecretsServer(SlotServer, http.server.HTTPServer):
     allow_reuse_address = True
+    capacity = _MAX_CONNECTIONS
+    queue = _QUEUE
+    deadline = _CONNECTION_TIMEOUT
+    grace = _GRACE
+    name = "mse-secrets serve"
 
     def __init__(
         self,
@@ -168,14 +223,12 @@ class SecretsServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
         context: SSL.Context,
         verifier: Verifier,
         release: bytes,
-        at: datetime | None = None,
     ) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.context = context
         self.verifier = verifier
         # The one answer every accepted enclave gets (encoded once; never logged).
         self.release = release
-        self.at = at
         super().__init__(address, _Handler)
 
     def server_bind(self) -> None:

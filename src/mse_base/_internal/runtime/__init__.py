@@ -10,7 +10,8 @@ May import ``mse_base.errors``, the shared ``files``, ``enclave.deployment`` (th
 parameters, parsed the same way as on the host), ``enclave.manifest`` (the in-enclave paths),
 ``enclave.codetar`` and ``enclave.requirements`` (the host's tar and requirements checks, for
 decrypted code), ``dcap.quote`` and ``dcap.ratls`` (the quote layout and the certificate format),
-``provision.protocol`` and ``provision.codefile`` (the push and encrypted-code formats) and
+``provision.protocol`` and ``provision.codefile`` (the push and encrypted-code formats),
+``provision.connections`` (the connection slots the push endpoint shares with the pull server) and
 ``simulation`` (the quote source when there is no SGX). Never imports the verifier: the enclave
 proves, it does not check.
 """

@@ -9,7 +9,12 @@ the secrets as one 0600 JSON file named by ``MSE_SECRETS``, the decrypted code a
 is imported from. The listener is then closed and the app served on the same port; from then on
 the provisioning path answers 409.
 
-Requests are logged (method, path, client, status, reason), never their bodies.
+Requests are logged (method, path with control characters escaped, client, status, reason),
+never their bodies. Slow or idle clients cannot hold the endpoint: each connection has
+:data:`_CONNECTION_TIMEOUT` seconds in all for its handshake and request, at most
+:data:`_MAX_CONNECTIONS` are served at once, and when all are taken a newcomer may take the
+slot of one still sending, fairly between client addresses
+(:mod:`mse_base._internal.provision.connections`).
 
 With ``--provision pull`` the enclave asks instead (:func:`pull`): it connects to the measured
 ``--secrets-server`` with its RA-TLS certificate as TLS client certificate, trusts only the
@@ -52,12 +57,14 @@ from mse_base._internal.enclave.deployment import Deployment
 from mse_base._internal.enclave.requirements import check_requirements
 from mse_base._internal.files import private_key_pem, write_private
 from mse_base._internal.provision import codefile
+from mse_base._internal.provision.connections import SlotServer
 from mse_base._internal.provision.protocol import (
     MAX_BODY,
     PATH,
     PULL_PATH,
     Payload,
     Refused,
+    loggable,
     parse_payload,
     parse_release,
 )
@@ -75,12 +82,19 @@ DECRYPTED_CODE_DIR = "app"
 # The CA-issued chain (mse-run --certificate) and its provisioned key, in enclave memory.
 APP_CERT_NAME = "app-cert.pem"
 APP_KEY_NAME = "app-key.pem"
-# A client gets this long per connection (handshake, headers, body; the owner verifies between
-# handshake and request, which may fetch collateral): a silent one holds only its own thread.
+# A connection gets this long in all from the moment it is served to send its request: the TLS
+# handshake, the request line, headers and body, however slowly it trickles them. The owner's
+# client verifies the certificate between handshake and request, which may fetch collateral.
 _CONNECTION_TIMEOUT = 60.0
 # Connections served at once, each on its own thread: within the enclave's thread budget
-# (sgx.max_threads), whatever the number of clients. Others are closed at once and may retry.
+# (sgx.max_threads), whatever the number of clients. More wait unread, up to _QUEUE.
 _MAX_CONNECTIONS = 16
+_QUEUE = 64
+# A served connection keeps its slot at least this long against newcomers from its own address
+# or from one holding one slot fewer (connections.SlotServer says who may take whose slot);
+# against addresses holding more slots than its own, until its deadline. Enough for the owner's
+# handshake and verification, short enough that a newcomer behind a shared address waits little.
+_GRACE = 10.0
 # A body over the limit is read and dropped up to this much, so the client can read its 413.
 _MAX_DRAIN = 16 << 20
 
@@ -203,10 +217,13 @@ class _Endpoint:
     def taken(self) -> bool:
         return self.result is not None
 
-    def post(self, headers: Any, rfile: Any) -> tuple[int, str, str]:
+    def post(
+        self, headers: Any, rfile: Any, received: Callable[[], bool] = lambda: True
+    ) -> tuple[int, str, str]:
         """The status, reason (logged) and detail (for the client only) of one POST.
 
-        The body is read here.
+        The body is read here; ``received`` is told once it is whole, and the request goes no
+        further if it answers False (the connection was cut meanwhile).
         """
         if headers.get("Transfer-Encoding") is not None or headers.get("Content-Length") is None:
             return 411, "send the body with a Content-Length", ""
@@ -222,6 +239,8 @@ class _Endpoint:
         body = rfile.read(length)
         if len(body) != length:
             return 400, "the body is shorter than its Content-Length", ""
+        if not received():
+            return 408, f"no whole request within {_CONNECTION_TIMEOUT:g} s", ""
         try:
             payload = parse_payload(body)
             if not hmac.compare_digest(payload.uuid.encode(), self.expected_uuid):
@@ -269,7 +288,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         endpoint = self.server.endpoint
         status, reason, detail = 500, "the enclave failed while installing it (see its log)", ""
         try:
-            status, reason, detail = endpoint.post(self.headers, self.rfile)
+            status, reason, detail = endpoint.post(
+                self.headers, self.rfile, lambda: self.server.received(self.request)
+            )
         except Error as err:
             log.error("provisioning failed: %s", err.diagnostics())
             self.server.failure = err
@@ -293,7 +314,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             "provisioning request from %s: %s %s -> %d %s",
             self.client_address[0],
             self.command,
-            _printable(self.path),
+            loggable(self.path, 200),
             status,
             reason,
         )
@@ -315,40 +336,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         log.debug("provisioning endpoint: " + format, *args)
 
 
-def _printable(text: str) -> str:
-    return "".join(c for c in text if c.isprintable())[:100]
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(SlotServer, http.server.HTTPServer):
     allow_reuse_address = True
+    capacity = _MAX_CONNECTIONS
+    queue = _QUEUE
+    deadline = _CONNECTION_TIMEOUT
+    grace = _GRACE
+    name = "provisioning endpoint"
 
     def __init__(self, bind: str, port: int, context: ssl.SSLContext, endpoint: _Endpoint) -> None:
         self.address_family = socket.AF_INET6 if ":" in bind else socket.AF_INET
         self.context = context
         self.endpoint = endpoint
         self.failure: Error | None = None
-        self.slots = threading.BoundedSemaphore(_MAX_CONNECTIONS)
         super().__init__((bind, port), _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self.slots.acquire(blocking=False):
-            log.info(
-                "provisioning endpoint: %s connections open, closing a new one", _MAX_CONNECTIONS
-            )
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self.slots.release()  # no thread started, so none will release it
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self.slots.release()
 
     def server_bind(self) -> None:
         # HTTPServer's own would resolve our host name (getfqdn): a DNS query for nothing.
@@ -357,8 +358,9 @@ class _Server(http.server.ThreadingHTTPServer):
 
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, address = self.socket.accept()
+        # Per operation, for writes to a client that does not read; the slot's deadline bounds
+        # the request as a whole. The handshake runs in the connection's thread.
         sock.settimeout(_CONNECTION_TIMEOUT)
-        # The handshake runs in the connection's thread, so a silent client blocks only itself.
         return self.context.wrap_socket(
             sock, server_side=True, do_handshake_on_connect=False
         ), address
@@ -446,6 +448,9 @@ def restore(installer: Installer) -> Provisioned:
 
 
 _PULL_RETRY = 2.0
+# A refusal is logged whole (its reason names the failed check); this only bounds what a
+# server could make the enclave write.
+_MAX_REASON = 4000
 
 
 def pull(installer: Installer, ratls: TLSFiles) -> Provisioned | None:
@@ -523,7 +528,7 @@ def _reason(body: bytes) -> str:
         text = str(json.loads(body).get("error", ""))
     except (ValueError, AttributeError):
         text = ""
-    return _printable(text)[:300] or "(no reason given)"
+    return loggable(text, _MAX_REASON) or "(no reason given)"
 
 
 # How long the main thread blocks at a time while it waits.
