@@ -2,7 +2,8 @@
 
 The enclave is the product's own manifest in Gramine's LibOS: the secrets and the decrypted code
 go to Gramine's tmpfs, the code tar is unpacked there, the wait for provisioning must see
-SIGTERM through Gramine's signal injection.
+SIGTERM through Gramine's signal injection, and the decrypted code's lines must stay out of the
+console Gramine hands the host.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from mse_base._internal.simulation.pki import ensure_simulation_pki
 from tests.certs import ca_issued_pem, self_signed_pem
 from tests.net import free_port
 from tests.processes import stop_process
+from tests.provision.tracebacks import FLASK_FILES, check_flask_log, fail_flask_app
 from tests.slowclients import ATTACKER, PUSH_ATTACKERS, Tricklers
 
 from .test_direct import UUID, mse_run, pack
@@ -270,3 +272,32 @@ def test_a_ca_issued_certificate_in_gramine(
     assert _curl(port, ca[0], "/") == "Hello from Flask in the enclave"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
+
+
+def test_encrypted_code_failing_in_gramine_logs_no_source_line(
+    runtime_venv: Path, tmp_path: Path, env: dict[str, str], procs: list[subprocess.Popen[str]]
+) -> None:
+    """The app fails in every way tests/provision/test_tracebacks.py tries with Flask; the
+    decrypted code stays readable in Gramine's tmpfs throughout, yet no line of it is printed."""
+    bin_dir = runtime_venv / "bin"
+    tar = pack({name: text.encode() for name, text in FLASK_FILES.items()}, tmp_path / "app.tar")
+    key, sealed = tmp_path / "code.key", tmp_path / "app.tar.enc"
+    subprocess.run(
+        [str(bin_dir / "mse-secrets"), "encrypt-code", str(tar), "--key-out", str(key),
+         "-o", str(sealed)],
+        check=True, capture_output=True, env=env,
+    )  # fmt: skip
+    port = free_port()
+    proc, mrenclave, err = _start(
+        mse_run(bin_dir, sealed, tmp_path / "wd", "--provision", "push", port=port),
+        tmp_path,
+        env,
+        procs,
+    )
+    pushed = _push(bin_dir, port, mrenclave, env, "--code-key", str(key))
+    assert pushed.returncode == 0, pushed.stderr + _read(err)
+    _wait_for(err, "serving https://", proc)
+    fail_flask_app(port, tmp_path / "wd" / "cert.pem")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    check_flask_log(_read(tmp_path / "direct.out") + _read(err))

@@ -8,7 +8,7 @@ is never persisted.
 
 With ``--provision push`` or ``pull`` the app is imported only once it is provisioned
 (``provisioning``): it may read its secrets when imported, and encrypted code exists in the clear
-only then.
+only then, and no source line of it is ever printed (``tracebacks``).
 """
 
 from __future__ import annotations
@@ -228,9 +228,12 @@ def _provisioned_app(
 ) -> tuple[Application, TLSFiles] | None:
     """Provision (from the sealed state, else push or pull), then load the app from where its
     code now is; also the certificate to serve it with."""
-    from mse_base._internal.runtime import provisioning
+    from mse_base._internal.runtime import provisioning, tracebacks
     from mse_base._internal.runtime.sealed import SealedState
 
+    if deployment.encrypted_code:
+        # Before the code is decrypted: no printer may ever have read a line of it.
+        tracebacks.hide_source(memory_dir / provisioning.DECRYPTED_CODE_DIR)
     # The TLS directory is enclave memory: the secrets and decrypted code go there too.
     installer = provisioning.Installer(
         deployment,
@@ -246,6 +249,8 @@ def _provisioned_app(
     if provisioned is None:
         return None
     app = _load(deployment, provisioned.code_dir)
+    if deployment.encrypted_code:
+        app = tracebacks.guard_app(app)
     if deployment.provision == "push":
         app = provisioning.refuse_second_push(app)
     return app, provisioned.tls or ratls
