@@ -14,6 +14,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def answers(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:``port``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def openssl_served_certificate(port: int, path: Path) -> Path:
     """The certificate served on 127.0.0.1:``port`` for SNI localhost, fetched with
     ``openssl s_client`` as a user would, written to ``path`` as PEM."""

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from mse_base._cli import deployment, guard
 
 if TYPE_CHECKING:
-    from mse_base._internal.enclave.pipeline import Mode, RunRequest, WorkdirSource
+    from mse_base._internal.enclave.pipeline import Mode, RunRequest, WorkdirLock, WorkdirSource
 
 
 class _VersionAction(argparse.Action):
@@ -179,12 +179,31 @@ def _progress() -> Callable[[int, int], None] | None:
     return show
 
 
+def _lock_workdir(args: argparse.Namespace) -> WorkdirLock | None:
+    """The first thing mse-run does: hold its work directory, cleaning up after a crash there.
+
+    A dry run without --workdir has a new temporary one, locked when made.
+    """
+    from mse_base._internal.enclave import pipeline
+    from mse_base._internal.enclave.deployment import parse_uuid
+
+    source: WorkdirSource
+    if args.workdir is not None:
+        workdir, source = args.workdir, "--workdir"
+    elif args.dry_run:
+        return None
+    else:
+        workdir, source = _default_workdir(str(parse_uuid(args.uuid)))
+    return pipeline.lock_workdir(workdir, pipeline.workdir_name(workdir, source))
+
+
 def _run(args: argparse.Namespace) -> int:
     from mse_base._internal.enclave import pipeline, supervise
     from mse_base._internal.enclave.manifest import check_included
     from mse_base._internal.enclave.size import parse_enclave_size
     from mse_base._internal.provision.codefile import is_encrypted
 
+    lock = _lock_workdir(args)
     # An encrypted tar (mse-secrets encrypt-code) is told by its header; the bootstrap is told
     # by its measured argv.
     args.encrypted_code = is_encrypted(args.code)
@@ -215,13 +234,13 @@ def _run(args: argparse.Namespace) -> int:
         )
 
     if args.workdir is not None:
-        return _run_request(args, request(args.workdir, "--workdir"))
+        return _run_request(args, request(args.workdir, "--workdir"), lock)
     if args.dry_run:
         # A dry run only prints the measurement: its files go to a directory removed afterwards,
         # so it leaves nothing that would make the real run's default work directory "not empty".
         with _temporary_directory() as workdir:
-            return _run_request(args, request(workdir, "temporary"))
-    return _run_request(args, request(*_default_workdir(str(deployment_.deployment_id))))
+            return _run_request(args, request(workdir, "temporary"), None)
+    return _run_request(args, request(*_default_workdir(str(deployment_.deployment_id))), lock)
 
 
 @contextlib.contextmanager
@@ -241,13 +260,13 @@ def _temporary_directory() -> Iterator[Path]:
         yield Path(name)
 
 
-def _run_request(args: argparse.Namespace, request: RunRequest) -> int:
+def _run_request(args: argparse.Namespace, request: RunRequest, lock: WorkdirLock | None) -> int:
     from mse_base._internal.enclave import pipeline, supervise
     from mse_base._internal.enclave.manifest import ENCLAVE_SECRETS_DIR
     from mse_base._internal.enclave.pipeline import SEALING_ROOT_KEY_NAME
     from mse_base._internal.enclave.size import format_size
 
-    prepared = pipeline.prepare(request, None if args.json else _progress())
+    prepared = pipeline.prepare(request, None if args.json else _progress(), lock)
     summary = prepared.summary()
     left = prepared.request.enclave_size - prepared.trusted_bytes
     summary["memory_left_bytes"] = left

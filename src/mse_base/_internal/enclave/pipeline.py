@@ -6,13 +6,24 @@ bootstrap (``gramine-sgx``, or a plain child process with the simulation quote p
 read the identity back from the SIGSTRUCT file with the same parser. ``--direct`` signs as SGX
 does and runs that same manifest under ``gramine-direct`` (Gramine's LibOS without SGX), with a
 quote from the simulation PKI carrying the real measurement (see simulation.direct).
+
+The work directory is held with a lock from the first thing mse-run does with it until the last
+process of the run exits, the enclave's included (:class:`WorkdirLock`): a second mse-run on it
+is refused while either lives, and only a run that holds the lock removes the enclave memory a
+crashed simulation left in the clear. The simulation's and ``--direct``'s enclave process is
+killed by the kernel when mse-run dies, however it dies (:func:`_die_with_mse_run`).
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import fcntl
 import json
+import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -78,11 +89,105 @@ class RunRequest:
 
     def workdir_name(self) -> str:
         """The work directory as the user knows it: by the option, or as the default one."""
-        if self.workdir_source == "--workdir":
-            return f"--workdir {self.workdir}"
-        if self.workdir_source == "temporary":
-            return f"the temporary work directory ({self.workdir})"
-        return f"the default work directory ({self.workdir})"
+        return workdir_name(self.workdir, self.workdir_source)
+
+
+def workdir_name(workdir: Path, source: WorkdirSource) -> str:
+    """A work directory as the user knows it: by the option, or as the default one."""
+    if source == "--workdir":
+        return f"--workdir {workdir}"
+    if source == "temporary":
+        return f"the temporary work directory ({workdir})"
+    return f"the default work directory ({workdir})"
+
+
+@dataclass(frozen=True)
+class WorkdirLock:
+    """An exclusive ``flock`` on the work directory itself, held through ``fd``.
+
+    A lock on the directory, not on a file in it, so it adds nothing to the directory (whose
+    being empty or not decides what a run may do). ``flock`` belongs to the open file
+    description: the enclave process inherits the descriptor (``pass_fds``), so the lock is free
+    only once mse-run and its enclave have both exited, and the kernel frees it however they
+    exit. Under SGX mse-run becomes ``gramine-sgx`` and the descriptor closes on that exec.
+    """
+
+    fd: int
+
+
+def lock_workdir(workdir: Path, name: str) -> WorkdirLock | None:
+    """Lock an existing work directory and remove what a crashed run left in the clear.
+
+    The first thing mse-run does with a work directory, before it reads the code or writes
+    anything. None when the directory does not exist yet (it is locked once made, see
+    :func:`_claim_workdir`). Refused when another mse-run or its enclave holds it: a live
+    simulated enclave's memory is its own. The sealed state is never touched here.
+    """
+    if not workdir.is_dir():
+        return None  # absent, or not a directory: _claim_workdir says which
+    lock = _lock(workdir, name)
+    _remove_crashed_memory(workdir)
+    return lock
+
+
+def _lock(workdir: Path, name: str) -> WorkdirLock:
+    # A run that fails may remove a directory it made and the next one make it anew: a lock
+    # taken on the old directory would hold nothing, so it must be on the one at the path now.
+    for _ in range(3):
+        try:
+            fd = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as err:
+            raise UsageError(
+                f"{name}: cannot use it ({err.strerror or err}); choose a readable directory"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held, current = os.fstat(fd), workdir.stat()
+        except OSError as err:
+            os.close(fd)
+            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise UsageError(
+                    f"{name} is in use by another mse-run or its enclave: stop it first, or "
+                    "choose another --workdir"
+                ) from None
+            if err.errno == errno.ENOENT:
+                continue  # removed meanwhile
+            raise UsageError(
+                f"{name}: cannot lock it ({err.strerror or err}); choose a directory on a "
+                "local file system"
+            ) from None
+        if (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino):
+            return WorkdirLock(fd)
+        os.close(fd)
+    raise UsageError(f"{name} is being replaced by another mse-run: try again")
+
+
+def _remove_crashed_memory(workdir: Path) -> None:
+    """Remove the simulated enclave memory a run left behind when it was killed.
+
+    Its enclave removes it when it stops and mse-run when the enclave dies; only a run that
+    could do neither (mse-run killed with SIGKILL, the machine lost) leaves it, with the TLS
+    key, the provisioned secrets and the decrypted code in the clear. The caller holds the
+    lock, so no live enclave uses it.
+    """
+    memory = workdir / SIMULATION_TLS_DIR
+    if not memory.exists() and not memory.is_symlink():
+        return
+    try:
+        if memory.is_dir() and not memory.is_symlink():
+            shutil.rmtree(memory)
+        else:
+            memory.unlink()
+    except OSError as err:
+        raise UsageError(
+            f"{memory}: cannot remove the enclave memory a crashed run left in the clear "
+            f"({err.strerror or err}); remove it by hand"
+        ) from None
+    logging.getLogger("mse").warning(
+        "removed %s: the simulated enclave memory (TLS key, provisioned secrets, decrypted code) "
+        "left in the clear by a run that crashed",
+        memory,
+    )
 
 
 @dataclass(frozen=True)
@@ -91,11 +196,13 @@ class WorkdirClaim:
 
     ``fresh``: it held nothing before this run (absent or empty), so nothing in it now is worth
     keeping if the run fails before the enclave serves. ``created``: the directories this run
-    made, the work directory itself first, then the missing parents it needed.
+    made, the work directory itself first, then the missing parents it needed. ``lock``: held
+    until the run and its enclave exit.
     """
 
     fresh: bool
     created: tuple[Path, ...]
+    lock: WorkdirLock
 
 
 @dataclass(frozen=True)
@@ -165,19 +272,29 @@ def require_gramine(mode: Mode, dry_run: bool) -> None:
 _DERIVED_FILES = ("cert.pem", SIMULATION_STATE, THROWAWAY_KEY_NAME)
 
 
-def _prepare_workdir(request: RunRequest) -> WorkdirClaim:
+def _prepare_workdir(request: RunRequest, lock: WorkdirLock | None) -> WorkdirClaim:
     try:
-        return _claim_workdir(request)
+        return _claim_workdir(request, lock)
     except OSError as err:
         raise UsageError(_unusable_workdir(request, err)) from None
 
 
-def _claim_workdir(request: RunRequest) -> WorkdirClaim:
+def _claim_workdir(request: RunRequest, lock: WorkdirLock | None) -> WorkdirClaim:
     workdir = request.workdir
     if workdir.exists() and not workdir.is_dir():
         raise UsageError(f"{request.workdir_name()} exists and is not a directory")
+    missing: list[Path] = []
+    path = workdir
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # Judged under the lock: whatever another run does to the directory, it does first or not
+    # at all. A directory that held nothing is fresh whoever made it.
+    lock = lock or lock_workdir(workdir, request.workdir_name())
+    assert lock is not None  # the directory exists now
     fresh = True
-    if workdir.is_dir() and any(workdir.iterdir()):
+    if any(workdir.iterdir()):
         fresh = False
         if not request.force:
             if request.workdir_source == "--workdir":
@@ -193,15 +310,9 @@ def _claim_workdir(request: RunRequest) -> WorkdirClaim:
             shutil.rmtree(workdir / name, ignore_errors=True)
         for name in _DERIVED_FILES:
             (workdir / name).unlink(missing_ok=True)
-        for path in workdir.glob(f"{MANIFEST_NAME}.*"):
-            path.unlink()
-    missing: list[Path] = []
-    path = workdir
-    while not path.exists() and path != path.parent:
-        missing.append(path)
-        path = path.parent
-    workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return WorkdirClaim(fresh=fresh, created=tuple(missing))
+        for manifest in workdir.glob(f"{MANIFEST_NAME}.*"):
+            manifest.unlink()
+    return WorkdirClaim(fresh=fresh, created=tuple(missing), lock=lock)
 
 
 def _unusable_workdir(request: RunRequest, err: OSError) -> str:
@@ -265,8 +376,15 @@ def _signer(request: RunRequest) -> SignerKey | None:
     return load_signer_key(path)
 
 
-def prepare(request: RunRequest, progress: Callable[[int, int], None] | None = None) -> Prepared:
-    """Everything up to (not including) launching: the enclave's identity is known after this."""
+def prepare(
+    request: RunRequest,
+    progress: Callable[[int, int], None] | None = None,
+    lock: WorkdirLock | None = None,
+) -> Prepared:
+    """Everything up to (not including) launching: the enclave's identity is known after this.
+
+    ``lock``: the work directory's, when :func:`lock_workdir` took it already.
+    """
     inspect_code(request.code)
     require_gramine(request.mode, request.dry_run)
     key = _signer(request)
@@ -276,7 +394,7 @@ def prepare(request: RunRequest, progress: Callable[[int, int], None] | None = N
         check_sealed_secrets(
             request, mf.HOST_SECRETS_DIR, mf.SEALED_STATE_NAME, SEALING_ROOT_KEY_NAME
         )
-    claim = _prepare_workdir(request)
+    claim = _prepare_workdir(request, lock)
     try:
         return _prepare_in(request, python, key, claim, progress)
     except BaseException:
@@ -424,12 +542,70 @@ def simulation_certificate(prepared: Prepared) -> Path:
     return prepared.request.workdir / SIMULATION_TLS_DIR / mf.TLS_CERT_NAME
 
 
+# linux/prctl.h
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_mse_run() -> Callable[[], None]:
+    """What the enclave's process runs between fork and exec: it dies when mse-run dies.
+
+    ``PR_SET_PDEATHSIG`` makes the kernel send SIGKILL to the child when the thread that forked
+    it ends: mse-run's main thread, which lives as long as mse-run. It is kept across the exec of
+    the interpreter (simulation) and of ``gramine-direct``, a script that execs Gramine's loader
+    in the same process (none of them is set-user-ID), and Gramine forks no helper process. If
+    mse-run died before the call, the child already has another parent and kills itself.
+    SIGKILL, not SIGTERM: nobody is left to insist if the app handles SIGTERM or takes long to
+    stop, and a supervisor that died unannounced cannot vouch for its enclave any more. A
+    simulated enclave so killed leaves its memory (``tls/``) behind: :func:`lock_workdir`
+    removes it on the next run.
+
+    A ``preexec_fn`` is unsafe when other threads may hold locks at the fork: mse-run starts
+    the enclave before any thread of its own (the output relays start after), and this function
+    takes no lock: one C call prepared beforehand, ``getppid`` and ``kill``.
+    """
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except AttributeError:
+        raise EnvironmentMissing(
+            "mse-run needs Linux to start an enclave it supervises (prctl PR_SET_PDEATHSIG, "
+            "which stops the enclave when mse-run dies)"
+        ) from None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    parent = os.getpid()
+
+    def preexec() -> None:
+        if prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
+
+
+def _supervised(argv: list[str], prepared: Prepared, **options: Any) -> subprocess.Popen[bytes]:
+    """Start the enclave's process: it dies with mse-run and holds the work directory's lock."""
+    try:
+        return subprocess.Popen(
+            argv,
+            # Relative trusted-file URIs (the app, the sealed secrets) resolve from the work
+            # directory.
+            cwd=prepared.request.workdir,
+            preexec_fn=_die_with_mse_run(),  # safe here: see _die_with_mse_run
+            pass_fds=(prepared.claim.lock.fd,),
+            **options,
+        )
+    except subprocess.SubprocessError as err:
+        # Only the preexec function raises this one (its OSError does not cross the fork).
+        raise Error(f"{argv[0]} could not be started: {err}") from None
+
+
 def start_simulation(prepared: Prepared, sealing_key: bytes) -> subprocess.Popen[bytes]:
     # A certificate left by an enclave that was killed must not pass for the new one's.
     shutil.rmtree(prepared.request.workdir / SIMULATION_TLS_DIR, ignore_errors=True)
     env = simulation_environment(prepared, sealing_key)
     # The measured argv, unchanged: the same interpreter, flags and arguments as in the enclave.
-    return subprocess.Popen(list(prepared.argv), cwd=prepared.request.workdir, env=env)
+    return _supervised(list(prepared.argv), prepared, env=env)
 
 
 def start_direct(prepared: Prepared) -> subprocess.Popen[bytes]:
@@ -438,10 +614,9 @@ def start_direct(prepared: Prepared) -> subprocess.Popen[bytes]:
     The caller writes the launch line (simulation.direct) to stdin and relays the output:
     Gramine's console (the enclave's stdout and stderr) on stdout, Gramine's log on stderr.
     """
-    return subprocess.Popen(
+    return _supervised(
         ["gramine-direct", MANIFEST_NAME],
-        # Relative trusted-file URIs (the app, the sealed secrets) resolve from the work directory.
-        cwd=prepared.request.workdir,
+        prepared,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

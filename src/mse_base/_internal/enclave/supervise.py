@@ -134,6 +134,10 @@ class _Simulated(_Enclave):
     def served_is_ours(self, served: bytes) -> bool:
         return served == self._expected
 
+    def finish(self) -> None:
+        # Its memory ends with it, also when it was killed before it could remove it itself.
+        shutil.rmtree(self._certificate.parent, ignore_errors=True)
+
 
 def _sealing_key(prepared: Prepared) -> bytes:
     """The stand-in for the CPU's MRENCLAVE sealing key (see simulation.sealing)."""
