@@ -1,50 +1,29 @@
 """Real Gramine in the loop: these tests run the product's manifest under ``gramine-direct``.
 
-Without Gramine they are skipped, each saying why (pytest -ra lists the reason and the count on
-the closing line); with ``CI=true`` a missing Gramine fails them instead, so CI cannot pass
-without having run them.
+Without Gramine they are skipped, each saying why, and with ``CI=true`` failed instead
+(tests.gramine_tools says when).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
 
+from tests.gramine_tools import cannot_run, require_gramine
+
 ROOT = Path(__file__).resolve().parents[2]
-TOOLS = ("gramine-direct", "gramine-sgx-sign", "gramine-sgx-sigstruct-view")
 # The distribution's Python, as the image uses it (Dockerfile: python3 -m venv /opt/mse/venv).
 SYSTEM_PYTHON = Path("/usr/bin/python3")
-
-
-def _require_gramine() -> None:
-    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
-    if not missing:
-        return
-    reason = (
-        f"Gramine is not installed ({', '.join(missing)} not on PATH): install "
-        "../shared/gramine/gramine_1.9-1mse_amd64.deb (apt-get install ./gramine_*.deb) to run "
-        "the tests on real Gramine"
-    )
-    _cannot_run(reason)
-
-
-def _cannot_run(reason: str) -> NoReturn:
-    """Skip, saying why; under CI=true fail instead, so CI cannot pass without these tests."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true: {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.fixture(autouse=True)
 def gramine() -> None:
     """Every test here needs Gramine: skipped without it, failed without it under CI=true."""
-    _require_gramine()
+    require_gramine()
 
 
 @pytest.fixture
@@ -68,12 +47,12 @@ def runtime_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     It lives under pytest's temporary directory, that is under /tmp, where the enclave mounts
     its tmpfs: running from it is the check that the tmpfs hides nothing.
     """
-    _require_gramine()
+    require_gramine()
     probe = subprocess.run(
         [str(SYSTEM_PYTHON), "-c", "import venv, ensurepip"], capture_output=True, check=False
     )
     if probe.returncode != 0:
-        _cannot_run(
+        cannot_run(
             f"{SYSTEM_PYTHON} with its venv module is needed to build the image's venv: install "
             "python3-venv (dev/test.sh and .ci/run do)"
         )

@@ -23,6 +23,7 @@ fi
 cd "$repo"
 "$hadolint" --config .hadolint.yaml --no-color \
     Dockerfile examples/flask/Dockerfile examples/fastapi/Dockerfile
-# The test scripts and the dev scripts they source (shellcheck: Debian's package; run.sh
+# The test scripts and the dev scripts they source or run (shellcheck: Debian's package; run.sh
 # installs it).
-shellcheck -x tests/image/run.sh tests/image/lint.sh dev/gramine.sh dev/test.sh .ci/run
+shellcheck -x tests/image/run.sh tests/image/lint.sh dev/gramine.sh dev/test.sh \
+    dev/without-gramine.sh .ci/run

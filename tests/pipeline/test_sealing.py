@@ -1,4 +1,8 @@
-"""Sealed secrets are never read under a mode that did not seal them (secrets.sealed-by)."""
+"""Sealed secrets are never read under a mode that did not seal them (secrets.sealed-by).
+
+mse-run checks for Gramine before it looks at secrets/, so the ``--direct`` cases need Gramine
+(marked ``gramine``: skipped without it); the ``--simulation`` ones run anywhere.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +35,10 @@ def _sealed_workdir(tmp_path: Path, mode: str | None) -> Path:
     return workdir
 
 
-@pytest.mark.parametrize(("earlier", "flag"), [("sgx", "--simulation"), ("simulation", "--direct")])
+@pytest.mark.parametrize(
+    ("earlier", "flag"),
+    [("sgx", "--simulation"), pytest.param("simulation", "--direct", marks=pytest.mark.gramine)],
+)
 def test_secrets_sealed_under_another_mode_are_refused(
     tmp_path: Path, env: dict[str, str], home: Path, earlier: str, flag: str
 ) -> None:
@@ -51,7 +58,7 @@ def test_secrets_sealed_under_another_mode_are_refused(
     assert list(home.iterdir()) == []
 
 
-@pytest.mark.parametrize("mode", ["direct", "simulation"])
+@pytest.mark.parametrize("mode", [pytest.param("direct", marks=pytest.mark.gramine), "simulation"])
 def test_secrets_whose_stand_in_key_is_gone_are_refused(
     tmp_path: Path, env: dict[str, str], mode: str
 ) -> None:
@@ -62,13 +69,10 @@ def test_secrets_whose_stand_in_key_is_gone_are_refused(
     assert "the stand-in sealing key they need (sealing-root.key) is gone" in line, line
 
 
-def test_same_mode_reuses_its_secrets_and_records_the_mode(
-    tmp_path: Path, env: dict[str, str]
-) -> None:
+def _sealed_by_a_simulation_run(tmp_path: Path, env: dict[str, str]) -> list[str]:
+    """Runs the app under --simulation until it is ready, then stops it; returns its command."""
     tar = make_tar(tmp_path / "app.tar", {"app.py": FLASK_APP})
-    workdir = tmp_path / "wd"
-    port = free_port()
-    args = [*run_args(tar, workdir, **{"--port": str(port)}), "--simulation"]
+    args = [*run_args(tar, tmp_path / "wd", **{"--port": str(free_port())}), "--simulation"]
     proc = subprocess.Popen(
         args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
@@ -83,6 +87,14 @@ def test_same_mode_reuses_its_secrets_and_records_the_mode(
     finally:
         proc.terminate()
         proc.communicate(timeout=60)
+    return args
+
+
+def test_same_mode_reuses_its_secrets_and_records_the_mode(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    args = _sealed_by_a_simulation_run(tmp_path, env)
+    workdir = tmp_path / "wd"
     assert (workdir / "secrets.sealed-by").read_text() == "simulation\n"
     (workdir / "secrets" / "note").write_text("kept")
     # The same mode again (--force): accepted, the secret kept; a dry run checks nothing.
@@ -91,8 +103,18 @@ def test_same_mode_reuses_its_secrets_and_records_the_mode(
     )
     assert dry.returncode == 0, dry.stderr
     assert (workdir / "secrets" / "note").read_text() == "kept"
+
+
+@pytest.mark.gramine
+def test_another_mode_is_refused_until_the_secrets_are_gone(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    args = _sealed_by_a_simulation_run(tmp_path, env)
+    workdir = tmp_path / "wd"
+    (workdir / "secrets" / "note").write_text("kept")
     # Another mode on the same directory is refused; emptied, it is accepted again.
     assert "under --simulation" in _refused([*args[:-1], "--direct", "--force"], env)
+    assert (workdir / "secrets" / "note").read_text() == "kept"
     shutil.rmtree(workdir / "secrets")
     (workdir / "secrets").mkdir()
     ok = subprocess.run(
