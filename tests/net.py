@@ -39,3 +39,25 @@ def openssl_served_certificate(port: int, path: Path) -> Path:
     ).stdout
     path.write_text(pem)
     return path
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The addresses TCP sockets listen on at ``port``, as the kernel lists them."""
+    import ipaddress
+
+    found: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            address, _, port_hex = local.partition(":")
+            if state != "0A" or int(port_hex, 16) != port:  # 0A: TCP_LISTEN
+                continue
+            # The kernel prints the address as 32-bit words in host (little-endian) order.
+            words = [bytes.fromhex(address[i : i + 8]) for i in range(0, len(address), 8)]
+            raw = b"".join(word[::-1] for word in words)
+            found.add(str(ipaddress.ip_address(raw)))
+    return found

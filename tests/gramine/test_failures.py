@@ -121,8 +121,40 @@ def test_busy_port_refused_before_anything_is_written(
         )
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        f"mse-run: error: port {port} on 0.0.0.0 is already in use by another process; stop it "
-        "or choose another --port"
+        f"mse-run: error: port {port} on 127.0.0.1 is already in use by another process; stop "
+        "it or choose another --port"
     )
     assert not (tmp_path / "wd").exists()
     assert list(Path(env["HOME"]).iterdir()) == []
+
+
+def test_a_bad_listening_variable_is_refused_inside_gramine(
+    runtime_venv: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """MSE_PORT and MSE_BIND reach the enclave from the host, unmeasured, through Gramine's
+    passthrough; a host that sets them to anything but a port and an address gets one line."""
+    tar = pack({"app.py": b"app = None\n"}, tmp_path / "app.tar")
+    workdir = tmp_path / "wd"
+    # A dry run keeps the signed manifest in --workdir; gramine-direct then runs it as the host
+    # would, with the host's environment.
+    dry = _run([*mse_run(runtime_venv / "bin", tar, workdir), "--dry-run"], env)
+    assert dry.returncode == 0, dry.stderr
+    for name, value, needle in (
+        ("MSE_PORT", "443; rm -rf /", "is not a TCP port"),
+        ("MSE_BIND", "example.com", "is not an IP address"),
+    ):
+        result = subprocess.run(
+            ["gramine-direct", "mse"],
+            cwd=workdir,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            env={**env, name: value},
+            timeout=120,
+            check=False,
+        )
+        # Gramine's console (the enclave's stdout and stderr) is the host's stdout.
+        output = (result.stdout + result.stderr).strip().splitlines()
+        assert result.returncode == 2, output
+        assert len(output) == 1, output
+        assert output[0].startswith(f"mse-bootstrap: error: {name}={value!r} {needle}"), output

@@ -528,7 +528,7 @@ direct_port="$(free_port)"
 
 # gramine_dry_run LOG CTR: a real (SGX, not simulated) dry run of the Flask example; prints
 # MRENCLAVE after checking that it is what Gramine's own sigstruct-view reads from mse.sig.
-# The parameters are the --direct run's below: all of them are measured.
+# The parameters are the --direct run's below: all measured but --port (the same anyway).
 gramine_dry_run() {
     buildah run --isolation chroot --network host -v "$io:/io:ro" "$2" -- sh -ec '
         rm -rf /tmp/dry-run

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 
 from mse_base._internal.dcap.quote import parse_quote
 from mse_base._internal.dcap.ratls import extract_evidence
-from tests.net import free_port, openssl_served_certificate
+from tests.net import free_port, listening_addresses, openssl_served_certificate
 from tests.processes import stop_process
 
 from .conftest import BIN, future_epoch, make_tar, run_args
@@ -95,6 +95,8 @@ def curl(port: int, cert: Path, *extra: str) -> subprocess.CompletedProcess[str]
 
 
 def test_flask_app_over_ratls(flask_enclave: Enclave, tmp_path: Path) -> None:
+    # Without --bind a simulated enclave serves this machine only.
+    assert listening_addresses(flask_enclave.port) == {"127.0.0.1"}
     cert_path = fetch_cert(flask_enclave.port, tmp_path)
     response = curl(flask_enclave.port, cert_path)
     assert response.returncode == 0, response.stderr

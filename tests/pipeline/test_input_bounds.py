@@ -24,7 +24,7 @@ from mse_base._internal.runtime import bootstrap
 from mse_base.errors import UsageError
 from tests.bounded import DEADLINE, within
 
-from .conftest import FLASK_APP, make_tar, run_args
+from .conftest import FLASK_APP, make_deployment, make_tar, run_args
 
 
 def _mse_run_fails(args: list[str], env: dict[str, str]) -> str:
@@ -383,7 +383,8 @@ def test_the_simulation_state_replaces_whatever_is_at_its_path(tmp_path: Path) -
     identity = SimpleNamespace(
         mrenclave=bytes(32), mrsigner=bytes(32), isv_prod_id=0, isv_svn=0, debug=False
     )
-    prepared = SimpleNamespace(request=SimpleNamespace(workdir=tmp_path), sigstruct=identity)
+    request = SimpleNamespace(workdir=tmp_path, deployment=make_deployment())
+    prepared = SimpleNamespace(request=request, sigstruct=identity)
     with within():
         env = pipeline.simulation_environment(prepared, bytes(16))  # type: ignore[arg-type]
     state = Path(env[bootstrap.SIMULATION_ENV])

@@ -98,8 +98,8 @@ def _run_fails_on_busy_port(
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if "error" in line]
     assert errors == [
-        f"mse-run: error: port {port} on 0.0.0.0 is already in use by another process; stop it "
-        "or choose another --port"
+        f"mse-run: error: port {port} on 127.0.0.1 is already in use by another process; stop "
+        "it or choose another --port"
     ], result.stderr
     # Refused before anything was written or started.
     assert not workdir.exists()
@@ -195,7 +195,7 @@ def test_port_taken_after_the_start_is_not_verified(
     assert "RA-TLS check passed" not in stderr and "Traceback" not in stderr
     assert (
         f"port {port} is served by another process, not this enclave" in stderr
-        or f"port {port} on 0.0.0.0 is already in use" in stderr
+        or f"port {port} on 127.0.0.1 is already in use" in stderr
     ), stderr
     assert _processes_mentioning(deployment) == []
     assert not workdir.exists()

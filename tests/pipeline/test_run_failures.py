@@ -90,7 +90,7 @@ def test_dry_runs_leave_nothing_and_the_real_run_follows(
     flask_tar: Path, tmp_path: Path, env: dict[str, str], home: Path
 ) -> None:
     deployment = str(uuid.uuid4())
-    # --port is measured: the same one throughout.
+    # One port throughout: the real run needs a free one (the dry runs measure none).
     port = str(free_port())
     scratch = tmp_path / "tmp"
     scratch.mkdir()

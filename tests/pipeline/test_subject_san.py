@@ -116,10 +116,13 @@ def test_argv_only_when_given_and_round_trips(monkeypatch: pytest.MonkeyPatch) -
         "--subject", "CN=app.example.com,O=Example Corp", "--san", "a.example", "--san", "::1",
     ]  # fmt: skip
 
-    # The bootstrap's own command line rebuilds the very same deployment.
+    # The bootstrap's own command line, with the environment mse-run sets, rebuilds the very
+    # same deployment.
     seen: list[dep.Deployment] = []
     monkeypatch.setattr(runtime_bootstrap, "run", seen.append)
     for deployment in (make_deployment(), given):
+        for name, value in deployment.listen_environment().items():
+            monkeypatch.setenv(name, value)
         assert bootstrap_cli.main(deployment.bootstrap_args()) == 0
         assert seen.pop() == deployment
 

@@ -36,6 +36,7 @@ class _VersionAction(argparse.Action):
 
 
 def _run_parser() -> argparse.ArgumentParser:
+    from mse_base._internal.enclave.deployment import DEFAULT_BIND, LOCAL_BIND
     from mse_base._internal.enclave.manifest import OPTIONAL_PARTS
 
     parser = argparse.ArgumentParser(
@@ -43,29 +44,51 @@ def _run_parser() -> argparse.ArgumentParser:
         description="Unpack an app, measure and sign its enclave, serve it over RA-TLS.",
     )
     parser.add_argument("--version", action=_VersionAction)
-    parser.add_argument("--size", required=True, help="enclave size, a power of two (512M, 8G)")
-    parser.add_argument("--code", required=True, type=Path, help="tar (or .tar.gz) of the app")
-    parser.add_argument("--host", required=True, help="name or IP clients use (certificate SAN)")
-    parser.add_argument("--application", required=True, help="module:attribute, e.g. app:app")
+    # Every option that changes MRENCLAVE says "(measured)" (tests/pipeline/test_measured.py
+    # derives that set from the pipeline and checks it, and the README's list, against these).
+    parser.add_argument(
+        "--size", required=True, help="enclave size, a power of two: 512M, 8G (measured)"
+    )
+    parser.add_argument(
+        "--code", required=True, type=Path, help="tar (or .tar.gz) of the app (measured)"
+    )
+    parser.add_argument(
+        "--host", required=True, help="name or IP clients use, the certificate's SAN (measured)"
+    )
+    parser.add_argument(
+        "--application", required=True, help="module:attribute, e.g. app:app (measured)"
+    )
     parser.add_argument("--uuid", required=True, help="deployment UUID (measured)")
     certificate = parser.add_mutually_exclusive_group(required=True)
     certificate.add_argument(
-        "--self-signed", metavar="EPOCH", help="RA-TLS certificate expiry, Unix time"
+        "--self-signed", metavar="EPOCH", help="RA-TLS certificate expiry, Unix time (measured)"
     )
     certificate.add_argument(
         "--certificate",
         type=Path,
         metavar="PEM",
-        help="serve the app with this CA-issued chain, leaf first (measured); its key is "
-        "provisioned (needs --provision)",
+        help="serve the app with this CA-issued chain, leaf first; its key is provisioned, so it "
+        "needs --provision (measured)",
     )
-    parser.add_argument("--port", default="443", help="TCP port to serve on (default 443)")
-    parser.add_argument("--bind", default="0.0.0.0", help="address to bind (default 0.0.0.0)")  # noqa: S104
+    parser.add_argument(
+        "--port",
+        default="443",
+        help="TCP port to serve on, default 443 (not measured: the host chooses it)",
+    )
+    parser.add_argument(
+        "--bind",
+        help=f"address to bind: default {LOCAL_BIND} with --simulation or --direct, else "
+        f"{DEFAULT_BIND} (not measured: the host chooses it)",
+    )
     parser.add_argument("--workdir", type=Path, help="work directory (default: per deployment)")
-    parser.add_argument("--signer-key", type=Path, help="RSA-3072 e=3 enclave signing key")
+    parser.add_argument(
+        "--signer-key", type=Path, help="RSA-3072 e=3 enclave signing key (gives MRSIGNER)"
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the measurement and stop")
     parser.add_argument("--memory", action="store_true", help="print the memory budget")
-    parser.add_argument("--debug", action="store_true", help="debug enclave, logs, tracebacks")
+    parser.add_argument(
+        "--debug", action="store_true", help="debug enclave, logs, tracebacks (measured)"
+    )
     parser.add_argument("--force", action="store_true", help="reuse a non-empty work directory")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
@@ -82,16 +105,16 @@ def _run_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME",
-        help="trust a part of Python left out by default (measured; repeatable): "
-        f"{', '.join(sorted(OPTIONAL_PARTS))}",
+        help="trust a part of Python left out by default, repeatable: "
+        f"{', '.join(sorted(OPTIONAL_PARTS))} (measured)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
         "--provision",
         metavar="MODE",
         help="push: serve only a provisioning endpoint until mse-secrets push; pull: fetch "
-        "from --secrets-server at start (measured); sealed: restart a push or pull deployment "
-        "from what it sealed, with no network (same MRENCLAVE)",
+        "from --secrets-server at start; sealed: restart a push or pull deployment from what it "
+        "sealed, with no network, measured as that one (measured)",
     )
     parser.add_argument(
         "--secrets-server", metavar="URL", help="https://HOST:PORT of mse-secrets serve (measured)"
@@ -102,20 +125,20 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--provision-timeout",
         metavar="SECONDS",
-        help="give up when nothing is provisioned within this time (default 600; measured)",
+        help="give up when nothing is provisioned within this time, default 600 (measured)",
     )
     parser.add_argument(
         "--subject",
         metavar="DN",
-        help="the certificate's subject, RFC 4514: CN=app.example.com,O=Example Corp "
-        "(default CN=HOST; measured)",
+        help="the certificate's subject, RFC 4514: CN=app.example.com,O=Example Corp; "
+        "default CN=HOST (measured)",
     )
     parser.add_argument(
         "--san",
         action="append",
         default=[],
         metavar="NAME",
-        help="another DNS name or IP for the certificate, after --host (repeatable; measured)",
+        help="another DNS name or IP for the certificate, after --host; repeatable (measured)",
     )
     return parser
 
@@ -197,50 +220,63 @@ def _lock_workdir(args: argparse.Namespace) -> WorkdirLock | None:
     return pipeline.lock_workdir(workdir, pipeline.workdir_name(workdir, source))
 
 
-def _run(args: argparse.Namespace) -> int:
-    from mse_base._internal.enclave import pipeline, supervise
+def run_request(args: argparse.Namespace, temporary: Path | None = None) -> RunRequest:
+    """mse-run's options as the pipeline's request, in the work directory given, else in
+    ``temporary`` (a dry run's), else in the default one."""
+    from mse_base._internal.enclave import pipeline
+    from mse_base._internal.enclave.deployment import DEFAULT_BIND, LOCAL_BIND
     from mse_base._internal.enclave.manifest import check_included
     from mse_base._internal.enclave.size import parse_enclave_size
     from mse_base._internal.provision.codefile import is_encrypted
 
-    lock = _lock_workdir(args)
     # An encrypted tar (mse-secrets encrypt-code) is told by its header; the bootstrap is told
     # by its measured argv.
     args.encrypted_code = is_encrypted(args.code)
     args.secrets_server_ca_pem = _secrets_server_ca(args.secrets_server_ca)
     restart_sealed = _provision(args)
     _certificate(args)
-    deployment_ = deployment(args)
-    enclave_size = parse_enclave_size(args.size)
-    include = check_included(args.include)
     mode: Mode = "simulation" if args.simulation else "direct" if args.direct else "sgx"
-    if mode != "sgx" and not args.dry_run:
-        # Before anything is written; the certificate check after the start still decides.
-        supervise.check_port_free(deployment_.bind, deployment_.port)
-
-    def request(workdir: Path, source: WorkdirSource) -> RunRequest:
-        return pipeline.RunRequest(
-            deployment=deployment_,
-            enclave_size=enclave_size,
-            code=args.code,
-            workdir=workdir,
-            signer_key=args.signer_key,
-            dry_run=args.dry_run,
-            force=args.force,
-            mode=mode,
-            workdir_source=source,
-            include=include,
-            restart_sealed=restart_sealed,
-        )
-
+    if args.bind is None:
+        # Unmeasured, so the default may follow the mode without changing MRENCLAVE.
+        args.bind = DEFAULT_BIND if mode == "sgx" else LOCAL_BIND
+    deployment_ = deployment(args)
+    workdir: Path
+    source: WorkdirSource
     if args.workdir is not None:
-        return _run_request(args, request(args.workdir, "--workdir"), lock)
-    if args.dry_run:
+        workdir, source = args.workdir, "--workdir"
+    elif temporary is not None:
+        workdir, source = temporary, "temporary"
+    else:
+        workdir, source = _default_workdir(str(deployment_.deployment_id))
+    return pipeline.RunRequest(
+        deployment=deployment_,
+        enclave_size=parse_enclave_size(args.size),
+        code=args.code,
+        workdir=workdir,
+        signer_key=args.signer_key,
+        dry_run=args.dry_run,
+        force=args.force,
+        mode=mode,
+        workdir_source=source,
+        include=check_included(args.include),
+        restart_sealed=restart_sealed,
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from mse_base._internal.enclave import supervise
+
+    lock = _lock_workdir(args)
+    if args.workdir is None and args.dry_run:
         # A dry run only prints the measurement: its files go to a directory removed afterwards,
         # so it leaves nothing that would make the real run's default work directory "not empty".
         with _temporary_directory() as workdir:
-            return _run_request(args, request(workdir, "temporary"), None)
-    return _run_request(args, request(*_default_workdir(str(deployment_.deployment_id))), lock)
+            return _run_request(args, run_request(args, workdir), None)
+    request = run_request(args)
+    if request.mode != "sgx" and not args.dry_run:
+        # Before anything is written; the certificate check after the start still decides.
+        supervise.check_port_free(request.deployment.bind, request.deployment.port)
+    return _run_request(args, request, lock)
 
 
 @contextlib.contextmanager

@@ -81,7 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_provisioned_options(serve)
     serve.add_argument("--cert", type=Path, required=True, metavar="PEM", help="server chain")
     serve.add_argument("--key", type=Path, required=True, metavar="PEM", help="server key")
-    serve.add_argument("--bind", default="0.0.0.0", help="address (default 0.0.0.0)")  # noqa: S104
+    serve.add_argument(
+        "--bind", help="address (default 127.0.0.1 with --simulation-ca, else 0.0.0.0)"
+    )
     serve.add_argument("--port", default="8443", help="port (default 8443)")
     add_trust_options(serve, fixed_time=False)
     serve.add_argument("--debug", action="store_true", help="tracebacks on errors")
@@ -285,7 +287,7 @@ def _serve(args: argparse.Namespace) -> int:
     _warn_signer_trusted(options)
     release = _payload(args, "")
     body = _checked_body(release.encode_release(), parse_release)
-    bind, port = parse_bind(args.bind), parse_port(args.port)
+    bind, port = parse_bind(_serve_bind(args)), parse_port(args.port)
     context = server.server_context(args.cert, args.key)
     verifier = build_verifier(args, options)
     try:
@@ -304,6 +306,16 @@ def _serve(args: argparse.Namespace) -> int:
         httpd.serve_forever()
     log.info("stopped")
     return 0
+
+
+def _serve_bind(args: argparse.Namespace) -> str:
+    """``--bind``, or the default: as mse-run's, this machine only when trusting simulated
+    enclaves (``--simulation-ca``: a test setup), all interfaces otherwise."""
+    from mse_base._internal.enclave.deployment import DEFAULT_BIND, LOCAL_BIND
+
+    if args.bind is not None:
+        return str(args.bind)
+    return LOCAL_BIND if args.simulation_ca is not None else DEFAULT_BIND
 
 
 def _encrypt(args: argparse.Namespace) -> int:

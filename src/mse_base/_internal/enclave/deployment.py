@@ -1,4 +1,14 @@
-"""What one ``mse-run`` deploys: the checked parameters shared by mse-run and the bootstrap."""
+"""What one ``mse-run`` deploys: the checked parameters shared by mse-run and the bootstrap.
+
+Everything but the listening address is measured: it becomes the enclave's argv
+(:meth:`Deployment.bootstrap_args`). The port and bind address reach the enclave unmeasured, in
+two environment variables the manifest lets Gramine pass through from the host
+(:data:`LISTEN_VARIABLES`), so every replica of a release has one MRENCLAVE whatever port it
+serves on. That gives the host nothing it lacked: it controls the network, and so where the
+enclave's packets go, anyway. What clients check is measured: the host name (the certificate's
+SAN), the certificate and the quote that binds it. The bootstrap reads the two variables
+strictly (:func:`listen_from_environment`) before it does anything else.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +17,7 @@ import ipaddress
 import itertools
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -188,11 +198,64 @@ def parse_port(text: str | int) -> int:
 
 def parse_bind(text: str) -> str:
     try:
-        return str(ipaddress.ip_address(text))
+        address = ipaddress.ip_address(text)
     except ValueError:
+        address = None
+    # A scope (fe80::1%eth0) names an interface, which the enclave cannot look up.
+    if address is None or "%" in text:
         raise UsageError(
             f"--bind {text!r} is not an IP address: use 0.0.0.0 (all interfaces) or 127.0.0.1"
-        ) from None
+        )
+    return str(address)
+
+
+#: The enclave's environment variables for the port and bind address: passed through from the
+#: host by Gramine (``loader.env.NAME = { passthrough = true }``), so not measured.
+PORT_VARIABLE = "MSE_PORT"
+BIND_VARIABLE = "MSE_BIND"
+LISTEN_VARIABLES = (PORT_VARIABLE, BIND_VARIABLE)
+#: What the enclave serves on when the host sets neither (mse-run always sets both), and
+#: mse-run's defaults in SGX: the image's, reachable through the container's published port.
+DEFAULT_PORT = 443
+DEFAULT_BIND = "0.0.0.0"  # noqa: S104 - in SGX the host's network decides who reaches it
+#: mse-run's default bind without SGX (--simulation, --direct): nothing isolates those enclaves
+#: and their quotes are simulated, so they serve this machine only unless --bind says otherwise.
+LOCAL_BIND = "127.0.0.1"
+# Decimal digits only, no sign, space, underscore or leading zero: int() would take all of them.
+_DECIMAL_PORT = re.compile(r"[1-9][0-9]{0,4}")
+
+
+def _shown(value: str) -> str:
+    """A host-set value for an error line: quoted, escaped and cut short."""
+    return repr(value if len(value) <= 60 else value[:57] + "...")
+
+
+def listen_from_environment(environ: Mapping[str, str]) -> tuple[str, int]:
+    """The bind address and port the host set for the enclave, checked; the defaults if unset.
+
+    Strict, as for any input from the host: a port is 1 to 65535 in decimal digits, an address
+    a literal IPv4 or IPv6 address (no name, which would need a lookup the host answers).
+    """
+    port = DEFAULT_PORT
+    port_text = environ.get(PORT_VARIABLE)
+    if port_text is not None:
+        if not _DECIMAL_PORT.fullmatch(port_text) or int(port_text) > 65535:
+            raise UsageError(
+                f"{PORT_VARIABLE}={_shown(port_text)} is not a TCP port: give 1 to 65535 in "
+                "decimal digits, with no sign or leading zero (mse-run sets it from --port)"
+            )
+        port = int(port_text)
+    bind = DEFAULT_BIND
+    bind_text = environ.get(BIND_VARIABLE)
+    if bind_text is not None:
+        try:
+            bind = parse_bind(bind_text)
+        except UsageError:
+            raise UsageError(
+                f"{BIND_VARIABLE}={_shown(bind_text)} is not an IP address: give a literal IPv4 "
+                "or IPv6 address such as 0.0.0.0 or 127.0.0.1 (mse-run sets it from --bind)"
+            ) from None
+    return bind, port
 
 
 PROVISION_MODES = ("push", "pull")
@@ -330,7 +393,8 @@ def parse_provision_timeout(text: str | None, provision: str | None) -> int:
 
 @dataclass(frozen=True)
 class Deployment:
-    """The measured parameters of one enclave: they become its argv."""
+    """The parameters of one enclave: all measured (its argv) but ``bind`` and ``port`` (its
+    environment)."""
 
     application: str
     host: str
@@ -395,10 +459,6 @@ class Deployment:
             str(self.deployment_id),
             "--self-signed",
             str(int(self.expiry.timestamp())),
-            "--bind",
-            self.bind,
-            "--port",
-            str(self.port),
         ]
         if self.debug:
             args.append("--debug")
@@ -428,3 +488,7 @@ class Deployment:
         for name in self.sans:
             args += ["--san", name]
         return args
+
+    def listen_environment(self) -> dict[str, str]:
+        """The port and bind address, as the enclave's environment: unmeasured (see above)."""
+        return {PORT_VARIABLE: str(self.port), BIND_VARIABLE: self.bind}

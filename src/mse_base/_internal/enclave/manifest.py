@@ -37,6 +37,7 @@ from typing import Any
 
 import tomli_w
 
+from mse_base._internal.enclave.deployment import LISTEN_VARIABLES
 from mse_base._internal.enclave.size import format_size
 from mse_base._internal.files import open_regular
 from mse_base.errors import EnvironmentMissing, Error, UsageError
@@ -526,6 +527,10 @@ def build_manifest(
                 "LD_LIBRARY_PATH": library_path,
                 "PATH": f"{python.venv}/bin",
                 "LANG": "C.UTF-8",
+                # The port and bind address, from the host and unmeasured (see deployment): one
+                # MRENCLAVE per release, whatever it listens on. Gramine passes these two and no
+                # other variable through (not loader.insecure__use_host_env, which passes all).
+                **{name: {"passthrough": True} for name in LISTEN_VARIABLES},
             },
         },
         "libos": {"entrypoint": str(python.executable)},
@@ -633,3 +638,19 @@ def validate(manifest: dict[str, Any], spec: EnclaveSpec) -> None:
         raise ManifestError("the interpreter (libos.entrypoint) is not a trusted file")
     if manifest.get("sys", {}).get("disallow_subprocesses") is not True:
         raise ManifestError("manifest must forbid subprocesses")
+    _validate_environment(manifest["loader"])
+
+
+def _validate_environment(loader: dict[str, Any]) -> None:
+    """The host may set the listening variables and nothing else of the enclave's environment."""
+    for key in ("insecure__use_host_env", "env_src_file"):
+        if key in loader:
+            raise ManifestError(f"manifest must not set loader.{key}: the environment is measured")
+    env = loader.get("env", {})
+    passed = sorted(name for name, value in env.items() if isinstance(value, dict))
+    if passed != sorted(LISTEN_VARIABLES) or any(
+        env[name] != {"passthrough": True} for name in passed
+    ):
+        raise ManifestError(
+            f"manifest passes {passed} through from the host: only {sorted(LISTEN_VARIABLES)} may"
+        )

@@ -420,23 +420,7 @@ def _prepare_in(
         record_sealing(request.workdir, request.mode)
         set_aside_sealed_state(request, mf.HOST_SECRETS_DIR, mf.SEALED_STATE_NAME)
     signer = key or throwaway_signer_key(request.workdir)
-
-    argv = (
-        str(python.venv_python),
-        "-I",
-        "-B",
-        "-m",
-        BOOTSTRAP_MODULE,
-        *request.deployment.bootstrap_args(),
-    )
-    spec = mf.EnclaveSpec(
-        enclave_size=request.enclave_size,
-        max_threads=MAX_THREADS,
-        debug=request.deployment.debug,
-        isv_prod_id=0,
-        isv_svn=0,
-        argv=argv,
-    )
+    spec = enclave_spec(request, python)
     gramine = mf.GramineLayout.detect()
     if gramine is None and request.mode != "simulation":
         raise EnvironmentMissing(_GRAMINE_MISSING)
@@ -471,7 +455,29 @@ def _prepare_in(
     check_sealing_enclave(request, sigstruct.mrenclave)
     record_sealing_enclave(request, sigstruct.mrenclave)
     return Prepared(
-        request, sigstruct, signer, len(trusted.files), trusted.total_bytes, argv, claim
+        request, sigstruct, signer, len(trusted.files), trusted.total_bytes, spec.argv, claim
+    )
+
+
+def enclave_spec(request: RunRequest, python: mf.PythonLayout) -> mf.EnclaveSpec:
+    """What the manifest measures of the request, besides the trusted files (the code and
+    ``include``): the bootstrap's command line, the enclave size, threads, debug and ISV fields.
+    The listening address is not in it (``Deployment.listen_environment``)."""
+    argv = (
+        str(python.venv_python),
+        "-I",
+        "-B",
+        "-m",
+        BOOTSTRAP_MODULE,
+        *request.deployment.bootstrap_args(),
+    )
+    return mf.EnclaveSpec(
+        enclave_size=request.enclave_size,
+        max_threads=MAX_THREADS,
+        debug=request.deployment.debug,
+        isv_prod_id=0,
+        isv_svn=0,
+        argv=argv,
     )
 
 
@@ -507,7 +513,17 @@ def launch_sgx(prepared: Prepared) -> NoReturn:
     os.chdir(prepared.request.workdir)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execvp("gramine-sgx", ["gramine-sgx", MANIFEST_NAME])  # noqa: S606
+    env = enclave_environment(prepared)
+    os.execvpe("gramine-sgx", ["gramine-sgx", MANIFEST_NAME], env)  # noqa: S606
+
+
+def enclave_environment(prepared: Prepared) -> dict[str, str]:
+    """The environment the enclave is started in: ours, with the listening address.
+
+    Under Gramine only the manifest's passthrough variables reach the enclave (the port and bind
+    address); the simulation's plain child process sees all of it.
+    """
+    return {**os.environ, **prepared.request.deployment.listen_environment()}
 
 
 def simulation_environment(prepared: Prepared, sealing_key: bytes) -> dict[str, str]:
@@ -532,7 +548,7 @@ def simulation_environment(prepared: Prepared, sealing_key: bytes) -> dict[str, 
     # Replaced, not written through: whatever is at the path (a FIFO would block a plain open)
     # is swapped for the new file; 0600 for the stand-in sealing key.
     write_private(path, json.dumps(state, indent=2).encode())
-    env = dict(os.environ)
+    env = enclave_environment(prepared)
     env["MSE_SIMULATION"] = str(path.resolve())
     return env
 
@@ -617,6 +633,7 @@ def start_direct(prepared: Prepared) -> subprocess.Popen[bytes]:
     return _supervised(
         ["gramine-direct", MANIFEST_NAME],
         prepared,
+        env=enclave_environment(prepared),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

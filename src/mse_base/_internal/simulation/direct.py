@@ -1,9 +1,10 @@
 """What ``mse-run --direct`` hands the enclave it starts under ``gramine-direct``.
 
 Design. ``gramine-direct`` runs the SGX manifest unchanged, so the enclave's MRENCLAVE is the real
-one ``gramine-sgx-sign`` computed. That manifest fixes argv and environment and lets the enclave
-read only its trusted files, its encrypted mount and its tmpfs; no mount or variable can be added
-for this mode without changing the measurement. The one channel it leaves open is standard input,
+one ``gramine-sgx-sign`` computed. That manifest fixes argv and environment (but for the port and
+bind address, which the host sets in every mode) and lets the enclave read only its trusted files,
+its encrypted mount and its tmpfs; no mount or variable can be added for this mode without
+changing the measurement. The one channel it leaves open is standard input,
 which Gramine passes through from the host. So mse-run writes one JSON line there, and closes it,
 before the enclave does anything else:
 
