@@ -296,6 +296,7 @@ def _prepare_in(
     code_dir = request.workdir / mf.HOST_CODE_DIR
     unpack_code(request.code, code_dir)
     check_requirements(code_dir)
+    mf.write_name_files(request.workdir)
     secrets = request.workdir / mf.HOST_SECRETS_DIR
     secrets.mkdir(mode=0o700, exist_ok=True)
     if not request.dry_run:
