@@ -36,7 +36,9 @@ routing are, and the enclave trusts a peer only by a TLS certificate for the mea
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -535,6 +537,33 @@ def changed_trusted_files(manifest_path: Path, workdir: Path) -> list[str]:
         if digest != entry["sha256"]:
             changed.append(uri)
     return changed
+
+
+def measured_digests(
+    manifest: dict[str, Any], options: int, gramine: str | None
+) -> tuple[str, str]:
+    """What the manifest measures besides the options, as two SHA-256 digests: (code, rest).
+
+    ``options``: how many trailing argv items are the deployment's options; they, the enclave
+    size and the debug flag are compared one by one instead (sealing.Measurement). The code is
+    the app's trusted files; the rest ("the environment") is every other trusted file (the
+    interpreter, libraries, venv, mse-base), the mounts and settings, and ``gramine``'s version,
+    whose loader is measured too.
+    """
+    rest = copy.deepcopy(manifest)
+    argv = rest["loader"]["argv"]
+    rest["loader"]["argv"] = argv[: len(argv) - options]
+    sgx = rest["sgx"]
+    del sgx["enclave_size"], sgx["debug"]
+    prefix = f"file:{HOST_CODE_DIR}/"
+    code = [tf for tf in sgx["trusted_files"] if tf["uri"].startswith(prefix)]
+    sgx["trusted_files"] = [tf for tf in sgx["trusted_files"] if not tf["uri"].startswith(prefix)]
+    return _json_digest(code), _json_digest({"manifest": rest, "gramine": gramine})
+
+
+def _json_digest(value: object) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _mount(path: str, uri: str, **extra: str) -> dict[str, str]:

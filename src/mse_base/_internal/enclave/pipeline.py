@@ -26,6 +26,7 @@ from mse_base._internal.enclave.deployment import Deployment
 from mse_base._internal.enclave.measure import simulated_mrenclave
 from mse_base._internal.enclave.requirements import check_requirements
 from mse_base._internal.enclave.sealing import (
+    Measurement,
     check_sealed_secrets,
     check_sealing_enclave,
     record_sealing,
@@ -304,14 +305,8 @@ def _prepare_in(
         set_aside_sealed_state(request, mf.HOST_SECRETS_DIR, mf.SEALED_STATE_NAME)
     signer = key or throwaway_signer_key(request.workdir)
 
-    argv = (
-        str(python.venv_python),
-        "-I",
-        "-B",
-        "-m",
-        BOOTSTRAP_MODULE,
-        *request.deployment.bootstrap_args(),
-    )
+    options = request.deployment.bootstrap_args()
+    argv = (str(python.venv_python), "-I", "-B", "-m", BOOTSTRAP_MODULE, *options)
     spec = mf.EnclaveSpec(
         enclave_size=request.enclave_size,
         max_threads=MAX_THREADS,
@@ -351,8 +346,11 @@ def _prepare_in(
             )
         )
     sigstruct = parse_sigstruct(sig_path.read_bytes())
-    check_sealing_enclave(request, sigstruct.mrenclave)
-    record_sealing_enclave(request, sigstruct.mrenclave)
+    version = None if request.mode == "simulation" else gramine.version
+    digests = mf.measured_digests(manifest, len(options), version)
+    measured = Measurement.of(request, sigstruct.mrenclave, digests, version)
+    check_sealing_enclave(request, measured)
+    record_sealing_enclave(request, measured)
     return Prepared(
         request, sigstruct, signer, len(trusted.files), trusted.total_bytes, argv, claim
     )
