@@ -95,6 +95,16 @@ def test_manifest_content(flask_tar: Path, tmp_path: Path, env: dict[str, str]) 
     ]
     assert {"path": "/mse/app", "uri": "file:code"} in mounts
     assert not any(str(workdir) in json.dumps(m) for m in mounts)
+    # Names: the work directory's etc/ is the enclave's /etc, every file in it fixed and
+    # trusted; nothing of the host's passed through unmeasured.
+    assert {"path": "/etc", "uri": "file:etc"} in mounts
+    assert manifest["sys"]["enable_extra_runtime_domain_names_conf"] is True
+    assert "allowed_files" not in manifest["sgx"]
+    for name in ("hosts", "nsswitch.conf", "host.conf"):
+        content = (workdir / "etc" / name).read_bytes()
+        assert uris[f"file:etc/{name}"] == __import__("hashlib").sha256(content).hexdigest()
+    assert (workdir / "etc" / "nsswitch.conf").read_bytes() == b"hosts: files dns\n"
+    assert b"127.0.0.1 localhost\n" in (workdir / "etc" / "hosts").read_bytes()
 
 
 def test_debug_flag_reaches_manifest(flask_tar: Path, tmp_path: Path, env: dict[str, str]) -> None:

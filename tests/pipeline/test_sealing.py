@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,67 @@ def test_another_mode_is_refused_until_the_secrets_are_gone(
         check=False,
     )
     assert ok.returncode == 0, ok.stderr
+
+
+def test_what_changed_since_the_sealing_run_is_named_as_the_user_gives_it(tmp_path: Path) -> None:
+    """The record's options back in mse-run's terms: PEM options by certificate, flags by
+    given or not, repeated options as lists; the code and the environment only as digests."""
+    from mse_base._internal.enclave.sealing import Measurement, changes_between
+    from tests.certs import self_signed_pem
+
+    ca, _ = self_signed_pem(tmp_path, "ca", common_name="Owner CA")
+    other, _ = self_signed_pem(tmp_path, "other", common_name="Owner CA")
+    fingerprint = subprocess.run(
+        ["openssl", "x509", "-in", str(other), "-noout", "-fingerprint", "-sha256"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split("=")[1].replace(":", "").lower()[:16]  # fmt: skip
+    options = (
+        ("--size", "1G"),
+        ("--port", "8443"),
+        ("--provision", "pull"),
+        ("--secrets-server-ca-pem", ca.read_text()),
+        ("--encrypted-code", None),
+        ("--san", "a.example"),
+    )
+    sealing = Measurement("aa" * 32, "direct", options, "c1", "e1", "1.9")
+    changed = (
+        ("--size", "2G"),
+        ("--port", "8443"),
+        ("--debug", None),
+        ("--provision", "pull"),
+        ("--secrets-server-ca-pem", other.read_text()),
+        ("--san", "a.example"),
+        ("--san", "b.example"),
+    )
+    now = Measurement("bb" * 32, "direct", changed, "c2", "e1", "1.9")
+    found = changes_between(sealing, now)
+    assert found[0] == "--size 1G -> 2G"
+    assert found[1].startswith("--secrets-server-ca CN=Owner CA (SHA-256 ")
+    assert found[1].endswith(f" -> CN=Owner CA (SHA-256 {fingerprint})")
+    assert found[2:] == [
+        "--code encrypted -> plain",
+        "--san a.example -> a.example, b.example",
+        "--debug not given -> given",
+        "the code (the --code tar's files)",
+    ]
+    # Only the environment: named, with Gramine's versions when they differ.
+    same = Measurement("bb" * 32, "direct", options, "c1", "e2", "1.9")
+    assert changes_between(sealing, same) == [
+        "the environment (Python, its libraries, the venv's packages or mse-base: run the image "
+        "that sealed it)"
+    ]
+    newer = Measurement("bb" * 32, "direct", options, "c1", "e2", "1.10")
+    assert changes_between(sealing, newer) == [
+        "the environment (Gramine 1.9 -> 1.10: run the image that sealed it)"
+    ]
+    # --include changes the trusted set itself: the environment is not blamed for it.
+    included = Measurement("bb" * 32, "direct", (*options, ("--include", "pip")), "c1", "e2", "1.9")
+    assert changes_between(sealing, included) == ["--include not given -> pip"]
+    # A record that is not one words nothing.
+    assert Measurement.from_json('{"options": 3}') is None
+    assert Measurement.from_json(sealing.to_json().replace('"direct"', '"other"')) is None
+    assert changes_between(sealing, replace(now, options=(("--subject", "CN=a\nb"),)))[-2:] == [
+        "--subject not given -> CN=a?b",
+        "the code (the --code tar's files)",
+    ]
+    assert Measurement.from_json(sealing.to_json()) == sealing

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
+import os
 import tarfile
 from pathlib import Path
 
@@ -276,6 +277,29 @@ def test_a_mount_that_would_hide_another_is_refused() -> None:
         manifest.check_mounts([*ok, {"path": "/lib", "uri": "file:/lib"}])
     with pytest.raises(manifest.ManifestError, match=r"tmpfs is mounted over /tmp after it"):
         manifest.check_mounts([*ok, {"type": "tmpfs", "path": "/tmp"}])
+
+
+def test_names_only_this_hosts_file_maps_are_told_apart(tmp_path: Path) -> None:
+    """The enclave's /etc/hosts names localhost; the host's may name more, which the enclave
+    then asks DNS for."""
+    from mse_base._internal.enclave import manifest
+
+    hosts = tmp_path / "hosts"
+    hosts.write_bytes(
+        b"127.0.0.1 localhost\n10.0.0.7\tSecrets.Internal vault # not-this-one\n::1 ip6-loopback\n"
+    )
+    assert manifest.only_in_host_files("secrets.internal", hosts)
+    assert manifest.only_in_host_files("secrets.internal.", hosts)
+    assert manifest.only_in_host_files("vault", hosts)
+    for name in ("localhost", "ip6-loopback", "not-this-one", "10.0.0.7", "example.com"):
+        assert not manifest.only_in_host_files(name, hosts), name
+    assert not manifest.only_in_host_files("vault", tmp_path / "missing")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert not manifest.only_in_host_files("vault", fifo)  # refused from its stat, not waited on
+
+    manifest.write_name_files(tmp_path)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "etc").iterdir()} == manifest.NAME_FILES
 
 
 def test_left_out_parts_and_their_opt_in(tmp_path: Path) -> None:

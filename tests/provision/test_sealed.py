@@ -116,13 +116,24 @@ def test_a_changed_enclave_cannot_unseal(
     # Another app in the same work directory: another MRENCLAVE, so another sealing key.
     changed = make_tar(tmp_path / "changed.tar", {"app.py": APP_SOURCE + "\n# changed\n"})
     refused = _restart(changed, tmp_path, env, port)
-    # mse-run names the mismatch before it starts anything...
+    # mse-run names the mismatch before it starts anything: the options are the same, so it is
+    # the code...
     assert refused.exit_status() == 2, refused.log()
     line = read(refused.err).strip().splitlines()[-1]
     assert line.startswith("mse-run: error: --provision sealed: this command measures MRENCLAVE ")
-    assert f"was sealed by {first.mrenclave}: repeat the exact options" in line, line
+    assert f"was sealed by {first.mrenclave}; changed since that run: the code (the --code " in (
+        line
+    )
+    assert " -> " not in line and "the environment (" not in line, line
     assert state.exists()
-    # ...and without its record (a work directory from before it), the enclave refuses itself.
+    # ...without the record of what measured it (a work directory from before it), the
+    # MRENCLAVE alone...
+    (first.workdir / "secrets.sealed-measurement.json").unlink()
+    refused = _restart(changed, tmp_path, env, port)
+    assert refused.exit_status() == 2, refused.log()
+    line = read(refused.err).strip().splitlines()[-1]
+    assert f"was sealed by {first.mrenclave}: repeat the exact options" in line, line
+    # ...and without any record, the enclave refuses itself.
     (first.workdir / "secrets.sealed-mrenclave").unlink()
     restarted = _restart(changed, tmp_path, env, port)
     assert restarted.exit_status() == 1, restarted.log()
@@ -133,6 +144,34 @@ def test_a_changed_enclave_cannot_unseal(
     assert not restarted.marker.exists()
     assert "Traceback" not in restarted.log()
     assert state.exists()
+
+
+def test_a_sealed_restart_with_other_options_names_them(
+    app_tar: Path, tmp_path: Path, env: dict[str, str], sealed_file: Path
+) -> None:
+    port, other = free_port(), free_port()
+    first = _provision_and_stop(app_tar, tmp_path, env, port, "--sealed-secrets", str(sealed_file))
+    refused = _restart(app_tar, tmp_path, env, other, "--host", "127.0.0.1")
+    assert refused.exit_status() == 2, refused.log()
+    lines = read(refused.err).strip().splitlines()
+    line = lines[-1]
+    assert line.startswith("mse-run: error: --provision sealed: this command measures MRENCLAVE ")
+    assert f"changed since that run: --host localhost -> 127.0.0.1, --port {port} -> {other}:" in (
+        line
+    )
+    assert "the code (" not in line and "the environment (" not in line, line
+    assert "Traceback" not in refused.log()
+    # What measured the sealing run is public: options and digests, no secret.
+    record = first.workdir / "secrets.sealed-measurement.json"
+    assert stat.S_IMODE(record.stat().st_mode) == 0o644
+    assert SEALED_VALUE not in record.read_text()
+    # The same options again: the restart unseals.
+    restarted = _restart(app_tar, tmp_path, env, port)
+    try:
+        restarted.wait_for("RA-TLS check passed")
+        assert "restored from the sealed state" in restarted.log()
+    finally:
+        assert restarted.stop() == 0, restarted.log()
 
 
 def test_a_tampered_sealed_state_is_refused(

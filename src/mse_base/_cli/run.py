@@ -331,6 +331,8 @@ def _run_request(args: argparse.Namespace, request: RunRequest, lock: WorkdirLoc
         logging.getLogger("mse").warning(
             "DIRECT: Gramine LibOS without SGX: no hardware isolation; the quote is simulated"
         )
+    if prepared.request.mode != "simulation" and not args.dry_run:
+        _warn_hosts_only_server(prepared.request.deployment.secrets_server)
     if prepared.request.mode != "sgx" and not args.dry_run:
         logging.getLogger("mse").warning(
             "%s: sealed secrets (%s) use a stand-in for the CPU's key, derived from MRENCLAVE "
@@ -346,6 +348,26 @@ def _run_request(args: argparse.Namespace, request: RunRequest, lock: WorkdirLoc
     if prepared.request.mode == "direct":
         return supervise.run_direct(prepared)
     return supervise.run_simulation(prepared)
+
+
+def _warn_hosts_only_server(server: str | None) -> None:
+    """A secrets server named in this host's /etc/hosts, which Gramine's enclave does not read.
+
+    A warning, not a refusal: DNS may know the name too, and mse-run cannot tell.
+    """
+    from urllib.parse import urlsplit
+
+    from mse_base._internal.enclave.manifest import only_in_host_files
+
+    name = urlsplit(server).hostname if server else None
+    if name and only_in_host_files(name):
+        logging.getLogger("mse").warning(
+            "--secrets-server %s: %s is in this host's /etc/hosts, which the enclave does not "
+            "read (inside Gramine only localhost and DNS names resolve): unless DNS knows it, "
+            "give its IP address (the URL is measured: MRENCLAVE changes)",
+            server,
+            name,
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

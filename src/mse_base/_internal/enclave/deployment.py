@@ -449,45 +449,49 @@ class Deployment:
             return None
         return x509.load_pem_x509_certificate(self.certificate.encode("ascii"))
 
-    def bootstrap_args(self) -> list[str]:
-        args = [
-            "--application",
-            self.application,
-            "--host",
-            self.host,
-            "--uuid",
-            str(self.deployment_id),
-            "--self-signed",
-            str(int(self.expiry.timestamp())),
+    def measured_options(self) -> list[tuple[str, str | None]]:
+        """The bootstrap's options in argv order, as (name, value), value None for a flag.
+
+        The one source of :meth:`bootstrap_args`, and what mse-run records for a sealing run
+        (sealing.Measurement), so a later ``--provision sealed`` can name the ones that changed.
+        """
+        options: list[tuple[str, str | None]] = [
+            ("--application", self.application),
+            ("--host", self.host),
+            ("--uuid", str(self.deployment_id)),
+            ("--self-signed", str(int(self.expiry.timestamp()))),
         ]
         if self.debug:
-            args.append("--debug")
+            options.append(("--debug", None))
         # Only when used, so enclaves without provisioning keep the MRENCLAVE they had.
         if self.provision is not None:
-            args += [
-                "--provision",
-                self.provision,
-                "--provision-timeout",
-                str(self.provision_timeout),
+            options += [
+                ("--provision", self.provision),
+                ("--provision-timeout", str(self.provision_timeout)),
             ]
         if self.secrets_server is not None and self.secrets_server_ca is not None:
             # The server and the CA it must chain to are measured: no host can redirect the pull.
-            args += [
-                "--secrets-server",
-                self.secrets_server,
-                "--secrets-server-ca-pem",
-                self.secrets_server_ca,
+            options += [
+                ("--secrets-server", self.secrets_server),
+                ("--secrets-server-ca-pem", self.secrets_server_ca),
             ]
         if self.encrypted_code:
-            args.append("--encrypted-code")
+            options.append(("--encrypted-code", None))
         if self.certificate is not None:
-            args += ["--certificate-pem", self.certificate]
+            options.append(("--certificate-pem", self.certificate))
         # Only when given, so enclaves without them keep the MRENCLAVE they had.
         if self.subject is not None:
-            args += ["--subject", self.subject]
-        for name in self.sans:
-            args += ["--san", name]
-        return args
+            options.append(("--subject", self.subject))
+        options += [("--san", name) for name in self.sans]
+        return options
+
+    def bootstrap_args(self) -> list[str]:
+        return [
+            item
+            for name, value in self.measured_options()
+            for item in (name, value)
+            if item is not None
+        ]
 
     def listen_environment(self) -> dict[str, str]:
         """The port and bind address, as the enclave's environment: unmeasured (see above)."""

@@ -18,11 +18,27 @@ Mounts: the tmpfs first and Gramine's glibc at ``/lib`` next, then the host dire
 own paths, so nothing under ``/tmp`` or ``/lib`` is hidden; :func:`check_mounts` refuses any
 order in which a later mount would cover an earlier one. Run for real under ``gramine-direct`` by
 ``tests/gramine``.
+
+Names: Gramine 1.9 makes up ``/etc/resolv.conf`` from the host's
+(``sys.enable_extra_runtime_domain_names_conf``) but no other file of ``/etc``, and glibc without
+an nsswitch.conf asks DNS first and its files only when DNS is unreachable, so ``localhost`` did
+not resolve. The work directory's ``etc/`` is the enclave's ``/etc``, with three fixed, trusted
+files (:data:`NAME_FILES`): ``hosts`` naming localhost as Debian's does, ``nsswitch.conf``
+(``hosts: files dns``; glibc 2.40, Gramine's, has both built in, so no NSS module is loaded) and
+``host.conf`` (``multi on``, as Debian ships it: every address of a name, not only the first).
+Every other name goes to the DNS servers of the host's resolv.conf. The host's own hosts file is
+not passed in: Gramine's one way to do so, ``sgx.allowed_files``, makes every SGX enclave print
+that its configuration "must not be used in production" (libos/src/utils/warn.c), and measuring
+it would tie MRENCLAVE to the host (Docker writes the container's address into it). Not for
+safety: whatever the host says about names is untrusted anyway, as its DNS answers and its
+routing are, and the enclave trusts a peer only by a TLS certificate for the measured name.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -39,7 +55,7 @@ import tomli_w
 
 from mse_base._internal.enclave.deployment import LISTEN_VARIABLES
 from mse_base._internal.enclave.size import format_size
-from mse_base._internal.files import open_regular
+from mse_base._internal.files import InputRefused, open_regular, read_limited, write_atomic
 from mse_base.errors import EnvironmentMissing, Error, UsageError
 
 # Fixed paths inside the enclave; the host paths behind them live in the work directory and are
@@ -60,6 +76,15 @@ HOST_SECRETS_DIR = "secrets"
 # In that mount: what the enclave sealed for its restart (runtime.sealed); the app's own files
 # may sit beside it.
 SEALED_STATE_NAME = "mse-provisioned.json"
+# Name resolution (see the module docstring): the work directory's etc/ is the enclave's /etc.
+HOST_ETC_DIR = "etc"
+#: The files of that /etc, trusted: hashed from these bytes, written at every run.
+NAME_FILES = {
+    "host.conf": b"multi on\n",
+    "hosts": b"127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n",
+    "nsswitch.conf": b"hosts: files dns\n",
+}
+_HOSTS_LIMIT = 16 << 20
 
 # Gramine ships its own patched glibc (the "runtime dir"), mounted at /lib and first on
 # LD_LIBRARY_PATH: a library of that name is loaded from there, never from the host, so it is
@@ -457,7 +482,40 @@ def collect_trusted_files(
         done += 1
         if progress:
             progress(done, total)
+    for name, content in sorted(NAME_FILES.items()):
+        digest = hashlib.sha256(content).hexdigest()
+        trusted.files.append(TrustedFile(f"file:{HOST_ETC_DIR}/{name}", digest, len(content)))
     return trusted
+
+
+def write_name_files(workdir: Path) -> None:
+    """The enclave's ``/etc`` (:data:`NAME_FILES`) in ``workdir``, where its mount finds it."""
+    etc = workdir / HOST_ETC_DIR
+    etc.mkdir(exist_ok=True)
+    for name, content in NAME_FILES.items():
+        write_atomic(etc / name, content, 0o644)
+
+
+def only_in_host_files(name: str, hosts: Path = Path("/etc/hosts")) -> bool:
+    """Whether ``hosts`` (this host's hosts file) maps ``name``, and the enclave's does not.
+
+    Inside Gramine such a name resolves only if DNS knows it too, which mse-run cannot tell.
+    """
+    try:
+        text = read_limited(hosts, _HOSTS_LIMIT)
+    except InputRefused:
+        return False
+    wanted = name.lower().rstrip(".")
+    return wanted in _host_names(text) and wanted not in _host_names(NAME_FILES["hosts"])
+
+
+def _host_names(text: bytes) -> set[str]:
+    """The names a hosts file maps (each line: an address, then names; # starts a comment)."""
+    return {
+        name.lower().rstrip(".")
+        for line in text.decode("utf-8", "replace").splitlines()
+        for name in line.partition("#")[0].split()[1:]
+    }
 
 
 def changed_trusted_files(manifest_path: Path, workdir: Path) -> list[str]:
@@ -480,6 +538,33 @@ def changed_trusted_files(manifest_path: Path, workdir: Path) -> list[str]:
         if digest != entry["sha256"]:
             changed.append(uri)
     return changed
+
+
+def measured_digests(
+    manifest: dict[str, Any], options: int, gramine: str | None
+) -> tuple[str, str]:
+    """What the manifest measures besides the options, as two SHA-256 digests: (code, rest).
+
+    ``options``: how many trailing argv items are the deployment's options; they, the enclave
+    size and the debug flag are compared one by one instead (sealing.Measurement). The code is
+    the app's trusted files; the rest ("the environment") is every other trusted file (the
+    interpreter, libraries, venv, mse-base), the mounts and settings, and ``gramine``'s version,
+    whose loader is measured too.
+    """
+    rest = copy.deepcopy(manifest)
+    argv = rest["loader"]["argv"]
+    rest["loader"]["argv"] = argv[: len(argv) - options]
+    sgx = rest["sgx"]
+    del sgx["enclave_size"], sgx["debug"]
+    prefix = f"file:{HOST_CODE_DIR}/"
+    code = [tf for tf in sgx["trusted_files"] if tf["uri"].startswith(prefix)]
+    sgx["trusted_files"] = [tf for tf in sgx["trusted_files"] if not tf["uri"].startswith(prefix)]
+    return _json_digest(code), _json_digest({"manifest": rest, "gramine": gramine})
+
+
+def _json_digest(value: object) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _mount(path: str, uri: str, **extra: str) -> dict[str, str]:
@@ -515,6 +600,7 @@ def build_manifest(
             type="encrypted",
             key_name=SEALING_KEY_NAME,
         ),
+        _mount("/etc", f"file:{HOST_ETC_DIR}"),
     ]
     check_mounts(mounts)
     library_path = ":".join(["/lib", *trusted.library_dirs])
@@ -638,6 +724,10 @@ def validate(manifest: dict[str, Any], spec: EnclaveSpec) -> None:
         raise ManifestError("the interpreter (libos.entrypoint) is not a trusted file")
     if manifest.get("sys", {}).get("disallow_subprocesses") is not True:
         raise ManifestError("manifest must forbid subprocesses")
+    # Besides reading unmeasured host files, they make Gramine call every SGX enclave unfit for
+    # production (see the module docstring).
+    if "allowed_files" in sgx or sgx.get("file_check_policy") != "strict":
+        raise ManifestError("manifest must not let the enclave read host files unmeasured")
     _validate_environment(manifest["loader"])
 
 

@@ -37,6 +37,7 @@ from mse_base._internal.enclave.deployment import Deployment
 from mse_base._internal.enclave.measure import simulated_mrenclave
 from mse_base._internal.enclave.requirements import check_requirements
 from mse_base._internal.enclave.sealing import (
+    Measurement,
     check_sealed_secrets,
     check_sealing_enclave,
     record_sealing,
@@ -414,6 +415,7 @@ def _prepare_in(
     code_dir = request.workdir / mf.HOST_CODE_DIR
     unpack_code(request.code, code_dir)
     check_requirements(code_dir)
+    mf.write_name_files(request.workdir)
     secrets = request.workdir / mf.HOST_SECRETS_DIR
     secrets.mkdir(mode=0o700, exist_ok=True)
     if not request.dry_run:
@@ -421,6 +423,7 @@ def _prepare_in(
         set_aside_sealed_state(request, mf.HOST_SECRETS_DIR, mf.SEALED_STATE_NAME)
     signer = key or throwaway_signer_key(request.workdir)
     spec = enclave_spec(request, python)
+    options = request.deployment.bootstrap_args()
     gramine = mf.GramineLayout.detect()
     if gramine is None and request.mode != "simulation":
         raise EnvironmentMissing(_GRAMINE_MISSING)
@@ -452,8 +455,11 @@ def _prepare_in(
             )
         )
     sigstruct = parse_sigstruct(sig_path.read_bytes())
-    check_sealing_enclave(request, sigstruct.mrenclave)
-    record_sealing_enclave(request, sigstruct.mrenclave)
+    version = None if request.mode == "simulation" else gramine.version
+    digests = mf.measured_digests(manifest, len(options), version)
+    measured = Measurement.of(request, sigstruct.mrenclave, digests, version)
+    check_sealing_enclave(request, measured)
+    record_sealing_enclave(request, measured)
     return Prepared(
         request, sigstruct, signer, len(trusted.files), trusted.total_bytes, spec.argv, claim
     )
