@@ -25,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mse_base._internal.extras import install_command
 from mse_base._internal.provision.protocol import PULL_PATH
 from mse_base.errors import EnvironmentMissing, UsageError, VerificationError
 
@@ -44,7 +45,9 @@ def _ssl() -> Any:
     except ImportError:
         raise EnvironmentMissing(
             "mse-secrets serve needs pyOpenSSL (to accept self-signed RA-TLS client "
-            "certificates): pip install 'mse-base[serve]'"
+            "certificates): install it apart from any environment an enclave measures (there it "
+            f"would change MRENCLAVE), e.g. {install_command(['serve'])}, then run "
+            "~/mse-owner/bin/mse-secrets serve"
         ) from None
     return SSL
 
