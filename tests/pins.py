@@ -16,6 +16,7 @@ PINNED_JSON_FIELDS = (
     "tcb_status",
     "advisory_ids",
     "simulation",
+    "measurement",
     "fmspc",
     "checks",
     "quote_sha256",

@@ -18,7 +18,12 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "mse_base"
 PARTS = ("dcap", "enclave", "provision", "runtime", "simulation")
-SHARED = ("mse_base.errors", "mse_base._internal.files", "mse_base._internal.utc")
+SHARED = (
+    "mse_base.errors",
+    "mse_base._internal.files",
+    "mse_base._internal.utc",
+    "mse_base._internal.extras",
+)
 # Not an _internal part, so its rule is written here: the public verifier stands on dcap alone.
 PUBLIC_VERIFY = ("mse_base.verify", ("mse_base._internal.dcap", *SHARED))
 

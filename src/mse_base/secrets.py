@@ -68,7 +68,8 @@ def _secrets() -> dict[str, Any]:
     if not path:
         raise SecretsUnavailable(
             f"no provisioned secrets: {ENV} is not set (secrets exist only in an enclave started "
-            "with mse-run --provision, once it was provisioned)"
+            "with mse-run --provision, once it was provisioned); to try the app with mse-test, "
+            f"set {ENV}=path/to/test-secrets.json, a JSON object of name: value"
         )
     return _load(path)
 

@@ -64,6 +64,7 @@ def test_phala_with_the_default_policy(shared: Path, expected: dict[str, dict[st
         "tcb_status": "ConfigurationAndSWHardeningNeeded",
         "advisory_ids": ["INTEL-SA-00289", "INTEL-SA-00615"],
         "simulation": False,
+        "measurement": "real",
         "fmspc": "00a067110000",
         "checks": UP_TO_QE_IDENTITY,
         "quote_sha256": want["quote_sha256"],

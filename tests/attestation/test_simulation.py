@@ -346,9 +346,18 @@ def test_independent_verifier_accepts_simulation_quotes(sim_pki: SimulationPKI) 
 
     import dcap_qvl
     from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
 
     quote = SimulationQuoteProvider(
         mrenclave=MRENCLAVE, mrsigner=MRSIGNER, directory=sim_pki.directory
+    ).quote(bytes(64))
+    # mse-run --direct's quotes: another attestation key, the real-measurement QE auth data.
+    direct = SimulationQuoteProvider(
+        mrenclave=MRENCLAVE,
+        mrsigner=MRSIGNER,
+        quoting_enclave=sim_pki.quoting_enclave(
+            ec.generate_private_key(ec.SECP256R1()), real_measurement=True
+        ),
     ).quote(bytes(64))
     collateral_dir = sim_pki.collateral_dir
     pck_ca_and_root = x509.load_pem_x509_certificates(sim_pki.pck_chain_pem)[1:]
@@ -374,6 +383,7 @@ def test_independent_verifier_accepts_simulation_quotes(sim_pki: SimulationPKI) 
     root = sim_pki.ca_certificate.public_bytes(serialization.Encoding.DER)
     report = dcap_qvl.verify_with_root_ca(quote, collateral, root, now)
     assert report.status == "UpToDate"
+    assert dcap_qvl.verify_with_root_ca(direct, collateral, root, now).status == "UpToDate"
     # With Intel's root (its default), the same quote is refused.
     intel = resources.files("mse_base").joinpath("_store/intel_sgx_root_ca.der").read_bytes()
     with pytest.raises(ValueError):

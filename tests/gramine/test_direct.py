@@ -137,7 +137,29 @@ def check_served(direct: Direct, tmp: Path, env: dict[str, str], bin_dir: Path, 
         check=False,
     )
     assert verified.returncode == 0, verified.stderr
-    assert json.loads(verified.stdout)["mrenclave"] == direct.mrenclave
+    found = json.loads(verified.stdout)
+    assert found["mrenclave"] == direct.mrenclave
+    # Checked against the simulation CA, but the measurement is the real one.
+    assert (found["simulation"], found["measurement"]) == (True, "real")
+    shown = subprocess.run(
+        [
+            str(bin_dir / "mse-verify"),
+            f"https://localhost:{direct.port}",
+            *("--simulation-ca", str(ca), "--mrenclave", direct.mrenclave),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "*** SIMULATION — NOT a real SGX enclave: signed by a local simulation CA ***" in (
+        shown.stdout
+    )
+    assert f"MRENCLAVE   {direct.mrenclave} (real measurement, Gramine without SGX)\n" in (
+        shown.stdout
+    )
+    assert "(simulated)" not in shown.stdout
     # A verifier pinned to another enclave refuses it.
     other = subprocess.run(
         [
@@ -165,7 +187,7 @@ def test_dry_run_is_gramines_measurement_and_stable(
     bin_dir = runtime_venv / "bin"
     first = dry_run(bin_dir, tar, tmp_path / "one", env)
     second = dry_run(bin_dir, tar, tmp_path / "two", env)
-    assert first["mode"] == "sgx"
+    assert first["mode"] == "sgx" and first["measurement"] == "real"
     assert first["mrenclave"] == second["mrenclave"]
     view = subprocess.run(
         ["gramine-sgx-sigstruct-view", "--output-format=json", str(tmp_path / "one" / "mse.sig")],
@@ -229,6 +251,10 @@ def test_flask_example_served_direct_from_a_venv_under_tmp(
         stderr = _read(direct.stderr)
         assert "DIRECT: Gramine LibOS without SGX: no hardware isolation; the quote is " in stderr
         assert "throwaway key" in stderr and "/mse/secrets" in stderr
+        # The image's venv holds no owner or test tools: nothing to warn about.
+        assert "owner or test tools" not in stderr
+        # mse-run's own output: the real MRENCLAVE, not tagged as simulated.
+        assert "(simulated)" not in _read(tmp_path / run / "direct.out")
         check_served(direct, tmp_path / run, env, bin_dir, "Hello world")
         assert stop(direct) == 0, _read(direct.stderr)
 

@@ -25,6 +25,7 @@ from tests.processes import stop_process
 from tests.provision.tracebacks import FLASK_FILES, check_flask_log, fail_flask_app
 from tests.slowclients import ATTACKER, PUSH_ATTACKERS, Tricklers
 
+from .conftest import ROOT
 from .test_direct import UUID, mse_run, pack
 
 APP = (Path(__file__).resolve().parents[1] / "provision" / "secret_app.py").read_bytes()
@@ -117,6 +118,10 @@ def test_push_runs_encrypted_code_in_gramine(
     assert "422 'code_key' does not decrypt this enclave's code" in refused.stderr
     pushed = push("--code-key", str(key))
     assert pushed.returncode == 0, pushed.stderr + _read(err)
+    # The simulation CA signed the quote, but the measurement is the real one.
+    assert "*** SIMULATION — NOT a real SGX enclave" in pushed.stdout
+    assert f"MRENCLAVE   {mrenclave} (real measurement, Gramine without SGX)\n" in pushed.stdout
+    assert "(simulated)" not in pushed.stdout
     _wait_for(err, "serving https://", proc)
     assert _curl(port, tmp_path / "wd" / "cert.pem", "/secret/API_KEY") == SECRET
     again = push("--code-key", str(key))
@@ -304,3 +309,26 @@ def test_encrypted_code_failing_in_gramine_logs_no_source_line(
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
     check_flask_log(_read(tmp_path / "direct.out") + _read(err))
+
+
+def test_serve_without_pyopenssl_says_to_install_it_apart(
+    runtime_venv: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """The image's venv has no pyOpenSSL, and must not get it: mse-secrets serve there says to
+    install it in an environment of its own, from where the toolkit came (this clone's path:
+    the image's venv installs it from the directory)."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f'mrenclave = ["{"00" * 32}"]\n')
+    cert, key = self_signed_pem(tmp_path, "owner")
+    result = subprocess.run(
+        [str(runtime_venv / "bin" / "mse-secrets"), "serve", "--policy", str(policy),
+         "--cert", str(cert), "--key", str(key), "--port", str(free_port())],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.splitlines() == [
+        "mse-secrets: error: mse-secrets serve needs pyOpenSSL (to accept self-signed RA-TLS "
+        "client certificates): install it apart from any environment an enclave measures (there "
+        "it would change MRENCLAVE), e.g. python3 -m venv ~/mse-owner && ~/mse-owner/bin/pip "
+        f"install '{ROOT}[serve]', then run ~/mse-owner/bin/mse-secrets serve"
+    ]

@@ -246,3 +246,56 @@ def test_mse_test_reports_missing_module(tmp_path: Path, env: dict[str, str]) ->
     )
     assert result.returncode != 0
     assert "nothere" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_mse_test_says_how_to_give_an_app_its_secrets(tmp_path: Path, env: dict[str, str]) -> None:
+    """An app that reads a secret, under mse-test: the error says how to point MSE_SECRETS at a
+    test file; done so, the app serves the value."""
+    from .conftest import wait_port
+
+    code = tmp_path / "mse-app"
+    code.mkdir()
+    (code / "app.py").write_text(
+        "from flask import Flask\n"
+        "from mse_base import secrets\n\n"
+        'API_KEY = secrets.get("API_KEY")\n'
+        "app = Flask(__name__)\n\n\n"
+        '@app.route("/")\n'
+        "def hello():\n"
+        "    return API_KEY\n"
+    )
+    port = free_port()
+    args = [str(BIN / "mse-test"), "--application", "app:app", "--code-dir", str(code)]
+    args += ["--port", str(port)]
+    refused = subprocess.run(args, capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert refused.returncode == 1
+    [line] = refused.stderr.splitlines()
+    assert line.startswith("mse-test: error: importing module 'app' of --application app:app")
+    assert line.endswith(
+        "SecretsUnavailable: no provisioned secrets: MSE_SECRETS is not set (secrets exist only "
+        "in an enclave started with mse-run --provision, once it was provisioned); to try the "
+        "app with mse-test, set MSE_SECRETS=path/to/test-secrets.json, a JSON object of name: "
+        "value"
+    )
+    test_secrets = tmp_path / "test-secrets.json"
+    test_secrets.write_text('{"API_KEY": "test-value"}')
+    proc = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**env, "MSE_SECRETS": str(test_secrets)},
+    )
+    try:
+        wait_port(port, proc)
+        response = subprocess.run(
+            ["curl", "--silent", "--fail", f"http://127.0.0.1:{port}/"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert response.stdout == "test-value"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0

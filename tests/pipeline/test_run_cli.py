@@ -37,7 +37,8 @@ def test_dry_run_prints_simulated_identity(
     lines = result.stdout.splitlines()
     assert lines[0].startswith("MRENCLAVE: ") and lines[0].endswith(" (simulated)")
     assert len(lines[0].split()[1]) == 64
-    assert lines[1].startswith("MRSIGNER: ") and "(simulated)" in lines[1]
+    # The signing key's hash, as in every mode: only the measurement is simulated.
+    assert lines[1].startswith("MRSIGNER: ") and "(simulated)" not in lines[1]
     assert any(line.startswith("left for the app: ") for line in lines)
     assert "throwaway key" in result.stderr
     assert "SIMULATION" in result.stderr
@@ -46,6 +47,7 @@ def test_dry_run_prints_simulated_identity(
 def test_json_summary(flask_tar: Path, tmp_path: Path, env: dict[str, str]) -> None:
     summary = dry_run(flask_tar, tmp_path / "wd", env)
     assert summary["mode"] == "simulation" and summary["simulated"] is True
+    assert summary["measurement"] == "simulated"
     assert summary["enclave_size"] == 1 << 30
     assert summary["debug"] is False
     assert summary["trusted_files"] > 100 and summary["trusted_bytes"] > 0
@@ -307,3 +309,69 @@ def test_version(env: dict[str, str]) -> None:
         assert re.search(r"^Gramine: \d+\.\d+", result.stdout, re.MULTILINE), result.stdout
     else:
         assert "Gramine: not installed" in result.stdout
+
+
+# --- the owner's tools in the measured environment --------------------------------------------
+
+
+def _own_venv(tmp_path: Path, *dists: str) -> Path:
+    """A venv of its own, which mse-run measures, holding only ``dists`` (the dev venv's real
+    installed files, copied as pip placed them) and a path file that reaches the toolkit and its
+    dependencies in the dev venv (outside what is measured from there)."""
+    import importlib.metadata
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    site = venv / "lib" / version / "site-packages"
+    dev_site = sysconfig.get_paths()["purelib"]
+    (site / "mse_dev.pth").write_text(f"import site; site.addsitedir({dev_site!r})\n")
+    for name in dists:
+        dist = importlib.metadata.distribution(name)
+        for file in dist.files or []:
+            if "__pycache__" in file.parts:
+                continue
+            target = site / file
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(Path(str(dist.locate_file(file))), target)
+    return venv
+
+
+def _dry_run_from(venv: Path, tar: Path, tmp_path: Path, env: dict[str, str]) -> str:
+    code = "import sys; from mse_base._cli.run import main; sys.exit(main())"
+    args = [str(venv / "bin" / "python"), "-c", code, *run_args(tar, tmp_path / "wd")[1:]]
+    result = subprocess.run(
+        [*args, "--simulation", "--dry-run"], capture_output=True, text=True, env=env, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stderr
+
+
+OWNER_WARNING = "owner or test tools that no requirement of the app needs"
+
+
+def test_owner_tools_in_the_measured_venv_are_named(
+    flask_tar: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """pyOpenSSL (mse-secrets serve's) in the venv the enclave measures: one warning line that
+    says where it belongs, from where this toolkit came (here: this clone, editable)."""
+    root = Path(__file__).resolve().parents[2]
+    stderr = _dry_run_from(_own_venv(tmp_path, "pyOpenSSL"), flask_tar, tmp_path, env)
+    [line] = [line for line in stderr.splitlines() if OWNER_WARNING in line]
+    assert line.startswith("mse-run: warning: the environment the enclave measures (")
+    assert " holds pyOpenSSL: " in line
+    assert f"~/mse-owner/bin/pip install '{root}[serve]'" in line
+    assert "Traceback" not in stderr
+
+
+def test_no_owner_tools_no_warning(flask_tar: Path, tmp_path: Path, env: dict[str, str]) -> None:
+    stderr = _dry_run_from(_own_venv(tmp_path), flask_tar, tmp_path, env)
+    assert OWNER_WARNING not in stderr
+
+
+def test_an_owner_tool_the_app_requires_is_no_warning(tmp_path: Path, env: dict[str, str]) -> None:
+    tar = make_tar(
+        tmp_path / "app.tar", {"app.py": FLASK_APP, "requirements.txt": "flask\npyOpenSSL\n"}
+    )
+    stderr = _dry_run_from(_own_venv(tmp_path, "pyOpenSSL"), tar, tmp_path, env)
+    assert OWNER_WARNING not in stderr

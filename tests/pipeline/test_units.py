@@ -487,3 +487,53 @@ def test_gramine_pal_errors_are_recognised() -> None:
     assert (
         relay.gramine_error() == "PAL failed setting personality failed: Function not implemented"
     )
+
+
+# --- the owner's tools in the measured environment --------------------------------------------
+
+
+def _dist_info(site: Path, name: str, *requires: str) -> None:
+    """An installed distribution's metadata, as pip writes it (the part the rule reads)."""
+    info = site / f"{name.replace('-', '_')}-1.0.dist-info"
+    info.mkdir(parents=True)
+    extras = sorted({r.split('extra == "')[1].rstrip('"') for r in requires if "extra ==" in r})
+    lines = ["Metadata-Version: 2.1", f"Name: {name}", "Version: 1.0"]
+    lines += [f"Provides-Extra: {extra}" for extra in extras]
+    lines += [f"Requires-Dist: {requirement}" for requirement in requires]
+    (info / "METADATA").write_text("\n".join(lines) + "\n")
+
+
+def test_owner_tools_are_those_nothing_of_the_app_needs(tmp_path: Path) -> None:
+    from packaging.requirements import Requirement
+
+    from mse_base._internal.extras import owner_tools
+
+    site = tmp_path / "site-packages"
+    for tool in ("pyOpenSSL", "pytest", "ruff"):
+        _dist_info(site, tool)
+    # mse-base's own extras name the tools: that is no need of the app.
+    _dist_info(site, "mse-base", 'pyopenssl>=24; extra == "serve"', 'pytest; extra == "test"')
+    # A library of the app that needs pyOpenSSL; one whose extras name the others.
+    _dist_info(site, "snowflake-connector-python", "pyOpenSSL<25")
+    _dist_info(site, "somelib", 'pytest; extra == "test"', 'ruff; extra == "lint"')
+    assert owner_tools([site], []) == ["pytest", "ruff"]
+    # An extra the app asks for counts; a tool the app names is the app's.
+    assert owner_tools([site], [Requirement("somelib[lint]")]) == ["pytest"]
+    assert owner_tools([site], [Requirement("PyTest>=8")]) == ["ruff"]
+
+
+def test_owner_tools_come_from_the_extras_they_name() -> None:
+    """Each tool is in the pyproject.toml extra the install hint names for it."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    from mse_base._internal.extras import OWNER_TOOLS, extras_of
+
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
+    for tool, extra in OWNER_TOOLS.items():
+        names = {canonicalize_name(Requirement(line).name) for line in extras[extra]}
+        assert tool in names, (tool, extra)
+    assert extras_of(["pyOpenSSL", "pytest"]) == ["serve", "test"]

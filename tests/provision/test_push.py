@@ -20,6 +20,7 @@ from tests.net import free_port
 
 from .conftest import (
     APP_SOURCE,
+    BIN,
     SECRET,
     UUID,
     Enclave,
@@ -279,3 +280,51 @@ def test_what_the_encrypted_code_holds_is_told_to_the_owner_only(
         assert not (enclave.workdir / "tls" / "app").exists()
     finally:
         enclave.stop()
+
+
+def test_simulation_enclave_labels_and_the_hint_without_its_ca(
+    enclave: Enclave, secrets_file: Path
+) -> None:
+    """Without --simulation-ca, mse-verify and mse-secrets push refuse a simulation enclave and
+    say which option checks it; with it, its MRENCLAVE is labelled simulated."""
+    hint = (
+        "; to check this simulation quote, pass --simulation-ca "
+        f"{enclave.ca} (the ca.pem of the simulation that made it; that is where mse-run keeps it)"
+    )
+    refusal = (
+        "PCK chain (Intel SGX Root CA): does not end at the trusted root: it ends at 'MSE "
+        "SIMULATION — NOT SGX Root CA', an mse-base simulation CA, which only a verifier told to "
+        "trust it accepts"
+    )
+    # As a user who forgot the option runs them: the chain is refused before any collateral is
+    # fetched.
+    verify = [str(BIN / "mse-verify"), enclave.url, "--mrenclave", enclave.mrenclave]
+    refused = _run(verify, enclave.env)
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines() == [f"mse-verify: error: {refusal}{hint}"]
+    as_json = _run([*verify, "--json"], enclave.env)
+    assert json.loads(as_json.stdout)["reasons"] == [refusal + hint]
+    push = [str(BIN / "mse-secrets"), "push", enclave.url, "--mrenclave", enclave.mrenclave,
+            "--uuid", UUID, "--secrets", str(secrets_file)]  # fmt: skip
+    not_sent = _run(push, enclave.env)
+    assert not_sent.returncode == 1
+    assert not_sent.stderr.splitlines() == [
+        f"mse-secrets: error: {refusal}{hint}; nothing was sent"
+    ]
+    assert enclave.requests_seen() == 0
+
+    verified = _run([*verify, "--simulation-ca", str(enclave.ca)], enclave.env)
+    assert verified.returncode == 0, verified.stderr
+    assert f"MRENCLAVE   {enclave.mrenclave} (simulated)\n" in verified.stdout
+    shown = json.loads(
+        _run([*verify, "--simulation-ca", str(enclave.ca), "--json"], enclave.env).stdout
+    )
+    assert (shown["simulation"], shown["measurement"]) == (True, "simulated")
+    pushed = _run([*push, "--simulation-ca", str(enclave.ca)], enclave.env)
+    assert pushed.returncode == 0, pushed.stderr
+    assert "*** SIMULATION — NOT a real SGX enclave" in pushed.stdout
+    assert f"MRENCLAVE   {enclave.mrenclave} (simulated)\n" in pushed.stdout
+
+
+def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, env=env, timeout=120, check=False)

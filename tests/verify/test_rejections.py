@@ -131,6 +131,7 @@ def test_phala_with_the_default_policy_as_json() -> None:
         "tcb_status": "ConfigurationAndSWHardeningNeeded",
         "advisory_ids": ["INTEL-SA-00289", "INTEL-SA-00615"],
         "simulation": False,
+        "measurement": "real",
         "fmspc": "00a067110000",
         "checks": list(_upto("qe.identity")),
         "quote_sha256": want["quote_sha256"],

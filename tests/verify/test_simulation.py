@@ -72,8 +72,78 @@ def test_simulation_quote_verifies_with_the_simulation_ca(
 
 
 def test_simulation_quote_is_refused_by_the_intel_root(provider: SimulationQuoteProvider) -> None:
-    with pytest.raises(CertificateChainError, match="Intel SGX Root CA"):
+    with pytest.raises(CertificateChainError, match="Intel SGX Root CA") as refused:
         Verifier(collateral=_collateral(provider)).verify_quote(provider.quote(REPORT_DATA))
+    # The message says where the chain ends, so the reader knows which verifier it was for.
+    assert str(refused.value) == (
+        "PCK chain (Intel SGX Root CA): does not end at the trusted root: it ends at "
+        "'MSE SIMULATION — NOT SGX Root CA', an mse-base simulation CA, which only a verifier "
+        "told to trust it accepts"
+    )
+    assert refused.value.failed_check == "pck.chain"
+
+
+def test_another_simulation_ca_is_named_as_such(
+    provider: SimulationQuoteProvider, tmp_path: Path
+) -> None:
+    other = SimulationQuoteProvider(mrenclave=MRENCLAVE, mrsigner=MRSIGNER, directory=tmp_path)
+    with pytest.raises(CertificateChainError) as refused:
+        _sim_verifier(other).verify_quote(provider.quote(REPORT_DATA))
+    assert str(refused.value).endswith(
+        "it ends at 'MSE SIMULATION — NOT SGX Root CA', another mse-base simulation CA than the "
+        "trusted one"
+    )
+
+
+def _direct_provider(provider: SimulationQuoteProvider) -> SimulationQuoteProvider:
+    """The quote source mse-run --direct hands its enclave: a fresh attestation key, certified
+    by the PKI as quoting the real measurement."""
+    qe = provider.pki.quoting_enclave(
+        ec.generate_private_key(ec.SECP256R1()), real_measurement=True
+    )
+    return SimulationQuoteProvider(mrenclave=MRENCLAVE, mrsigner=MRSIGNER, quoting_enclave=qe)
+
+
+def test_measurement_is_simulated_unless_the_pki_certified_the_real_one(
+    provider: SimulationQuoteProvider,
+) -> None:
+    simulated = _sim_verifier(provider).verify_quote(provider.quote(REPORT_DATA))
+    assert (simulated.simulation, simulated.measurement) == (True, "simulated")
+    assert simulated.to_json()["measurement"] == "simulated"
+    direct = _sim_verifier(provider).verify_quote(_direct_provider(provider).quote(REPORT_DATA))
+    assert (direct.simulation, direct.measurement) == (True, "real")
+    assert direct.to_json()["measurement"] == "real"
+
+
+def test_the_real_measurement_mark_is_bound_by_the_pck_key(
+    provider: SimulationQuoteProvider,
+) -> None:
+    """A holder of the attestation key (the enclave) cannot claim the real measurement: the QE
+    authentication data is bound by the QE report, which only the PCK key signs."""
+    from mse_base._internal.dcap.quote import DIRECT_MEASUREMENT_MARK
+    from mse_base._internal.simulation.pki import QE_AUTH_DATA
+
+    quote = provider.quote(REPORT_DATA)
+    # Header, report body, signature data length, then the quote signature, the attestation
+    # key, the QE report and its signature, the auth data's size: the auth data.
+    start = 48 + 384 + 4 + 64 + 64 + 384 + 64 + 2
+    assert quote[start : start + 32] == QE_AUTH_DATA and len(DIRECT_MEASUREMENT_MARK) == 32
+    claimed = quote[:start] + DIRECT_MEASUREMENT_MARK + quote[start + 32 :]
+    with pytest.raises(VerificationError) as refused:
+        _sim_verifier(provider).verify_quote(claimed)
+    assert refused.value.failed_check == "qe_report.binding"
+    assert refused.value.partial is not None and refused.value.partial.measurement is None
+
+
+def test_a_rejection_shows_the_measurement_with_the_identity(
+    provider: SimulationQuoteProvider,
+) -> None:
+    quote = _direct_provider(provider).quote(REPORT_DATA)
+    with pytest.raises(PolicyError) as refused:
+        _sim_verifier(provider, Policy(mrenclave=frozenset({bytes(32)}))).verify_quote(quote)
+    partial = refused.value.partial
+    assert partial is not None
+    assert (partial.mrenclave, partial.measurement) == (MRENCLAVE, "real")
 
 
 def test_foreign_root_needs_simulation_flag(provider: SimulationQuoteProvider) -> None:

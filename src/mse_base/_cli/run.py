@@ -309,9 +309,11 @@ def _run_request(args: argparse.Namespace, request: RunRequest, lock: WorkdirLoc
     if args.json:
         print(json.dumps(summary, sort_keys=True), flush=True)
     else:
+        # Only the simulated MRENCLAVE is tagged: --direct's is the real one, and MRSIGNER is
+        # the signing key's hash in every mode.
         tag = " (simulated)" if prepared.simulated else ""
         print(f"MRENCLAVE: {summary['mrenclave']}{tag}")
-        print(f"MRSIGNER: {summary['mrsigner']}{tag}", flush=True)
+        print(f"MRSIGNER: {summary['mrsigner']}", flush=True)
         if args.memory:
             print(f"enclave size: {format_size(prepared.request.enclave_size)}")
             print(
@@ -333,6 +335,8 @@ def _run_request(args: argparse.Namespace, request: RunRequest, lock: WorkdirLoc
         )
     if prepared.request.mode != "simulation" and not args.dry_run:
         _warn_hosts_only_server(prepared.request.deployment.secrets_server)
+    if prepared.owner_tools:
+        _warn_owner_tools(prepared.owner_tools)
     if prepared.request.mode != "sgx" and not args.dry_run:
         logging.getLogger("mse").warning(
             "%s: sealed secrets (%s) use a stand-in for the CPU's key, derived from MRENCLAVE "
@@ -368,6 +372,22 @@ def _warn_hosts_only_server(server: str | None) -> None:
             server,
             name,
         )
+
+
+def _warn_owner_tools(tools: Sequence[str]) -> None:
+    """The owner's or test tools are measured with the app: a warning, since only the app's
+    owner knows the app does not use them after all."""
+    from mse_base._internal.extras import extras_of, install_command
+
+    logging.getLogger("mse").warning(
+        "warning: the environment the enclave measures (%s) holds %s: owner or test tools that "
+        "no requirement of the app needs, measured into MRENCLAVE all the same; keep them in "
+        "another environment (%s) and uninstall them here, or list them in the app's "
+        "requirements.txt if it uses them",
+        sys.prefix,
+        ", ".join(tools),
+        install_command(extras_of(tools)),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,11 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 from mse_base._cli import guard
 from mse_base._cli.verifier_options import (
+    SIMULATION_BANNER,
     PolicyOptions,
     add_trust_options,
     add_verifier_options,
     build_verifier,
+    explain_rejection,
     https_address,
+    mrenclave_label,
     policy_from_file,
     policy_options,
     read_input,
@@ -238,8 +241,9 @@ def _push(args: argparse.Namespace) -> int:
     try:
         answer = client.send(host, port, verifier, body, at=options.at, deployment=deployment_id)
     except VerificationError as err:
+        explained = explain_rejection(err, args)
         rejected = VerificationError(
-            f"{err.diagnostics()}; nothing was sent", check=err.failed_check
+            f"{explained.diagnostics()}; nothing was sent", check=err.failed_check
         )
         rejected.partial = err.partial
         raise rejected from err
@@ -252,10 +256,9 @@ def _push(args: argparse.Namespace) -> int:
         )
     result = answer.verified
     if result.simulation:
-        print("*** SIMULATION — NOT a real SGX enclave: signed by a local simulation CA ***")
-    simulated = " (simulated)" if result.simulation else ""
+        print(f"*** {SIMULATION_BANNER} ***")
     print(f"provisioned: {_described(payload)} to {args.url}")
-    print(f"  MRENCLAVE   {result.mrenclave.hex()}{simulated}")
+    print(f"  MRENCLAVE   {result.mrenclave.hex()}{mrenclave_label(result)}")
     print(f"  MRSIGNER    {result.mrsigner.hex()}")
     print(f"  TCB status  {result.tcb_status}")
     return 0

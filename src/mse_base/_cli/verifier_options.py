@@ -17,7 +17,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from cryptography import x509
 
-    from mse_base.verify import Policy, Verifier
+    from mse_base.errors import VerificationError
+    from mse_base.verify import Policy, VerificationResult, Verifier
+
+#: Above every result checked against a simulation CA, whatever it measured.
+SIMULATION_BANNER = "SIMULATION — NOT a real SGX enclave: signed by a local simulation CA"
 
 
 def add_verifier_options(parser: argparse.ArgumentParser) -> None:
@@ -377,3 +381,48 @@ def https_address(url: str) -> tuple[str, int]:
     except UnicodeError:
         raise UsageError(f"{url!r}: the host name is not a valid DNS name") from None
     return parts.hostname, port
+
+
+def mrenclave_label(result: VerificationResult) -> str:
+    """What follows MRENCLAVE on a verified enclave's line: "(simulated)" only for the simulated
+    measurement of ``mse-run --simulation``; ``--direct``'s is the real one, on no SGX."""
+    if result.measurement == "simulated":
+        return " (simulated)"
+    if result.simulation:
+        return " (real measurement, Gramine without SGX)"
+    return ""
+
+
+def explain_rejection(err: VerificationError, args: argparse.Namespace) -> VerificationError:
+    """``err``, saying how to check the quote when it is a simulation quote shown to a verifier
+    that does not trust its CA (the one rejection whose fix is an option of this command).
+
+    Only the message changes: the quote stays rejected.
+    """
+    from mse_base._internal.dcap import chain
+    from mse_base._internal.simulation.pki import simulation_dir
+    from mse_base.errors import VerificationError
+
+    partial = err.partial
+    if err.failed_check != "pck.chain" or partial is None or partial.quote is None:
+        return err
+    root = chain.chain_root(partial.quote.pck_chain_pem)
+    if root is None or not chain.is_simulation_certificate(root):
+        return err
+    trusted = _trust_root(args) or chain.intel_sgx_root()
+    if chain.spki_sha256(root) == chain.spki_sha256(trusted):
+        return err  # its own CA is trusted: the chain failed for another reason
+    default = simulation_dir() / "ca.pem"
+    if args.simulation_ca is None:
+        hint = (
+            f"to check this simulation quote, pass --simulation-ca {default} (the ca.pem of the "
+            "simulation that made it; that is where mse-run keeps it)"
+        )
+    else:
+        hint = (
+            f"--simulation-ca {args.simulation_ca} is another simulation's CA: pass the ca.pem "
+            f"of the simulation that made this quote (mse-run keeps it in {default})"
+        )
+    explained = VerificationError(f"{err.diagnostics()}; {hint}", check=err.failed_check)
+    explained.partial = partial
+    return explained

@@ -15,9 +15,12 @@ from typing import Any
 
 from mse_base._cli import guard
 from mse_base._cli.verifier_options import (
+    SIMULATION_BANNER,
     add_verifier_options,
     build_verifier,
+    explain_rejection,
     https_address,
+    mrenclave_label,
     policy_options,
     read_input,
 )
@@ -192,7 +195,8 @@ def _verify(args: argparse.Namespace) -> int:
                 _save_certificate(args.save_cert, _presented_pem(presented))
                 saved = True
             result = verifier.verify_certificate(cert, at=at)
-    except VerificationError as err:
+    except VerificationError as raised:
+        err = explain_rejection(raised, args)
         if not args.json:
             if saved:
                 amended = VerificationError(
@@ -201,8 +205,10 @@ def _verify(args: argparse.Namespace) -> int:
                     check=err.failed_check,
                 )
                 amended.partial = err.partial
-                raise amended from err
-            raise
+                raise amended from raised
+            if err is raised:
+                raise
+            raise err from raised
         # No partial: rejected before the verifier ran (the server's certificate could not be
         # fetched), so nothing was established.
         partial = err.partial or PartialResult(simulation=simulation)
@@ -223,7 +229,7 @@ def _verify(args: argparse.Namespace) -> int:
         )
     if args.json:
         if result.simulation:
-            print(f"mse-verify: {_SIMULATION_BANNER}", file=sys.stderr)
+            print(f"mse-verify: {SIMULATION_BANNER}", file=sys.stderr)
         print(json.dumps(_verify_json(result.to_json(), [], None), indent=2))
     else:
         _print_verified(result)
@@ -243,15 +249,11 @@ def _verify_json(
     }
 
 
-_SIMULATION_BANNER = "SIMULATION — NOT a real SGX enclave: signed by a local simulation CA"
-
-
 def _print_verified(result: Any) -> None:
     if result.simulation:
-        print(f"*** {_SIMULATION_BANNER} ***")
+        print(f"*** {SIMULATION_BANNER} ***")
     print("verified: the quote is genuine and matches the policy")
-    simulated = " (simulated)" if result.simulation else ""
-    print(f"  MRENCLAVE   {result.mrenclave.hex()}{simulated}")
+    print(f"  MRENCLAVE   {result.mrenclave.hex()}{mrenclave_label(result)}")
     print(f"  MRSIGNER    {result.mrsigner.hex()}")
     print(f"  ISV prod id {result.isv_prod_id}, ISV SVN {result.isv_svn}")
     advisories = ", ".join(result.advisory_ids) or "none"

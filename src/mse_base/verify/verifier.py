@@ -32,7 +32,7 @@ import functools
 import hashlib
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -55,13 +55,18 @@ from mse_base._internal.dcap.errors import (
     SignatureError,
 )
 from mse_base._internal.dcap.pck import PckExtensions, parse_pck_extensions
-from mse_base._internal.dcap.quote import Quote, parse_quote
+from mse_base._internal.dcap.quote import DIRECT_MEASUREMENT_MARK, Quote, parse_quote
 from mse_base._internal.dcap.tcb import TcbVerdict, evaluate
 from mse_base._internal.utc import iso
 from mse_base.errors import FailedCheck, UsageError, VerificationError
 from mse_base.verify.policy import Policy
 
 _CACHE_LIMIT = 64
+
+#: How the quoted MRENCLAVE was measured: ``"real"`` (by the CPU, under Intel's root; as
+#: ``gramine-sgx-sign`` computes it, for Gramine without SGX, ``mse-run --direct``, under a
+#: simulation CA) or ``"simulated"`` (the digest ``mse-run --simulation`` computes instead).
+Measurement = Literal["real", "simulated"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,11 @@ class VerificationResult:
     ``collateral.revocation``, ``qe.identity``, ``tcb.status``, ``enclave.identity``;
     :meth:`Verifier.verify_certificate` adds ``ratls.self_signature``, ``ratls.validity`` before
     them and one ``ratls.key_binding:<rule>`` per quote-carrying extension after.
+
+    ``simulation`` says the quote was checked against a simulation CA (not SGX hardware);
+    ``measurement`` whether its MRENCLAVE is then the real one (``mse-run --direct``) or a
+    simulated one (``mse-run --simulation``), as the simulation PKI certified it (see
+    :data:`Measurement`). Under Intel's root it is always ``"real"``.
     """
 
     mrenclave: bytes
@@ -85,6 +95,7 @@ class VerificationResult:
     tcb_status: str
     advisory_ids: tuple[str, ...]
     simulation: bool
+    measurement: Measurement
     fmspc: str
     checks: tuple[str, ...]
     quote: Quote
@@ -107,7 +118,8 @@ class PartialResult:
 
     * ``fmspc`` once the PCK chain verified (``pck.chain`` in ``checks``);
     * the enclave identity (``mrenclave``, ``mrsigner``, ``isv_prod_id``, ``isv_svn``,
-      ``report_data``, ``debug``) once the key that signed the quote is trusted: its PCK not
+      ``report_data``, ``debug``, and how MRENCLAVE was measured, ``measurement``) once the key
+      that signed the quote is trusted: its PCK not
       revoked and its holder Intel's quoting enclave (``qe.identity``, after
       ``collateral.revocation``), so only a ``tcb.*`` or ``policy.*`` rejection has it;
     * ``tcb_status`` and ``advisory_ids`` once the TCB level was evaluated, so a ``policy.*``
@@ -127,6 +139,7 @@ class PartialResult:
     tcb_status: str | None = None
     advisory_ids: tuple[str, ...] | None = None
     simulation: bool = False
+    measurement: Measurement | None = None
     fmspc: str | None = None
     checks: tuple[str, ...] = ()
     quote: Quote | None = None
@@ -151,6 +164,7 @@ class PartialResult:
             "tcb_status": self.tcb_status,
             "advisory_ids": None if self.advisory_ids is None else list(self.advisory_ids),
             "simulation": self.simulation,
+            "measurement": self.measurement,
             "fmspc": self.fmspc,
             "checks": list(self.checks),
             "quote_sha256": (
@@ -202,10 +216,26 @@ class _Progress:
             tcb_status=None if verdict is None else verdict.status,
             advisory_ids=None if verdict is None else verdict.advisory_ids,
             simulation=self.simulation,
+            measurement=None if body is None else _measurement(self.quote, self.simulation),
             fmspc=self.fmspc,
             checks=tuple(self.checks),
             quote=self.quote,
         )
+
+
+def _measurement(quote: Quote | None, simulation: bool) -> Measurement:
+    """How the quote's MRENCLAVE was measured; read only once ``qe_report.binding`` passed.
+
+    Under Intel's root the CPU measured it, whatever the QE authentication data holds. Under a
+    simulation CA it is simulated unless the PKI certified the real one: the QE report, signed
+    by the simulation PCK key, binds the authentication data that says so (``mse-run
+    --direct``); anything else, and any other PKI's quote, stays "simulated".
+    """
+    if not simulation:
+        return "real"
+    if quote is not None and quote.qe_auth_data == DIRECT_MEASUREMENT_MARK:
+        return "real"
+    return "simulated"
 
 
 @dataclass(frozen=True)
@@ -385,6 +415,7 @@ class Verifier:
             tcb_status=verdict.status,
             advisory_ids=verdict.advisory_ids,
             simulation=self._simulation,
+            measurement=_measurement(parsed, self._simulation),
             fmspc=pck.extensions.fmspc.hex(),
             checks=tuple(progress.checks),
             quote=parsed,
@@ -478,6 +509,7 @@ class Verifier:
                 ("isv_svn", "ISV SVN"),
                 ("debug", "debug flag"),
                 ("tcb_status", "TCB status"),
+                ("measurement", "measurement (real or simulated)"),
             ):
                 mine, theirs = getattr(first, field), getattr(other, field)
                 if mine != theirs:

@@ -38,6 +38,10 @@ _PEM_BLOCK = (
     rb"-----BEGIN CERTIFICATE-----\r?\n(?:[A-Za-z0-9+/=]{1,76}\r?\n)+-----END CERTIFICATE-----"
 )
 _PEM_CHAIN = re.compile(rb"(?:" + _PEM_BLOCK + rb"\r?\n)+")
+
+#: What every certificate of an mse-base simulation PKI says in its subject (its OU, and the start
+#: of its CN). Read only to explain why a chain was refused, never to accept one.
+SIMULATION_MARK = "MSE SIMULATION — NOT SGX"
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 
 
@@ -192,8 +196,51 @@ def check_root_copy(
     if copy == root:  # byte-identical to the configured root
         return
     if spki_der(copy, checks) != spki_der(root, checks):
-        raise CertificateChainError(f"{what}: does not end at the trusted root", check=checks.chain)
+        raise CertificateChainError(
+            f"{what}: does not end at the trusted root{_where_it_ends(copy, root)}",
+            check=checks.chain,
+        )
     check_issued_by(copy, root, f"{what}: root certificate", checks)
+
+
+def is_simulation_certificate(cert: x509.Certificate) -> bool:
+    """Whether ``cert`` names itself a certificate of an mse-base simulation PKI.
+
+    Anyone can write that name: it only explains a refusal (a simulation quote shown to a
+    verifier that trusts Intel), and no check ever accepts anything for it.
+    """
+    try:
+        units = cert.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATIONAL_UNIT_NAME)
+    except ValueError:
+        return False
+    return any(unit.value == SIMULATION_MARK for unit in units)
+
+
+def chain_root(pem: bytes) -> x509.Certificate | None:
+    """The last certificate of a PEM chain, or None when it does not parse (for explanations)."""
+    try:
+        certs = x509.load_pem_x509_certificates(pem)
+    except ValueError:
+        return None
+    return certs[-1] if certs else None
+
+
+def _where_it_ends(copy: x509.Certificate, root: x509.Certificate) -> str:
+    """Which root a refused chain ends at, so the reader can tell which verifier it was for."""
+    try:
+        # repr: the name comes from the quote, and its control or invisible characters must
+        # neither break the one-line message nor hide in it.
+        name = repr(_cn(copy)[:80])
+    except ValueError:
+        return ""
+    if not is_simulation_certificate(copy):
+        return f" (it ends at {name})"
+    if spki_sha256(root) == INTEL_SGX_ROOT_SPKI_SHA256:
+        return (
+            f": it ends at {name}, an mse-base simulation CA, which only a verifier told to "
+            "trust it accepts"
+        )
+    return f": it ends at {name}, another mse-base simulation CA than the trusted one"
 
 
 def issuer_under_root(

@@ -50,6 +50,14 @@ CERT_DATA_QE_REPORT = 6
 #: Intel's QE vendor ID (``939a7233-f79c-4ca9-940a-0db3957f0607``), written by Intel's QE3.
 INTEL_QE_VENDOR_ID = bytes.fromhex("939a7233f79c4ca9940a0db3957f0607")
 
+#: The QE authentication data with which an mse-base simulation PKI certifies the attestation key
+#: it hands ``mse-run --direct``'s enclave: that enclave is the signed manifest run by Gramine
+#: without SGX, so the quote's MRENCLAVE is the real measurement (``mse-run --simulation`` quotes a
+#: simulated one). The QE report binds it (``qe_report.binding``) under the PCK key's signature,
+#: so it is the simulation PKI's word: a verifier reads it only when it trusts a simulation CA,
+#: never under Intel's root. 32 bytes, the size Intel's QE writes.
+DIRECT_MEASUREMENT_MARK = b"mse-base direct: real MRENCLAVE".ljust(32, b"\0")
+
 _KEY_TYPE_NAMES = {2: "ECDSA-256 (P-256)", 3: "ECDSA-384 (P-384)"}
 
 # Upper bound for a whole quote: far above any real one (~5 KB), low enough that a hostile length

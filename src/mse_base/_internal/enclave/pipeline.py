@@ -35,7 +35,7 @@ from mse_base._internal.enclave import manifest as mf
 from mse_base._internal.enclave.codetar import inspect_code, unpack_code
 from mse_base._internal.enclave.deployment import Deployment
 from mse_base._internal.enclave.measure import simulated_mrenclave
-from mse_base._internal.enclave.requirements import check_requirements
+from mse_base._internal.enclave.requirements import app_requirements, check_requirements
 from mse_base._internal.enclave.sealing import (
     Measurement,
     check_sealed_secrets,
@@ -52,6 +52,7 @@ from mse_base._internal.enclave.signer import (
     throwaway_signer_key,
 )
 from mse_base._internal.enclave.sigstruct import Sigstruct, build_sigstruct, parse_sigstruct
+from mse_base._internal.extras import owner_tools
 from mse_base._internal.files import write_private
 from mse_base.errors import EnvironmentMissing, Error, UsageError
 
@@ -215,6 +216,8 @@ class Prepared:
     trusted_bytes: int
     argv: tuple[str, ...]
     claim: WorkdirClaim
+    # The owner's or test tools measured with the app, which it does not need (extras).
+    owner_tools: tuple[str, ...] = ()
 
     @property
     def simulated(self) -> bool:
@@ -234,6 +237,8 @@ class Prepared:
             "mode": self.request.mode,
             # No SGX hardware involved: a simulated measurement, or (--direct) a simulated quote.
             "simulated": self.request.mode != "sgx",
+            # What MRENCLAVE is, as mse-verify's JSON says it: only --simulation's is simulated.
+            "measurement": "simulated" if self.simulated else "real",
             "mrsigner_meaningful": not self.signer.throwaway,
             # A temporary work directory is gone by the time anyone reads this.
             "workdir": (
@@ -416,6 +421,8 @@ def _prepare_in(
     unpack_code(request.code, code_dir)
     check_requirements(code_dir)
     mf.write_name_files(request.workdir)
+    # Encrypted code is staged unread: its requirements are not known here.
+    tools = owner_tools(python.site_packages, app_requirements(code_dir))
     secrets = request.workdir / mf.HOST_SECRETS_DIR
     secrets.mkdir(mode=0o700, exist_ok=True)
     if not request.dry_run:
@@ -461,7 +468,14 @@ def _prepare_in(
     check_sealing_enclave(request, measured)
     record_sealing_enclave(request, measured)
     return Prepared(
-        request, sigstruct, signer, len(trusted.files), trusted.total_bytes, spec.argv, claim
+        request,
+        sigstruct,
+        signer,
+        len(trusted.files),
+        trusted.total_bytes,
+        spec.argv,
+        claim,
+        tuple(tools),
     )
 
 

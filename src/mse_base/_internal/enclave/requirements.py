@@ -59,16 +59,14 @@ def _requirement_lines(path: Path) -> list[tuple[int, str]] | None:
     return lines
 
 
-def check_requirements(code_dir: Path) -> int:
-    """Return how many requirements were checked; raise listing every one that is not met."""
+def app_requirements(code_dir: Path) -> list[Requirement]:
+    """The app's requirements that apply to this Python (markers evaluated); [] without a
+    requirements.txt. Raise naming the first line that is not a requirement."""
     # Read, not tested with is_file() first: a requirements.txt that is a directory, say, is
     # refused rather than silently taken for none.
     lines = _requirement_lines(code_dir / "requirements.txt")
-    if lines is None:
-        return 0
-    missing: list[str] = []
-    checked = 0
-    for number, line in lines:
+    requirements = []
+    for number, line in lines or []:
         if line.startswith("-"):
             # Options (index URLs, hashes, includes) say where to fetch from, which does not
             # apply to an environment that is already built.
@@ -81,7 +79,15 @@ def check_requirements(code_dir: Path) -> int:
             ) from None
         if requirement.marker is not None and not requirement.marker.evaluate():
             continue
-        checked += 1
+        requirements.append(requirement)
+    return requirements
+
+
+def check_requirements(code_dir: Path) -> int:
+    """Return how many requirements were checked; raise listing every one that is not met."""
+    missing: list[str] = []
+    requirements = app_requirements(code_dir)
+    for requirement in requirements:
         try:
             installed = importlib.metadata.version(requirement.name)
         except importlib.metadata.PackageNotFoundError:
@@ -93,4 +99,4 @@ def check_requirements(code_dir: Path) -> int:
             missing.append(f"{requirement} (installed: {installed})")
     if missing:
         raise MissingRequirements(missing)
-    return checked
+    return len(requirements)

@@ -413,8 +413,11 @@ class _Direct(_Enclave):
             shutil.rmtree(self._staged, ignore_errors=True)  # a failed run's, never moved
             self._pki = pki.ensure_simulation_pki(self._staged)
         # A fresh attestation key per run, certified by the simulation PKI's PCK key: only this
-        # enclave can sign quotes with it (see simulation.direct for the whole design).
-        self._quoting_enclave = self._pki.quoting_enclave(ec.generate_private_key(ec.SECP256R1()))
+        # enclave can sign quotes with it (see simulation.direct for the whole design). Certified
+        # as quoting the real measurement: this enclave runs the signed manifest.
+        self._quoting_enclave = self._pki.quoting_enclave(
+            ec.generate_private_key(ec.SECP256R1()), real_measurement=True
+        )
 
     def start(self) -> subprocess.Popen[bytes]:
         from mse_base._internal.simulation.direct import DirectLaunch

@@ -8,8 +8,8 @@ verify the enclave's RA-TLS certificate, then send over that same TLS connection
 (pull: ``mse-secrets serve``, which verifies each enclave's client certificate before releasing
 anything).
 
-May import ``mse_base.errors``, the shared ``files``, ``mse_base.verify`` and ``dcap`` (the
-owner verifies). Never imported by the enclave's runtime or the host's pipeline, except the two
-format modules and ``connections``, which state their own narrower rule: they must not pull in
-the verifier.
+May import ``mse_base.errors``, the shared ``files`` and ``extras``, ``mse_base.verify`` and
+``dcap`` (the owner verifies). Never imported by the enclave's runtime or the host's pipeline,
+except the two format modules and ``connections``, which state their own narrower rule: they
+must not pull in the verifier.
 """

@@ -30,6 +30,7 @@ import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mse_base._internal.extras import install_command
 from mse_base._internal.provision.connections import SlotServer
 from mse_base._internal.provision.protocol import PULL_PATH, loggable
 from mse_base.errors import EnvironmentMissing, UsageError, VerificationError
@@ -56,7 +57,9 @@ def _ssl() -> Any:
     except ImportError:
         raise EnvironmentMissing(
             "mse-secrets serve needs pyOpenSSL (to accept self-signed RA-TLS client "
-            "certificates): pip install 'mse-base[serve]'"
+            "certificates): install it apart from any environment an enclave measures (there it "
+            f"would change MRENCLAVE), e.g. {install_command(['serve'])}, then run "
+            "~/mse-owner/bin/mse-secrets serve"
         ) from None
     return SSL
 

@@ -13,7 +13,9 @@ before the enclave does anything else:
 * a quoting enclave (:class:`~mse_base._internal.simulation.pki.QuotingEnclave`): a fresh
   attestation key certified by the simulation PKI's PCK key, as Intel's QE certifies its own; the
   PKI's keys stay on the host, and only this enclave can sign with this key, which is how mse-run
-  tells its own enclave's certificate from another server's on the port;
+  tells its own enclave's certificate from another server's on the port; its QE report also
+  binds the QE authentication data that tells verifiers the quoted MRENCLAVE is the real one
+  (``dcap.quote.DIRECT_MEASUREMENT_MARK``), which the enclave cannot change;
 * the key for the sealed-secrets mount: Gramine derives ``_sgx_mrenclave`` from the CPU only on
   SGX; without SGX the key is empty until written to ``/dev/attestation/keys/``, so mse-run hands
   over its stand-in, derived from MRENCLAVE (simulation.sealing).

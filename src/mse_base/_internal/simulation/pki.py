@@ -11,7 +11,9 @@ quotes:
   info v3 with one ``UpToDate`` level matching the PCK leaf, QE identity v2, the issuer chain, and
   real (empty) CRLs from both CAs, re-issued when they approach ``nextUpdate`` (keys are kept);
 * quotes v3 (ECDSA-P256 attestation key, Intel's QE vendor id, certification data type 5) whose
-  QE report is signed by the PCK leaf key and binds the attestation key as Intel's QE does.
+  QE report is signed by the PCK leaf key and binds the attestation key as Intel's QE does, with
+  the QE authentication data that says which measurement the quote carries: the simulated one
+  (``mse-run --simulation``), or the real one (``DIRECT_MEASUREMENT_MARK``, ``mse-run --direct``).
 
 Nothing here is trusted by default: every subject says ``MSE SIMULATION — NOT SGX`` and only a
 verifier explicitly handed ``ca.pem`` accepts these quotes.
@@ -40,11 +42,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
+from mse_base._internal.dcap.chain import SIMULATION_MARK
 from mse_base._internal.dcap.collateral import MAX_DOCUMENT_SIZE
 from mse_base._internal.dcap.pck import SGX_EXTENSIONS_OID
 from mse_base._internal.dcap.quote import (
     ATTESTATION_KEY_ECDSA_P256,
     CERT_DATA_PCK_CHAIN,
+    DIRECT_MEASUREMENT_MARK,
     INTEL_QE_VENDOR_ID,
     QUOTE_VERSION_3,
     REPORT_DATA_SIZE,
@@ -71,8 +75,6 @@ __all__ = [
     "simulation_pki_exists",
 ]
 
-SIMULATION_MARK = "MSE SIMULATION — NOT SGX"
-
 # "MSESIM" in ASCII: an FMSPC no Intel platform uses, so simulation collateral can never be
 # mistaken for (or looked up as) a real platform's.
 SIMULATION_FMSPC = "4d534553494d"
@@ -93,7 +95,7 @@ QE_ATTRIBUTES = bytes.fromhex("1500000000000000e700000000000000")
 QE_IDENTITY_ATTRIBUTES = "11000000000000000000000000000000"
 QE_IDENTITY_ATTRIBUTES_MASK = "FBFFFFFFFFFFFFFF0000000000000000"
 # Intel's QE puts these 32 bytes in its authentication data; any value works, the QE report
-# binds it.
+# binds it. The quoting enclave of mse-run --direct certifies DIRECT_MEASUREMENT_MARK instead.
 QE_AUTH_DATA = bytes(range(32))
 
 # xfrm as Gramine enclaves get it.
@@ -443,15 +445,23 @@ class SimulationPKI:
         return _raw_public_key(self._attestation_key)
 
     def quoting_enclave(
-        self, attestation_key: ec.EllipticCurvePrivateKey | None = None
+        self,
+        attestation_key: ec.EllipticCurvePrivateKey | None = None,
+        *,
+        real_measurement: bool = False,
     ) -> QuotingEnclave:
         """The simulated quoting enclave: an attestation key and the QE report that certifies it.
 
-        As Intel's QE does, the QE report (signed by the PCK key) binds the attestation key in
-        its report data, so whoever holds the result signs quotes without the PCK key. Given a
-        fresh ``attestation_key``, that is what ``mse-run --direct`` hands its enclave.
+        As Intel's QE does, the QE report (signed by the PCK key) binds the attestation key and
+        the QE authentication data in its report data, so whoever holds the result signs quotes
+        without the PCK key and cannot change what it certifies. Given a fresh
+        ``attestation_key`` and ``real_measurement``, that is what ``mse-run --direct`` hands
+        its enclave: the authentication data is then :data:`DIRECT_MEASUREMENT_MARK`, which
+        tells a verifier trusting this PKI that the quoted MRENCLAVE is the real one; otherwise
+        (``mse-run --simulation``) it is simulated.
         """
         key = attestation_key if attestation_key is not None else self._attestation_key
+        auth_data = DIRECT_MEASUREMENT_MARK if real_measurement else QE_AUTH_DATA
         qe_report = _report_body(
             cpusvn=bytes(SIMULATION_TCB_COMPONENTS),
             attributes=QE_ATTRIBUTES,
@@ -459,9 +469,11 @@ class SimulationPKI:
             mrsigner=QE_MRSIGNER,
             isv_prod_id=QE_ISV_PROD_ID,
             isv_svn=QE_ISV_SVN,
-            report_data=hashlib.sha256(_raw_public_key(key) + QE_AUTH_DATA).digest() + bytes(32),
+            report_data=hashlib.sha256(_raw_public_key(key) + auth_data).digest() + bytes(32),
         )
-        return QuotingEnclave(key, qe_report, self.sign_qe_report(qe_report), self.pck_chain_pem)
+        return QuotingEnclave(
+            key, qe_report, self.sign_qe_report(qe_report), self.pck_chain_pem, auth_data
+        )
 
 
 def _raw_public_key(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -473,12 +485,14 @@ def _raw_public_key(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 @dataclass(frozen=True)
 class QuotingEnclave:
-    """What signs quotes: the attestation key, its PCK-signed QE report, the PCK chain."""
+    """What signs quotes: the attestation key, its PCK-signed QE report, the PCK chain, and the
+    QE authentication data the report binds (every quote carries it)."""
 
     attestation_key: ec.EllipticCurvePrivateKey
     qe_report: bytes
     qe_report_signature: bytes
     pck_chain_pem: bytes
+    auth_data: bytes
 
     @property
     def attestation_public_key(self) -> bytes:
@@ -490,6 +504,7 @@ class QuotingEnclave:
             "qe_report": self.qe_report.hex(),
             "qe_report_signature": self.qe_report_signature.hex(),
             "pck_chain": self.pck_chain_pem.decode("ascii"),
+            "auth_data": self.auth_data.hex(),
         }
 
     @classmethod
@@ -498,11 +513,15 @@ class QuotingEnclave:
         key = serialization.load_pem_private_key(data["attestation_key"].encode(), None)
         if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
             raise ValueError("the attestation key is not an ECDSA P-256 key")
+        auth_data = bytes.fromhex(data["auth_data"])
+        if len(auth_data) > 0xFFFF:
+            raise ValueError("the QE authentication data is over 65535 bytes")
         return cls(
             key,
             bytes.fromhex(data["qe_report"]),
             bytes.fromhex(data["qe_report_signature"]),
             data["pck_chain"].encode("ascii"),
+            auth_data,
         )
 
 
@@ -762,8 +781,8 @@ class SimulationQuoteProvider:
                 qe.attestation_public_key,
                 qe.qe_report,
                 qe.qe_report_signature,
-                struct.pack("<H", len(QE_AUTH_DATA)),
-                QE_AUTH_DATA,
+                struct.pack("<H", len(qe.auth_data)),
+                qe.auth_data,
                 struct.pack("<HI", CERT_DATA_PCK_CHAIN, len(chain)),
                 chain,
             )
