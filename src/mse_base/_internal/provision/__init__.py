@@ -4,7 +4,8 @@ Owns the wire formats (``protocol``: the push endpoint, the pull answer, the siz
 body and its checks), the encrypted-code file format (``codefile``: AES-256-GCM with a magic +
 version header) and the owner's sides: ``client`` (push: verify the enclave's RA-TLS
 certificate, then send over that same TLS connection) and ``server`` (pull: ``mse-secrets
-serve``, which verifies each enclave's client certificate before releasing anything).
+serve``, which verifies each enclave's client certificate before releasing anything); and, for
+trials, a throwaway CA with the certificates those need (``devca``: ``mse-secrets dev-ca``).
 
 May import ``mse_base.errors``, the shared ``files``, ``mse_base.verify`` and ``dcap`` (the
 owner verifies). Never imported by the enclave's runtime or the host's pipeline, except the two
