@@ -4,7 +4,8 @@
 verifier) and sends the secrets and code key over the TLS connection it verified. ``serve`` is the
 pull side: it releases them to every enclave whose client certificate passes the same verifier
 under a policy file. ``encrypt-code`` seals a code tar so that only an enclave given its key can
-run it.
+run it. ``dev-ca`` and ``simulation-ca`` make what a trial needs: a throwaway CA with the server
+and app certificates, and the simulation CA (before any enclave runs).
 """
 
 from __future__ import annotations
@@ -103,7 +104,50 @@ def _parser() -> argparse.ArgumentParser:
         "-o", "--output", type=Path, required=True, metavar="FILE", help="encrypted file"
     )
     encrypt.add_argument("--debug", action="store_true", help="tracebacks on errors")
+    _add_trial_commands(commands)
     return parser
+
+
+_DEV_CA_EPILOG = """\
+For trials only: every certificate's subject says so, the CA expires soon and its key is not
+kept. Writes DIR/ca.pem, DIR/server.pem + server.key (mse-secrets serve --cert/--key) and
+DIR/app-fullchain.pem + app.key (mse-run --certificate, mse-secrets push|serve --tls-key);
+refuses a DIR that already holds any of them."""
+
+
+def _add_trial_commands(commands: Any) -> None:
+    # The defaults are devca's (DEFAULT_NAMES, DEFAULT_DAYS, MAX_DAYS), written out here so that
+    # building the parser does not import cryptography's x509.
+    dev_ca = commands.add_parser(
+        "dev-ca",
+        help="make a throwaway CA and the server and app certificates a trial needs",
+        description="Make a throwaway CA (for trials only) and the certificates it issues.",
+        epilog=_DEV_CA_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    dev_ca.add_argument("directory", type=Path, metavar="DIR", help="where to write (new files)")
+    dev_ca.add_argument(
+        "--name",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="DNS name or IP address the certificates name; repeatable (default: localhost "
+        "and 127.0.0.1)",
+    )
+    dev_ca.add_argument(
+        "--days",
+        type=int,
+        metavar="N",
+        help="lifetime of the CA and its certificates (default 30, at most 365)",
+    )
+    dev_ca.add_argument("--debug", action="store_true", help="tracebacks on errors")
+    simulation_ca = commands.add_parser(
+        "simulation-ca",
+        help="create the simulation CA if missing and print its ca.pem path (NOT SGX)",
+        description="Create the simulation PKI that mse-run --simulation and --direct sign with "
+        "(if missing) and print the path of its ca.pem, for --simulation-ca.",
+    )
+    simulation_ca.add_argument("--debug", action="store_true", help="tracebacks on errors")
 
 
 def _add_provisioned_options(parser: argparse.ArgumentParser) -> None:
@@ -359,9 +403,48 @@ def _encrypt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dev_ca(args: argparse.Namespace) -> int:
+    from mse_base._internal.enclave.deployment import parse_host
+    from mse_base._internal.provision import devca
+    from mse_base.errors import UsageError
+
+    names: list[str] = []
+    for text in args.name or devca.DEFAULT_NAMES:
+        try:
+            name = parse_host(text)
+        except UsageError:
+            raise UsageError(
+                f"--name {text!r} is neither a DNS name nor an IP address: give a name clients "
+                "connect to, such as localhost, 127.0.0.1 or app.example.com"
+            ) from None
+        if name not in names:
+            names.append(name)
+    days = devca.DEFAULT_DAYS if args.days is None else args.days
+    made = devca.create(args.directory, names, days)
+    print(made.summary())
+    return 0
+
+
+def _simulation_ca(_args: argparse.Namespace) -> int:
+    from mse_base._internal.simulation.pki import ensure_simulation_pki, simulation_pki_exists
+
+    existed = simulation_pki_exists()
+    pki = ensure_simulation_pki()
+    logging.getLogger("mse-secrets").info(
+        "%s the simulation CA: NOT SGX; it signs the simulated quotes of mse-run --simulation "
+        "and --direct on this machine, and a verifier given it accepts only those",
+        "using" if existed else "created",
+    )
+    # Alone on stdout, so that --simulation-ca "$(mse-secrets simulation-ca)" works.
+    print(pki.ca_pem_path)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    body = {"push": _push, "serve": _serve}.get(args.command, _encrypt)
+    body = {"push": _push, "serve": _serve, "dev-ca": _dev_ca, "simulation-ca": _simulation_ca}.get(
+        args.command, _encrypt
+    )
     result = guard("mse-secrets", body, args)
     sys.stdout.flush()
     return result

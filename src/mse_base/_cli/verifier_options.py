@@ -306,6 +306,12 @@ def _trust_root(args: argparse.Namespace) -> x509.Certificate | None:
     if path is None:
         return None
     fix = f"pass the ca.pem of the simulation ({simulation_dir() / 'ca.pem'})"
+    if path.absolute() == simulation_dir() / "ca.pem" and not path.exists():
+        # This machine's own simulation CA, not made yet: a server may start before any enclave.
+        fix = (
+            "create it with `mse-secrets simulation-ca` (mse-run --simulation and --direct also "
+            "make it on first use)"
+        )
     # Not standard input: the simulation's collateral is looked up beside the file.
     pem = read_input(path, "--simulation-ca", MAX_CERTIFICATE_SIZE, fix, stdin=False)
     try:

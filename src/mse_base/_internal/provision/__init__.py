@@ -6,7 +6,8 @@ version header), the connection slots both servers use (``connections``: a total
 connection, a cap, fair replacement of slow clients) and the owner's sides: ``client`` (push:
 verify the enclave's RA-TLS certificate, then send over that same TLS connection) and ``server``
 (pull: ``mse-secrets serve``, which verifies each enclave's client certificate before releasing
-anything).
+anything); and, for trials, a throwaway CA with the certificates those need (``devca``:
+``mse-secrets dev-ca``).
 
 May import ``mse_base.errors``, the shared ``files`` and ``extras``, ``mse_base.verify`` and
 ``dcap`` (the owner verifies). Never imported by the enclave's runtime or the host's pipeline,
