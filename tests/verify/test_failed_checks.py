@@ -1,4 +1,4 @@
-"""``failed_check`` is API: every raise site names one, the set is pinned, the README lists it.
+"""``failed_check`` is API: every raise site names one, the set is pinned, docs/verify.md lists it.
 
 The source is parsed rather than trusted: a new ``raise CollateralError(...)`` without
 ``check=`` fails here, before a client sees a rejection it cannot classify.
@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "src" / "mse_base"
 SOURCES = sorted(PACKAGE.rglob("*.py"))
 
-# The values, as the README documents them. Adding one is a new API value (add it here and to
-# the README); renaming or removing one breaks clients.
+# The values, as docs/verify.md documents them. Adding one is a new API value (add it here and to
+# docs/verify.md); renaming or removing one breaks clients.
 PINNED = {
     "quote.format",
     "quote.unsupported",
@@ -262,14 +262,8 @@ def test_a_check_only_marked_passed_is_not_counted_as_raised(tmp_path: Path) -> 
     assert "qe.identity" not in raised_failed_checks(trees)  # ...but no longer raised
 
 
-def _readme_section(start: str) -> str:
-    text = (ROOT / "README.md").read_text()
-    begin = text.index(start)
-    return text[begin : text.index("\n### ", begin)]
-
-
-def test_readme_documents_every_failed_check_and_json_field() -> None:
-    section = _readme_section("Check the enclave from a client")
+def test_the_reference_documents_every_failed_check_and_json_field() -> None:
+    section = (ROOT / "docs" / "verify.md").read_text()
     table = section[section.index("<!-- failed_check values -->") :]
     table = table[: table.index("<!-- end failed_check values -->")]
     documented = set(re.findall(r"^\| `([a-z_.]+)` \|", table, flags=re.MULTILINE))

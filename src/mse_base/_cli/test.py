@@ -16,7 +16,12 @@ def _test_parser() -> argparse.ArgumentParser:
         description="Serve the app outside any enclave, over plain HTTP, to check the image.",
     )
     parser.add_argument("--application", required=True, help="module:attribute, e.g. app:app")
-    parser.add_argument("--code-dir", type=Path, default=Path("/mse-app"), help="app directory")
+    parser.add_argument(
+        "--code-dir",
+        type=Path,
+        default=Path("/mse-app"),
+        help="the app's directory (default /mse-app, where the image's examples mount it)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", default="5000", help="TCP port (default 5000)")
     parser.add_argument("--debug", action="store_true", help="debug logging and tracebacks")

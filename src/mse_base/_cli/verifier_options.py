@@ -109,8 +109,8 @@ class PolicyOptions:
                 f"MRSIGNER without MRENCLAVE: MRSIGNER only names who holds the signing key, and "
                 f"mse-run signs on the host that runs the enclave, so that host can sign code of "
                 f"its own and pass; pin {pin} (mse-run --dry-run prints it), or, only if that key "
-                f"never reaches any host, say so with {opt_in} (see the README, 'Who holds which "
-                f"key')"
+                f"never reaches any host, say so with {opt_in} (docs/secrets.md, 'Who holds "
+                f"which key': signing releases on the owner's machine is yet to come)"
             )
 
 
